@@ -1,0 +1,85 @@
+"""AI apps and the API keys that call them."""
+
+from django.db import models
+
+from apps.core.models import TimestampedModel
+from apps.core.priorities import Priority
+
+
+class AppMode(models.TextChoices):
+    CHAT = "chat", "Chat"
+    COMPLETION = "completion", "Completion"
+
+
+class ProviderKind(models.TextChoices):
+    LOCAL = "local", "Built-in model (SmolLM2-135M-Instruct)"
+    OPENAI = "openai", "OpenAI-compatible server"
+    SCRIPTED = "scripted", "Scripted (tests and benchmarks)"
+
+
+class App(TimestampedModel):
+    """An AI app: which model answers, how it is prompted, and how its work is scheduled.
+
+    `settings_version` grows on every change of what shapes an answer, so caches keyed on it
+    go stale by themselves.
+    """
+
+    name = models.CharField(max_length=255)
+    description = models.TextField(blank=True, default="")
+    mode = models.CharField(max_length=16, choices=AppMode.choices, default=AppMode.CHAT)
+    enabled = models.BooleanField(default=True)
+    author_name = models.CharField(max_length=255, blank=True, default="")
+    tags = models.JSONField(default=list, blank=True)
+
+    provider = models.CharField(max_length=16, choices=ProviderKind.choices, default=ProviderKind.LOCAL)
+    model_name = models.CharField(max_length=255, default="SmolLM2-135M-Instruct")
+    # Provider-specific settings: for `openai` {"base_url", "api_key_env"}; for `scripted`
+    # {"text", "tokens_per_s", "fail_times", ...}. Secrets are never stored here, only the name of
+    # the environment variable that holds them.
+    provider_config = models.JSONField(default=dict, blank=True)
+
+    system_prompt = models.TextField(blank=True, default="")
+    opening_statement = models.TextField(blank=True, default="")
+    suggested_questions = models.JSONField(default=list, blank=True)
+    # Dify's user_input_form: a list of {"text-input": {"label", "variable", "required", ...}}.
+    user_input_form = models.JSONField(default=list, blank=True)
+
+    max_tokens = models.PositiveIntegerField(default=256)
+    temperature = models.FloatField(default=0.7)
+    top_p = models.FloatField(default=0.95)
+    stop = models.JSONField(default=list, blank=True)
+
+    default_priority = models.CharField(max_length=8, choices=Priority.choices, default=Priority.MEDIUM)
+    max_attempts = models.PositiveSmallIntegerField(
+        null=True, blank=True, help_text="Attempts per task (first run plus retries); empty: the default."
+    )
+    settings_version = models.PositiveIntegerField(default=1)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.mode})"
+
+
+class ApiKey(TimestampedModel):
+    """An app's API key. Only a SHA-256 digest is stored; the clear key is shown once."""
+
+    app = models.ForeignKey(App, on_delete=models.CASCADE, related_name="api_keys")
+    name = models.CharField(max_length=255, blank=True, default="")
+    prefix = models.CharField(max_length=16, help_text="The key's first characters, to recognise it.")
+    digest = models.CharField(max_length=64, unique=True)
+    max_priority = models.CharField(
+        max_length=8,
+        choices=Priority.choices,
+        default=Priority.HIGH,
+        help_text="The most urgent priority requests with this key may ask for.",
+    )
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "API key"
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… ({self.app.name})"

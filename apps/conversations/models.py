@@ -1,0 +1,76 @@
+"""Conversations, the messages in them, and feedback on messages."""
+
+from django.db import models
+
+from apps.applications.models import App
+from apps.core.models import TimestampedModel
+
+
+class Conversation(TimestampedModel):
+    """A chat thread between one end user and one app."""
+
+    app = models.ForeignKey(App, on_delete=models.CASCADE, related_name="conversations")
+    end_user = models.CharField(max_length=255, db_index=True)
+    name = models.CharField(max_length=255, blank=True, default="")
+    inputs = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["app", "end_user", "-updated_at"])]
+
+    def __str__(self) -> str:
+        return self.name or str(self.id)
+
+
+class MessageStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    NORMAL = "normal", "Normal"
+    STOPPED = "stopped", "Stopped"
+    ERROR = "error", "Error"
+
+
+class Message(TimestampedModel):
+    """One question and its answer. A completion app's messages have no conversation."""
+
+    app = models.ForeignKey(App, on_delete=models.CASCADE, related_name="messages")
+    conversation = models.ForeignKey(
+        Conversation, on_delete=models.CASCADE, null=True, blank=True, related_name="messages"
+    )
+    end_user = models.CharField(max_length=255, db_index=True)
+    inputs = models.JSONField(default=dict, blank=True)
+    query = models.TextField(blank=True, default="")
+    answer = models.TextField(blank=True, default="")
+    status = models.CharField(max_length=16, choices=MessageStatus.choices, default=MessageStatus.PENDING)
+    error = models.TextField(blank=True, default="")
+
+    provider = models.CharField(max_length=16, blank=True, default="")
+    model_name = models.CharField(max_length=255, blank=True, default="")
+    prompt_tokens = models.PositiveIntegerField(default=0)
+    completion_tokens = models.PositiveIntegerField(default=0)
+    latency_s = models.FloatField(null=True, blank=True, help_text="From task start to the last token.")
+    first_token_s = models.FloatField(null=True, blank=True, help_text="From task start to the first token.")
+    task = models.ForeignKey(
+        "scheduling.Task", on_delete=models.SET_NULL, null=True, blank=True, related_name="messages"
+    )
+
+    class Meta:
+        indexes = [models.Index(fields=["conversation", "-created_at"])]
+
+    def __str__(self) -> str:
+        return self.query[:60] or str(self.id)
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+class Feedback(TimestampedModel):
+    """An end user's rating of an answer."""
+
+    class Rating(models.TextChoices):
+        LIKE = "like", "Like"
+        DISLIKE = "dislike", "Dislike"
+
+    message = models.OneToOneField(Message, on_delete=models.CASCADE, related_name="feedback")
+    end_user = models.CharField(max_length=255)
+    rating = models.CharField(max_length=8, choices=Rating.choices)
+    content = models.TextField(blank=True, default="")

@@ -1,0 +1,13 @@
+from django.apps import AppConfig
+
+
+class GenerationConfig(AppConfig):
+    name = "apps.generation"
+    label = "generation"
+
+    def ready(self) -> None:
+        from apps.generation.answer import answer_final_failure, answer_run
+        from apps.scheduling.kinds import TaskKind, register_task_kind
+
+        for kind in ("chat", "completion"):
+            register_task_kind(TaskKind(name=kind, run=answer_run, on_final_failure=answer_final_failure))

@@ -1,0 +1,64 @@
+"""The events of one answer, in Dify's streaming shapes, appended to the task's event log."""
+
+from typing import Any
+
+from apps.conversations.models import Message
+from apps.core.redis import sync_client
+from apps.streams.log import event_append, stream_key
+
+
+def usage_metadata(message: Message) -> dict[str, Any]:
+    return {
+        "prompt_tokens": message.prompt_tokens,
+        "prompt_unit_price": "0",
+        "prompt_price_unit": "0",
+        "prompt_price": "0",
+        "completion_tokens": message.completion_tokens,
+        "completion_unit_price": "0",
+        "completion_price_unit": "0",
+        "completion_price": "0",
+        "total_tokens": message.total_tokens,
+        "total_price": "0",
+        "currency": "USD",
+        "latency": round(message.latency_s or 0.0, 3),
+        "time_to_first_token": round(message.first_token_s, 3) if message.first_token_s else None,
+    }
+
+
+class AnswerPublisher:
+    """Writes the answer's events; every one carries the task, message and conversation ids."""
+
+    def __init__(self, *, task_id: str, message: Message) -> None:
+        self.task_id = task_id
+        self.message = message
+        self.base: dict[str, Any] = {
+            "task_id": task_id,
+            "id": str(message.id),
+            "message_id": str(message.id),
+            "created_at": int(message.created_at.timestamp()),
+        }
+        if message.conversation_id is not None:
+            self.base["conversation_id"] = str(message.conversation_id)
+
+    def _append(self, event: str, **fields: Any) -> str:
+        return event_append(task_id=self.task_id, event={"event": event, **self.base, **fields})
+
+    def text_already_sent(self) -> bool:
+        """Whether an earlier attempt left text on the stream that a retry must take back."""
+        last = sync_client().xrevrange(stream_key(self.task_id), count=1)
+        return bool(last) and b'"event":"message"' in last[0][1][b"d"]
+
+    def text(self, text: str) -> str:
+        return self._append("message", answer=text)
+
+    def replace(self, text: str, reason: str) -> str:
+        return self._append("message_replace", answer=text, reason=reason)
+
+    def end(self) -> str:
+        metadata = {"usage": usage_metadata(self.message), "retriever_resources": []}
+        return self._append("message_end", metadata=metadata, files=[])
+
+    def error(self, *, status: int, code: str, message: str) -> str:
+        event = {key: value for key, value in self.base.items() if key != "task_id"}
+        event.update(event="error", status=status, code=code, message=message)
+        return event_append(task_id=self.task_id, event=event)

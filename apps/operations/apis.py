@@ -1,0 +1,40 @@
+"""Probes for load balancers and Kubernetes."""
+
+from asgiref.sync import sync_to_async
+from django.db import connection
+from django.http import HttpRequest, JsonResponse
+from rq import Worker
+
+from apps.core.redis import sync_client
+
+
+async def healthz(request: HttpRequest) -> JsonResponse:
+    """The process is alive and its event loop answers."""
+    return JsonResponse({"status": "ok"})
+
+
+def _readiness() -> tuple[dict[str, str], bool]:
+    checks: dict[str, str] = {}
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        checks["postgresql"] = "ok"
+    except Exception as exc:
+        checks["postgresql"] = f"error: {type(exc).__name__}"
+    try:
+        client = sync_client()
+        client.ping()
+        checks["redis"] = "ok"
+        workers = Worker.count(connection=client)
+        checks["workers"] = f"{workers} running" if workers else "none running"
+    except Exception as exc:
+        checks["redis"] = f"error: {type(exc).__name__}"
+        workers = 0
+    ready = checks["postgresql"] == "ok" and checks["redis"] == "ok" and workers > 0
+    return checks, ready
+
+
+async def readyz(request: HttpRequest) -> JsonResponse:
+    """PostgreSQL and Redis answer and at least one worker is registered."""
+    checks, ready = await sync_to_async(_readiness)()
+    return JsonResponse({"status": "ready" if ready else "not ready", "checks": checks}, status=200 if ready else 503)

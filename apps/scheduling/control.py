@@ -1,0 +1,19 @@
+"""Signals to a running task, through Redis, so that whichever worker runs it sees them."""
+
+from apps.core.redis import key, sync_client
+
+STOP_FLAG_TTL_S = 3600
+
+
+def stop_flag_key(task_id: str) -> str:
+    return key("task", task_id, "stop")
+
+
+def task_request_stop(*, task_id: str, reason: str = "stop") -> None:
+    """Ask the worker running the task to stop between two tokens (`stop` or `cancel`)."""
+    sync_client().set(stop_flag_key(task_id), reason, ex=STOP_FLAG_TTL_S)
+
+
+def task_stop_reason(*, task_id: str) -> str | None:
+    value = sync_client().get(stop_flag_key(task_id))
+    return value.decode() if value else None

@@ -1,0 +1,17 @@
+"""RQ entry points: fetch by id, call a service."""
+
+from django.db import close_old_connections
+from rq import get_current_job
+
+from apps.scheduling.runner import task_execute
+
+
+def task_run_job(task_id: str) -> None:
+    job = get_current_job()
+    worker_name = (job.worker_name if job else None) or "unknown"
+    # Workers live for days; drop connections that broke or aged out while the worker waited.
+    close_old_connections()
+    try:
+        task_execute(task_id=task_id, worker_name=worker_name)
+    finally:
+        close_old_connections()

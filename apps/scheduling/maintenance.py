@@ -1,0 +1,127 @@
+"""The scheduler's housekeeping, run by one process at a time (a Redis lease decides which).
+
+- moves delayed retries whose time has come onto their queue;
+- reconciler: pushes again tasks that PostgreSQL holds as queued but Redis lost;
+- watchdog: hands running tasks whose worker died (lock lapsed) back to the queue.
+"""
+
+import logging
+import socket
+import threading
+import uuid
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import close_old_connections
+from django.utils import timezone
+
+from apps.core.redis import key, sync_client
+from apps.scheduling import services
+from apps.scheduling.locks import TaskLock
+from apps.scheduling.models import Task, TaskStatus
+from apps.scheduling.queues import delayed_pop_due, job_exists, job_push
+
+logger = logging.getLogger(__name__)
+
+
+def push_due_retries() -> int:
+    pushed = 0
+    for task_id in delayed_pop_due():
+        task = Task.objects.filter(id=task_id, status=TaskStatus.RETRYING).first()
+        if task is None:
+            continue
+        job_push(task_id=task_id, priority=task.priority, time_left_s=_time_left(task))
+        pushed += 1
+    return pushed
+
+
+def _time_left(task: Task) -> float | None:
+    if task.deadline_at is None:
+        return None
+    return (task.deadline_at - timezone.now()).total_seconds()
+
+
+def reconcile_lost_jobs() -> int:
+    """Re-push queued (or due retrying) tasks that have no job in Redis, e.g. after a Redis restart."""
+    grace = timedelta(seconds=settings.PLATFORM["RECONCILE_GRACE_S"])
+    now = timezone.now()
+    candidates = Task.objects.filter(
+        status__in=(TaskStatus.QUEUED, TaskStatus.RETRYING),
+        enqueued_at__lt=now - grace,
+    ).only("id", "status", "priority", "deadline_at", "not_before")[:1000]
+    pushed = 0
+    for task in candidates:
+        if task.status == TaskStatus.RETRYING and task.not_before and task.not_before > now - grace:
+            continue
+        if job_exists(str(task.id)) or _lock_held(str(task.id)):
+            continue
+        logger.warning("task had no job in Redis; pushing it again", extra={"task_id": str(task.id)})
+        job_push(task_id=str(task.id), priority=task.priority, time_left_s=_time_left(task))
+        pushed += 1
+    return pushed
+
+
+def _lock_held(task_id: str) -> bool:
+    return bool(sync_client().exists(TaskLock(task_id, ttl_s=1).key))
+
+
+def recover_orphaned_running() -> int:
+    """Running tasks whose lock lapsed lost their worker: count the attempt as failed."""
+    grace = timedelta(seconds=settings.PLATFORM["TASK_LOCK_TTL_S"])
+    recovered = 0
+    running = Task.objects.filter(status=TaskStatus.RUNNING, started_at__lt=timezone.now() - grace)
+    for task in running[:1000]:
+        if _lock_held(str(task.id)):
+            continue
+        logger.warning(
+            "running task lost its worker; recovering it",
+            extra={"task_id": str(task.id), "worker": task.worker_name},
+        )
+        from apps.scheduling.runner import handle_attempt_failure
+
+        handle_attempt_failure(task, WorkerLost(f"worker {task.worker_name} stopped"), "watchdog")
+        recovered += 1
+    return recovered
+
+
+class WorkerLost(Exception):
+    """The worker running the task stopped heartbeating (killed, crashed, lost its host)."""
+
+
+class Maintainer(threading.Thread):
+    """Runs the housekeeping every `interval_s` while it holds the cluster-wide lease."""
+
+    def __init__(self, interval_s: float = 0.2) -> None:
+        super().__init__(name="scheduler-maintenance", daemon=True)
+        self.interval_s = interval_s
+        self.stopped = threading.Event()
+        self.lease_key = key("maintenance", "lease")
+        self.identity = f"{socket.gethostname()}:{uuid.uuid4().hex[:8]}"
+        self._slow_every = max(1, int(2.0 / interval_s))
+
+    def _hold_lease(self) -> bool:
+        client = sync_client()
+        if client.set(self.lease_key, self.identity, nx=True, ex=10):
+            return True
+        if client.get(self.lease_key) == self.identity.encode():
+            client.expire(self.lease_key, 10)
+            return True
+        return False
+
+    def run(self) -> None:
+        tick = 0
+        while not self.stopped.wait(self.interval_s):
+            try:
+                if not self._hold_lease():
+                    continue
+                close_old_connections()
+                tick += 1
+                push_due_retries()
+                if tick % self._slow_every == 0:
+                    reconcile_lost_jobs()
+                    recover_orphaned_running()
+            except Exception:
+                logger.exception("scheduler maintenance failed; retrying")
+
+    def stop(self) -> None:
+        self.stopped.set()

@@ -1,0 +1,111 @@
+"""Durable tasks and their history. PostgreSQL is the source of truth; Redis only carries them."""
+
+import uuid
+
+from django.db import models
+
+from apps.applications.models import App
+from apps.core.priorities import Priority
+
+
+class TaskStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    RETRYING = "retrying", "Retrying"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+    EXPIRED = "expired", "Expired"
+    DEAD = "dead", "Dead (dead letter)"
+
+
+ACTIVE_STATUSES = (TaskStatus.PENDING, TaskStatus.QUEUED, TaskStatus.RUNNING, TaskStatus.RETRYING)
+FINAL_STATUSES = (
+    TaskStatus.SUCCEEDED,
+    TaskStatus.FAILED,
+    TaskStatus.CANCELLED,
+    TaskStatus.EXPIRED,
+    TaskStatus.DEAD,
+)
+
+
+class Task(models.Model):
+    """A unit of work of some kind (a chat answer, a completion, ...) run by a worker.
+
+    Every status change is a guarded UPDATE (see services) and leaves a TaskEvent.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    kind = models.CharField(max_length=32, db_index=True)
+    app = models.ForeignKey(App, on_delete=models.SET_NULL, null=True, blank=True, related_name="tasks")
+    end_user = models.CharField(max_length=255, blank=True, default="", db_index=True)
+    payload = models.JSONField(default=dict, blank=True)
+    result = models.JSONField(default=dict, blank=True)
+
+    status = models.CharField(max_length=16, choices=TaskStatus.choices, default=TaskStatus.PENDING)
+    requested_priority = models.CharField(max_length=8, choices=Priority.choices)
+    priority = models.CharField(max_length=8, choices=Priority.choices, help_text="Effective priority.")
+    priority_reason = models.CharField(max_length=255, blank=True, default="")
+
+    attempts = models.PositiveSmallIntegerField(default=0)
+    max_attempts = models.PositiveSmallIntegerField(default=4)
+    not_before = models.DateTimeField(null=True, blank=True)
+    deadline_at = models.DateTimeField(null=True, blank=True)
+
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    enqueued_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    worker_name = models.CharField(max_length=255, blank=True, default="")
+    error_type = models.CharField(max_length=255, blank=True, default="")
+    error_message = models.TextField(blank=True, default="")
+    idempotency_key = models.CharField(max_length=255, null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["status", "priority", "created_at"]),
+            models.Index(fields=["app", "status"]),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["app", "idempotency_key"],
+                condition=models.Q(idempotency_key__isnull=False),
+                name="task_idempotency_key_unique_per_app",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.id} ({self.status})"
+
+    @property
+    def wait_s(self) -> float | None:
+        if self.started_at and self.enqueued_at:
+            return (self.started_at - self.enqueued_at).total_seconds()
+        return None
+
+    @property
+    def run_s(self) -> float | None:
+        if self.finished_at and self.started_at:
+            return (self.finished_at - self.started_at).total_seconds()
+        return None
+
+
+class TaskEvent(models.Model):
+    """One transition in a task's life: when, from which status to which, why, and where."""
+
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="events")
+    at = models.DateTimeField(auto_now_add=True, db_index=True)
+    from_status = models.CharField(max_length=16, blank=True, default="")
+    to_status = models.CharField(max_length=16)
+    reason = models.CharField(max_length=255, blank=True, default="")
+    attempt = models.PositiveSmallIntegerField(default=0)
+    worker_name = models.CharField(max_length=255, blank=True, default="")
+    detail = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.from_status or '∅'} → {self.to_status}"

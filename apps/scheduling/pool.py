@@ -1,0 +1,81 @@
+"""A pool of worker processes on one host, restarted when they die, plus the scheduler's
+housekeeping thread. `manage.py run_workers` and `manage.py run_platform` use it."""
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+from apps.scheduling.maintenance import Maintainer
+from apps.scheduling.queues import QUEUE_ORDER
+
+logger = logging.getLogger(__name__)
+
+RESTART_BACKOFF_S = 1.0
+
+
+@dataclass
+class WorkerSlot:
+    queues: list[str]
+    process: subprocess.Popen[bytes] | None = None
+    started_at: float = 0.0
+    restarts: int = field(default=0)
+
+
+def worker_command(queues: list[str]) -> list[str]:
+    return [sys.executable, "manage.py", "worker", *queues]
+
+
+class WorkerPool:
+    """`processes` workers on all queues (high, medium, low), of which `high_only` take only `high`,
+    so interactive work always finds a free worker."""
+
+    def __init__(self, *, processes: int, high_only: int = 0, maintenance: bool = True) -> None:
+        self.slots = [
+            WorkerSlot(queues=["high"] if index < high_only else list(QUEUE_ORDER))
+            for index in range(processes)
+        ]
+        self.maintainer = Maintainer() if maintenance else None
+        self.stopping = False
+
+    def start(self) -> None:
+        if self.maintainer:
+            self.maintainer.start()
+        for slot in self.slots:
+            self._spawn(slot)
+
+    def _spawn(self, slot: WorkerSlot) -> None:
+        slot.process = subprocess.Popen(worker_command(slot.queues), env=os.environ.copy())
+        slot.started_at = time.monotonic()
+        logger.info("worker started", extra={"pid": slot.process.pid, "queues": slot.queues})
+
+    def supervise_once(self) -> None:
+        """Restart workers that exited (crashed or were killed), with a short back-off."""
+        for slot in self.slots:
+            if slot.process is None or slot.process.poll() is None or self.stopping:
+                continue
+            code = slot.process.returncode
+            if time.monotonic() - slot.started_at < RESTART_BACKOFF_S:
+                continue
+            slot.restarts += 1
+            logger.warning("worker exited; restarting it", extra={"exit_code": code, "queues": slot.queues})
+            self._spawn(slot)
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Warm shutdown: each worker finishes its current task, then exits."""
+        self.stopping = True
+        if self.maintainer:
+            self.maintainer.stop()
+        running = [slot.process for slot in self.slots if slot.process and slot.process.poll() is None]
+        for process in running:
+            process.send_signal(signal.SIGTERM)
+        give_up_at = time.monotonic() + timeout_s
+        for process in running:
+            try:
+                process.wait(timeout=max(0.1, give_up_at - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()

@@ -1,0 +1,70 @@
+"""The only place that knows queue names and how a task becomes an RQ job."""
+
+import time
+
+import django_rq
+from django.conf import settings
+from rq import Queue
+
+from apps.core.priorities import Priority
+from apps.core.redis import key, sync_client
+
+# Workers listen in this order: strictly the most urgent queue first.
+QUEUE_ORDER: tuple[str, ...] = (Priority.HIGH, Priority.MEDIUM, Priority.LOW)
+JOB_FUNC = "apps.scheduling.jobs.task_run_job"
+
+
+def queue_for(priority: str) -> Queue:
+    return django_rq.get_queue(priority, commit_mode="auto")
+
+
+def job_timeout_s(time_left_s: float | None) -> int:
+    """RQ's hard limit for one run: the configured timeout, capped by the time the deadline leaves."""
+    limit = settings.PLATFORM["TASK_TIMEOUT_S"]
+    if time_left_s is not None:
+        limit = min(limit, max(1, int(time_left_s) + 1))
+    return int(limit)
+
+
+def job_push(*, task_id: str, priority: str, time_left_s: float | None, delay_s: float = 0) -> None:
+    """Put the task's job on the queue of its priority, now or after a delay.
+
+    The job id is the task id, so pushing the same task twice leaves one job in Redis, and the
+    worker side (lock plus guarded status update) makes a stale duplicate a no-op.
+    """
+    if delay_s > 0:
+        # RQ's own scheduler forks from the worker, and a fork of a process that holds the model
+        # hangs; our maintenance loop moves due tasks from this sorted set to their queue instead.
+        sync_client().zadd(DELAYED_KEY(), {task_id: time.time() + delay_s})
+        return
+    queue_for(priority).enqueue_call(
+        JOB_FUNC,
+        args=(task_id,),
+        job_id=task_id,
+        timeout=job_timeout_s(time_left_s),
+        result_ttl=600,
+        failure_ttl=24 * 3600,
+    )
+
+
+def DELAYED_KEY() -> str:  # noqa: N802 - a constant that depends on settings
+    return key("delayed")
+
+
+_POP_DUE = """
+local due = redis.call('zrangebyscore', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+if #due > 0 then redis.call('zrem', KEYS[1], unpack(due)) end
+return due
+"""
+
+
+def delayed_pop_due(*, limit: int = 500) -> list[str]:
+    """Atomically take the ids of delayed tasks that are due (each is taken by one caller only)."""
+    due = sync_client().eval(_POP_DUE, 1, DELAYED_KEY(), time.time(), limit)
+    return [item.decode() for item in due]
+
+
+def job_exists(task_id: str) -> bool:
+    """Whether RQ still holds a job for the task (queued, running or delayed)."""
+    client = sync_client()
+    return bool(client.exists(f"rq:job:{task_id}")) or client.zscore(DELAYED_KEY(), task_id) is not None

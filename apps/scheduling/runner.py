@@ -1,0 +1,141 @@
+"""Running one attempt of a task inside a worker: lock, guarded start, run, record the outcome."""
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+
+from django.utils import timezone
+
+from apps.core.context import task_id_var
+from apps.scheduling import services
+from apps.scheduling.control import task_stop_reason
+from apps.scheduling.errors import TaskCancelled, TaskError
+from apps.scheduling.kinds import FinalFailure, task_kind_get
+from apps.scheduling.locks import TaskLock
+from apps.scheduling.models import Task, TaskStatus
+from django.conf import settings
+
+logger = logging.getLogger(__name__)
+
+# Checking Redis for a stop flag on every token would add a round trip per token; this often is
+# enough to stop "within a token or two" at the built-in model's ~100 tokens/s.
+STOP_CHECK_INTERVAL_S = 0.02
+
+
+@dataclass
+class WorkerRunContext:
+    task: Task
+    worker_name: str
+    attempt: int
+    _last_check: float = field(default=0.0)
+    _stop_reason: str | None = field(default=None)
+
+    def should_stop(self) -> bool:
+        now = time.monotonic()
+        if self._stop_reason is None and now - self._last_check >= STOP_CHECK_INTERVAL_S:
+            self._last_check = now
+            self._stop_reason = task_stop_reason(task_id=str(self.task.id))
+        return self._stop_reason is not None
+
+    @property
+    def stop_reason(self) -> str | None:
+        """`stop` (the end user's: keep the partial answer) or `cancel` (an operator's)."""
+        return self._stop_reason
+
+    def time_left_s(self) -> float | None:
+        if self.task.deadline_at is None:
+            return None
+        return (self.task.deadline_at - timezone.now()).total_seconds()
+
+
+class _LockHeartbeat(threading.Thread):
+    """Keeps the task's lock alive while the task runs; if the process dies, the lock lapses
+    within its TTL and the watchdog hands the task to another worker."""
+
+    def __init__(self, lock: TaskLock) -> None:
+        super().__init__(name="task-lock-heartbeat", daemon=True)
+        self.lock = lock
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        interval = self.lock.ttl_ms / 1000 / 3
+        while not self.stopped.wait(interval):
+            try:
+                if not self.lock.extend():
+                    logger.error("task lock was lost while the task ran")
+            except Exception:
+                logger.exception("could not renew the task lock")
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+
+def _finish_failed(task: Task, status: str, code: str, error: Exception, worker_name: str) -> None:
+    ended = services.task_mark_final_failure(
+        task=task, status=status, error=error, reason=f"{status}: {type(error).__name__}",
+        worker_name=worker_name,
+    )
+    if ended is not None:
+        task_kind_get(task.kind).on_final_failure(ended, FinalFailure(status, code, str(error)))
+
+
+def task_execute(*, task_id: str, worker_name: str) -> None:
+    """Run one attempt. Safe to call twice for the same task: the second call does nothing."""
+    token = task_id_var.set(task_id)
+    try:
+        lock = TaskLock(task_id, ttl_s=settings.PLATFORM["TASK_LOCK_TTL_S"])
+        if not lock.acquire():
+            logger.warning("task is already running elsewhere; duplicate job dropped")
+            return
+        heartbeat = _LockHeartbeat(lock)
+        heartbeat.start()
+        try:
+            _execute_locked(task_id, worker_name)
+        finally:
+            heartbeat.stop()
+            lock.release()
+    finally:
+        task_id_var.reset(token)
+
+
+def _execute_locked(task_id: str, worker_name: str) -> None:
+    task = services.task_mark_running(task_id=task_id, worker_name=worker_name)
+    if task is None:
+        logger.info("task is not runnable (finished, cancelled or running); job dropped")
+        return
+    if task.deadline_at is not None and task.deadline_at <= timezone.now():
+        _finish_failed(
+            task, TaskStatus.EXPIRED, "deadline_exceeded",
+            TimeoutError("the deadline passed before the task started"), worker_name,
+        )
+        return
+    kind = task_kind_get(task.kind)
+    context = WorkerRunContext(task=task, worker_name=worker_name, attempt=task.attempts)
+    try:
+        result = kind.run(task, context)
+    except TaskCancelled as error:
+        _finish_failed(task, TaskStatus.CANCELLED, "cancelled", error, worker_name)
+    except Exception as error:
+        handle_attempt_failure(task, error, worker_name)
+    else:
+        services.task_mark_succeeded(task=task, result=result, worker_name=worker_name)
+
+
+def handle_attempt_failure(task: Task, error: Exception, worker_name: str) -> None:
+    retryable = error.retryable if isinstance(error, TaskError) else True
+    code = error.code if isinstance(error, TaskError) else "internal_server_error"
+    deadline_passed = task.deadline_at is not None and task.deadline_at <= timezone.now()
+    logger.warning(
+        "task attempt failed",
+        extra={"attempt": task.attempts, "error": repr(error)[:500], "retryable": retryable},
+        exc_info=not isinstance(error, TaskError),
+    )
+    if deadline_passed:
+        _finish_failed(task, TaskStatus.EXPIRED, "deadline_exceeded", error, worker_name)
+    elif not retryable:
+        _finish_failed(task, TaskStatus.FAILED, code, error, worker_name)
+    elif task.attempts >= task.max_attempts:
+        _finish_failed(task, TaskStatus.DEAD, code, error, worker_name)
+    else:
+        services.task_schedule_retry(task=task, error=error, worker_name=worker_name)

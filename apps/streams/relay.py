@@ -1,0 +1,71 @@
+"""Relaying a task's event log to clients: collected into one answer, or as Server-Sent Events."""
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from apps.core.errors import ERRORS_BY_CODE, ApiError, DeadlineExceeded
+from apps.streams.log import START_ID, events_follow
+
+KEEPALIVE_S = 10.0
+PING = b"event: ping\n\n"
+
+
+@dataclass(frozen=True)
+class CollectedAnswer:
+    answer: str
+    end_event: dict[str, Any]
+
+
+def error_from_event(event: dict[str, Any]) -> ApiError:
+    error_class = ERRORS_BY_CODE.get(event.get("code", ""), ApiError)
+    error = error_class(event.get("message") or None)
+    error.status = int(event.get("status") or error.status)
+    error.code = str(event.get("code") or error.code)
+    return error
+
+
+async def answer_collect(*, task_id: str, timeout_s: float) -> CollectedAnswer:
+    """Wait for the task's answer without holding a thread or a database connection."""
+    loop = asyncio.get_running_loop()
+    give_up_at = loop.time() + timeout_s
+    parts: list[str] = []
+    block_ms = max(1, int(min(timeout_s, 1.0) * 1000))
+    async for item in events_follow(task_id=task_id, block_ms=block_ms):
+        if item is not None:
+            event = item[1]
+            kind = event.get("event")
+            if kind == "message":
+                parts.append(event.get("answer", ""))
+            elif kind == "message_replace":
+                parts = [event.get("answer", "")]
+            elif kind == "message_end":
+                return CollectedAnswer(answer="".join(parts), end_event=event)
+            elif kind == "error":
+                raise error_from_event(event)
+        if loop.time() >= give_up_at:
+            break
+    raise DeadlineExceeded(
+        f"The answer was not ready within {timeout_s:g} s; task {task_id} goes on running: "
+        f"read it from /v1/chat-messages/{task_id}/events."
+    )
+
+
+def sse_frame(event_id: str, event: dict[str, Any]) -> bytes:
+    data = json.dumps(event, ensure_ascii=False, separators=(",", ":"))
+    return f"id: {event_id}\ndata: {data}\n\n".encode()
+
+
+async def sse_stream(*, task_id: str, after_id: str = START_ID) -> AsyncIterator[bytes]:
+    """Every event after `after_id`, one per write, with a ping after each quiet 10 s."""
+    async for item in events_follow(
+        task_id=task_id, after_id=after_id, block_ms=int(KEEPALIVE_S * 1000)
+    ):
+        if item is None:
+            yield PING
+        else:
+            yield sse_frame(*item)
+        # Let the event loop serve other streams between two writes (see DESIGN: streaming).
+        await asyncio.sleep(0)

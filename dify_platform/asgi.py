@@ -1,0 +1,12 @@
+"""ASGI entry point: HTTP through Django (served by daphne); WebSocket routes join in routing."""
+
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dify_platform.settings.base")
+django_asgi_app = get_asgi_application()
+
+from channels.routing import ProtocolTypeRouter  # noqa: E402 - needs Django set up first
+
+application = ProtocolTypeRouter({"http": django_asgi_app})

@@ -1,0 +1,28 @@
+"""Test settings: the real PostgreSQL and Redis, isolated per pytest-xdist worker.
+
+pytest-django creates `test_<name>` databases (one per xdist worker). Redis gets a separate database
+number per xdist worker, so parallel test processes never see each other's queues or keys.
+"""
+
+import os
+
+from .base import *  # noqa: F403
+from .base import PLATFORM, env
+
+_xdist_worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+_worker_index = int(_xdist_worker.removeprefix("gw") or 0)
+# Redis databases 8..15 are the tests'; 0 stays the developer's.
+_redis_db = 8 + (_worker_index % 8)
+_redis_base = env.str("TEST_REDIS_BASE_URL", default="redis://127.0.0.1:6379")
+REDIS_URL = f"{_redis_base}/{_redis_db}"
+REDIS_KEY_PREFIX = "dp-test:"
+RQ_QUEUES = {name: {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 600} for name in ("high", "medium", "low")}
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {"hosts": [REDIS_URL], "prefix": "dp-test:asgi"},
+    }
+}
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+PLATFORM = {**PLATFORM, "RETRY_BACKOFF_BASE_S": 0.05, "RETRY_BACKOFF_MAX_S": 0.5}
