@@ -43,11 +43,20 @@ def json_body(request: HttpRequest) -> dict[str, Any]:
     return data
 
 
+class StrictCharField(serializers.CharField):
+    """A string field that refuses numbers and booleans instead of turning them into text."""
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            raise serializers.ValidationError("must be a string")
+        return str(super().to_internal_value(data))
+
+
 class AnswerRequestSerializer(serializers.Serializer):
     inputs = serializers.DictField(required=True)
-    query = serializers.CharField(required=True, allow_blank=False, trim_whitespace=False)
+    query = StrictCharField(required=True, allow_blank=False, trim_whitespace=False)
     response_mode = serializers.ChoiceField(choices=["blocking", "streaming"], required=False, default="blocking")
-    user = serializers.CharField(max_length=MAX_USER_CHARS, required=True, error_messages=USER_ERRORS)
+    user = StrictCharField(max_length=MAX_USER_CHARS, required=True, error_messages=USER_ERRORS)
     files = serializers.ListField(required=False, default=list)
     auto_generate_name = serializers.BooleanField(required=False, default=True)
     priority = serializers.ChoiceField(choices=Priority.values, required=False)
@@ -62,7 +71,7 @@ class AnswerRequestSerializer(serializers.Serializer):
 
 
 class ChatRequestSerializer(AnswerRequestSerializer):
-    conversation_id = serializers.CharField(required=False, allow_blank=True, default="")
+    conversation_id = StrictCharField(required=False, allow_blank=True, default="")
 
     def validate_conversation_id(self, value: str) -> str:
         if value:
@@ -74,13 +83,13 @@ class ChatRequestSerializer(AnswerRequestSerializer):
 
 
 class CompletionRequestSerializer(AnswerRequestSerializer):
-    query = serializers.CharField(required=False, allow_blank=True, default="", trim_whitespace=False)
+    query = StrictCharField(required=False, allow_blank=True, default="", trim_whitespace=False)
 
 
 class AskRequestSerializer(serializers.Serializer):
-    query = serializers.CharField(required=True, allow_blank=False)
+    query = StrictCharField(required=True, allow_blank=False)
     priority = serializers.ChoiceField(choices=Priority.values, required=False)
-    user = serializers.CharField(max_length=MAX_USER_CHARS, required=False, default="api-ask")
+    user = StrictCharField(max_length=MAX_USER_CHARS, required=False, default="api-ask")
 
 
 def validated(serializer_class: type[serializers.Serializer], data: dict[str, Any]) -> dict[str, Any]:

@@ -84,12 +84,16 @@ def answer_run(task: Task, context: RunContext) -> dict[str, Any]:
     message.first_token_s = (first_token_at - started) if first_token_at is not None else None
     message.error = ""
     message.save()
-    publisher.end()
     return {
         "message_id": str(message.id),
         "finish_reason": result.finish_reason,
         "completion_tokens": result.completion_tokens,
     }
+
+
+def answer_succeeded(task: Task) -> None:
+    """The answer and the task are committed: tell the client the answer is complete."""
+    AnswerPublisher(task_id=str(task.id), message=_message_for(task)).end()
 
 
 def answer_final_failure(task: Task, failure: FinalFailure) -> None:

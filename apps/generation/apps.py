@@ -6,8 +6,15 @@ class GenerationConfig(AppConfig):
     label = "generation"
 
     def ready(self) -> None:
-        from apps.generation.answer import answer_final_failure, answer_run
+        from apps.generation.answer import answer_final_failure, answer_run, answer_succeeded
         from apps.scheduling.kinds import TaskKind, register_task_kind
 
         for kind in ("chat", "completion"):
-            register_task_kind(TaskKind(name=kind, run=answer_run, on_final_failure=answer_final_failure))
+            register_task_kind(
+                TaskKind(
+                    name=kind,
+                    run=answer_run,
+                    on_success=answer_succeeded,
+                    on_final_failure=answer_final_failure,
+                )
+            )

@@ -50,6 +50,8 @@ class LocalModel:
         # xllamacpp also starts llama.cpp's HTTP server on a loopback port; a random key keeps it
         # closed to anything but this process.
         params.api_keys = [secrets.token_urlsafe(32)]
+        # llama.cpp logs every slot and request at its default verbosity; keep warnings and errors.
+        params.verbosity = 1
         self.context = context
         self.server = xllamacpp.Server(params)
 

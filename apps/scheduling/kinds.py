@@ -31,6 +31,9 @@ class TaskKind:
     run: Callable[[Task, RunContext], dict[str, Any]]
     # Called once when the task ends without success (failed, dead, expired, cancelled).
     on_final_failure: Callable[[Task, "FinalFailure"], None]
+    # Called once after the task is recorded as succeeded: the place to tell clients it is done,
+    # so that whoever hears "done" finds the task and its results committed.
+    on_success: Callable[[Task], None] | None = None
     max_attempts: int | None = None
 
 

@@ -10,7 +10,7 @@ from apps.core.priorities import Priority
 from apps.core.redis import key, sync_client
 
 # Workers listen in this order: strictly the most urgent queue first.
-QUEUE_ORDER: tuple[str, ...] = (Priority.HIGH, Priority.MEDIUM, Priority.LOW)
+QUEUE_ORDER: tuple[str, ...] = (Priority.HIGH.value, Priority.MEDIUM.value, Priority.LOW.value)
 JOB_FUNC = "apps.scheduling.jobs.task_run_job"
 
 

@@ -119,7 +119,9 @@ def _execute_locked(task_id: str, worker_name: str) -> None:
     except Exception as error:
         handle_attempt_failure(task, error, worker_name)
     else:
-        services.task_mark_succeeded(task=task, result=result, worker_name=worker_name)
+        done = services.task_mark_succeeded(task=task, result=result, worker_name=worker_name)
+        if done is not None and kind.on_success is not None:
+            kind.on_success(done)
 
 
 def handle_attempt_failure(task: Task, error: Exception, worker_name: str) -> None:

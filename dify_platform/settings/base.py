@@ -10,7 +10,8 @@ import environ
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
 env = environ.Env()
-environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+if (BASE_DIR / ".env").is_file():
+    environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
 DEFAULT_SECRET_KEY = "insecure-dev-secret-change-me"  # noqa: S105 - refused by production settings
 SECRET_KEY = env.str("SECRET_KEY", default=DEFAULT_SECRET_KEY)

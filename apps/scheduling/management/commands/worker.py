@@ -2,7 +2,7 @@
 
 from typing import Any
 
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from apps.providers.registry import providers_warm_up
 from apps.scheduling.queues import QUEUE_ORDER
@@ -13,13 +13,16 @@ class Command(BaseCommand):
     help = "Run one worker that takes tasks from the given queues, most urgent first."
 
     def add_arguments(self, parser: Any) -> None:
-        parser.add_argument("queues", nargs="*", default=list(QUEUE_ORDER), choices=QUEUE_ORDER)
+        parser.add_argument("queues", nargs="*", help=f"Queues to take from (default: {' '.join(QUEUE_ORDER)}).")
         parser.add_argument("--burst", action="store_true", help="Stop when the queues are empty.")
         parser.add_argument("--name", default=None, help="Worker name (default: host.pid).")
         parser.add_argument("--no-warm-up", action="store_true", help="Load the model on first use.")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        queues = sorted(set(options["queues"]), key=QUEUE_ORDER.index)
+        unknown = set(options["queues"]) - set(QUEUE_ORDER)
+        if unknown:
+            raise CommandError(f"unknown queues {sorted(unknown)}; choose from {list(QUEUE_ORDER)}")
+        queues = sorted(set(options["queues"] or QUEUE_ORDER), key=QUEUE_ORDER.index)
         if not options["no_warm_up"]:
             providers_warm_up()
         worker = worker_build(queue_names=queues, name=options["name"])

@@ -1,0 +1,91 @@
+# dify-platform developer entry points. `make` alone lists them.
+#
+# Every target that needs the virtualenv or the services first runs scripts/bootstrap.sh, which
+# is idempotent and takes well under a second when nothing changed, so targets work on a fresh
+# clone and never run against a stale venv.
+
+# Interpreter used to *create* the venv. Only handed to bootstrap when you set it yourself
+# (`make test PYTHON=python3.12` or in the environment); otherwise bootstrap prefers python3.11
+# and falls back to python3 if that is 3.11+.
+PYTHON ?= python3
+VENV ?= .venv
+# Extra pytest arguments, e.g. make test PYTEST_ARGS='-k chat -x'
+PYTEST_ARGS ?=
+
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+# $(origin PYTHON) is "file" when the default above applies, so it is then not passed on.
+BOOTSTRAP := $(strip VENV=$(VENV) $(if $(filter-out file,$(origin PYTHON)),PYTHON=$(PYTHON)) bash scripts/bootstrap.sh)
+
+.DEFAULT_GOAL := help
+.PHONY: help bootstrap bootstrap-dev tools run worker migrate test check check-format check-lint \
+	check-types check-migrations lint typecheck clean
+
+help:
+	@echo "dify-platform make targets:"
+	@echo "  run            bootstrap, migrate, seed demo data, serve the platform"
+	@echo "  worker         run the background job workers only (manage.py run_workers)"
+	@echo "  migrate        apply database migrations"
+	@echo "  test           run the test suite (extra args: PYTEST_ARGS='-k foo -x')"
+	@echo "  check          what CI checks: ruff format --check, ruff check, mypy, missing migrations"
+	@echo "                 (make -k check runs them all even if one fails)"
+	@echo "  lint           reformat and autofix (ruff format, ruff check --fix)"
+	@echo "  typecheck      mypy only"
+	@echo "  bootstrap      venv with runtime deps, PostgreSQL + Redis up, database created"
+	@echo "  bootstrap-dev  same, with the dev/test tools"
+	@echo "  clean          remove $(VENV) and tool caches"
+	@echo "Variables: PYTHON=$(PYTHON) VENV=$(VENV) PYTEST_ARGS; DATABASE_URL and REDIS_URL"
+	@echo "from the environment (defaults: see scripts/bootstrap.sh)."
+
+bootstrap:
+	@$(BOOTSTRAP) run
+
+bootstrap-dev:
+	@$(BOOTSTRAP) dev
+
+# Dev venv only: formatting and type checking need no database, so they work without services.
+tools:
+	@BOOTSTRAP_SERVICES=0 $(BOOTSTRAP) dev
+
+# exec: the server replaces the recipe shell, so Ctrl-C / SIGTERM reach it directly.
+run: bootstrap
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py seed_demo
+	exec $(PY) manage.py run_platform
+
+worker: bootstrap
+	exec $(PY) manage.py run_workers
+
+migrate: bootstrap
+	$(PY) manage.py migrate --noinput
+
+test: bootstrap-dev
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Read-only: fails instead of fixing, so it is safe for CI; `make lint` fixes what it can.
+# One target per check so `make -k check` (what CI runs) reports every failing check at once.
+check: check-format check-lint check-types check-migrations
+
+check-format: bootstrap-dev
+	$(BIN)/ruff format --check .
+
+check-lint: bootstrap-dev
+	$(BIN)/ruff check .
+
+check-types: bootstrap-dev
+	$(BIN)/mypy .
+
+# Model changes without a migration.
+check-migrations: bootstrap-dev
+	$(PY) manage.py makemigrations --check --dry-run
+
+lint: tools
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+typecheck: tools
+	$(BIN)/mypy .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,46 @@
+"""Fixtures shared by the suite. Tests run on the real PostgreSQL (a test database per pytest
+worker) and the real Redis (a database number per pytest worker, see settings.test)."""
+
+from collections.abc import Iterator
+
+import pytest
+from django.conf import settings
+
+from apps.core.redis import sync_client
+from tests.processes import WebServer, run_web, run_worker
+
+
+def _delete_platform_keys() -> None:
+    client = sync_client()
+    for pattern in (f"{settings.REDIS_KEY_PREFIX}*", "rq:queue:*", "rq:job:*"):
+        keys = list(client.scan_iter(match=pattern, count=1000))
+        if keys:
+            client.delete(*keys)
+
+
+@pytest.fixture(autouse=True)
+def _clean_redis() -> Iterator[None]:
+    """Each test starts with no platform keys, queues or jobs in its Redis database."""
+    _delete_platform_keys()
+    yield
+    _delete_platform_keys()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _flush_test_redis_at_end() -> Iterator[None]:
+    yield
+    sync_client().flushdb()
+
+
+@pytest.fixture(scope="session")
+def live_web(django_db_setup: None, django_db_blocker: object) -> Iterator[WebServer]:
+    """daphne serving the platform on a free loopback port, for the whole session."""
+    with run_web() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def live_worker(django_db_setup: None) -> Iterator[object]:
+    """One worker process on all queues (with the built-in model loaded), for the whole session."""
+    with run_worker() as process:
+        yield process

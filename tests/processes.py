@@ -1,0 +1,115 @@
+"""Real platform processes for end-to-end tests: daphne and RQ workers on free loopback ports,
+using the test database and the test Redis database of this pytest worker."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+from django.conf import settings
+from rq import Worker
+
+from apps.core.redis import sync_client
+
+ROOT = Path(__file__).resolve().parent.parent
+START_TIMEOUT_S = 60.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def process_env() -> dict[str, str]:
+    """The environment of a child process: test settings, the test database, quiet logs."""
+    db = settings.DATABASES["default"]
+    user = db.get("USER") or "postgres"
+    host = db.get("HOST") or "127.0.0.1"
+    port = db.get("PORT") or 5432
+    env = os.environ.copy()
+    env.update(
+        DJANGO_SETTINGS_MODULE="dify_platform.settings.test",
+        DATABASE_URL=f"postgres://{user}@{host}:{port}/{db['NAME']}",
+        LOG_LEVEL=os.environ.get("E2E_LOG_LEVEL", "WARNING"),
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+def _stop(process: subprocess.Popen[bytes], timeout_s: float = 10.0) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+class WebServer:
+    def __init__(self, process: subprocess.Popen[bytes], port: int) -> None:
+        self.process = process
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+
+
+@contextmanager
+def run_web() -> Iterator[WebServer]:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
+         "dify_platform.asgi:application"],
+        cwd=ROOT,
+        env=process_env(),
+    )
+    server = WebServer(process, port)
+    try:
+        _wait_for(lambda: _healthy(server.url), "daphne to answer /healthz", process)
+        yield server
+    finally:
+        _stop(process)
+
+
+@contextmanager
+def run_worker(*queues: str, name: str | None = None) -> Iterator[subprocess.Popen[bytes]]:
+    worker_name = name or f"test-worker-{free_port()}"
+    before = _worker_names()
+    process = subprocess.Popen(
+        [sys.executable, "manage.py", "worker", *queues, "--name", worker_name],
+        cwd=ROOT,
+        env=process_env(),
+    )
+    try:
+        _wait_for(lambda: worker_name in _worker_names() - before, "the worker to register", process)
+        yield process
+    finally:
+        _stop(process, timeout_s=30.0)
+
+
+def _worker_names() -> set[str]:
+    return {worker.name for worker in Worker.all(connection=sync_client())}
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/healthz", timeout=1.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _wait_for(condition: object, what: str, process: subprocess.Popen[bytes]) -> None:
+    assert callable(condition)
+    give_up_at = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < give_up_at:
+        if process.poll() is not None:
+            raise RuntimeError(f"process exited with {process.returncode} while waiting for {what}")
+        if condition():
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"timed out waiting for {what}")
