@@ -63,8 +63,16 @@ class WebServer:
 def run_web() -> Iterator[WebServer]:
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
-         "dify_platform.asgi:application"],
+        [
+            sys.executable,
+            "-m",
+            "daphne",
+            "-b",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "dify_platform.asgi:application",
+        ],
         cwd=ROOT,
         env=process_env(),
     )
@@ -86,7 +94,9 @@ def run_worker(*queues: str, name: str | None = None) -> Iterator[subprocess.Pop
         env=process_env(),
     )
     try:
-        _wait_for(lambda: worker_name in _worker_names() - before, "the worker to register", process)
+        _wait_for(
+            lambda: worker_name in _worker_names() - before, "the worker to register", process
+        )
         yield process
     finally:
         _stop(process, timeout_s=30.0)

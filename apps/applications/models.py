@@ -31,7 +31,9 @@ class App(TimestampedModel):
     author_name = models.CharField(max_length=255, blank=True, default="")
     tags = models.JSONField(default=list, blank=True)
 
-    provider = models.CharField(max_length=16, choices=ProviderKind.choices, default=ProviderKind.LOCAL)
+    provider = models.CharField(
+        max_length=16, choices=ProviderKind.choices, default=ProviderKind.LOCAL
+    )
     model_name = models.CharField(max_length=255, default="SmolLM2-135M-Instruct")
     # Provider-specific settings: for `openai` {"base_url", "api_key_env"}; for `scripted`
     # {"text", "tokens_per_s", "fail_times", ...}. Secrets are never stored here, only the name of
@@ -49,9 +51,13 @@ class App(TimestampedModel):
     top_p = models.FloatField(default=0.95)
     stop = models.JSONField(default=list, blank=True)
 
-    default_priority = models.CharField(max_length=8, choices=Priority.choices, default=Priority.MEDIUM)
+    default_priority = models.CharField(
+        max_length=8, choices=Priority.choices, default=Priority.MEDIUM
+    )
     max_attempts = models.PositiveSmallIntegerField(
-        null=True, blank=True, help_text="Attempts per task (first run plus retries); empty: the default."
+        null=True,
+        blank=True,
+        help_text="Attempts per task (first run plus retries); empty: the default.",
     )
     settings_version = models.PositiveIntegerField(default=1)
 
@@ -67,7 +73,9 @@ class ApiKey(TimestampedModel):
 
     app = models.ForeignKey(App, on_delete=models.CASCADE, related_name="api_keys")
     name = models.CharField(max_length=255, blank=True, default="")
-    prefix = models.CharField(max_length=16, help_text="The key's first characters, to recognise it.")
+    prefix = models.CharField(
+        max_length=16, help_text="The key's first characters, to recognise it."
+    )
     digest = models.CharField(max_length=64, unique=True)
     max_priority = models.CharField(
         max_length=8,

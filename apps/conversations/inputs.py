@@ -17,7 +17,9 @@ def form_fields(user_input_form: list[dict[str, Any]]) -> list[tuple[str, dict[s
     return fields
 
 
-def inputs_validate(*, user_input_form: list[dict[str, Any]], inputs: dict[str, Any]) -> dict[str, Any]:
+def inputs_validate(
+    *, user_input_form: list[dict[str, Any]], inputs: dict[str, Any]
+) -> dict[str, Any]:
     """The declared inputs, checked and cleaned; undeclared keys are dropped."""
     cleaned: dict[str, Any] = {}
     for field_type, config in form_fields(user_input_form):
@@ -39,7 +41,9 @@ def inputs_validate(*, user_input_form: list[dict[str, Any]], inputs: dict[str, 
         if not isinstance(value, str):
             raise InvalidParam(f"{name} in input form must be a string")
         if field_type == "select" and value not in config.get("options", []):
-            raise InvalidParam(f"{name} in input form must be one of the following: {config.get('options', [])}")
+            raise InvalidParam(
+                f"{name} in input form must be one of the following: {config.get('options', [])}"
+            )
         max_length = config.get("max_length")
         if max_length and len(value) > int(max_length):
             raise InvalidParam(f"{name} in input form must be less than {max_length} characters")

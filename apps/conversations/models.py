@@ -39,15 +39,21 @@ class Message(TimestampedModel):
     inputs = models.JSONField(default=dict, blank=True)
     query = models.TextField(blank=True, default="")
     answer = models.TextField(blank=True, default="")
-    status = models.CharField(max_length=16, choices=MessageStatus.choices, default=MessageStatus.PENDING)
+    status = models.CharField(
+        max_length=16, choices=MessageStatus.choices, default=MessageStatus.PENDING
+    )
     error = models.TextField(blank=True, default="")
 
     provider = models.CharField(max_length=16, blank=True, default="")
     model_name = models.CharField(max_length=255, blank=True, default="")
     prompt_tokens = models.PositiveIntegerField(default=0)
     completion_tokens = models.PositiveIntegerField(default=0)
-    latency_s = models.FloatField(null=True, blank=True, help_text="From task start to the last token.")
-    first_token_s = models.FloatField(null=True, blank=True, help_text="From task start to the first token.")
+    latency_s = models.FloatField(
+        null=True, blank=True, help_text="From task start to the last token."
+    )
+    first_token_s = models.FloatField(
+        null=True, blank=True, help_text="From task start to the first token."
+    )
     task = models.ForeignKey(
         "scheduling.Task", on_delete=models.SET_NULL, null=True, blank=True, related_name="messages"
     )

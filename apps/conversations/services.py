@@ -71,7 +71,9 @@ def answer_submit(
     )
     requested = priority or app.default_priority
     effective = capped_priority(requested, api_key.max_priority)
-    reason = "" if effective == requested else f"capped to the key's maximum ({api_key.max_priority})"
+    reason = (
+        "" if effective == requested else f"capped to the key's maximum ({api_key.max_priority})"
+    )
     task = task_create(
         kind=app.mode,
         app=app,

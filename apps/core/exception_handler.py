@@ -51,7 +51,8 @@ def to_api_error(exc: Exception) -> errors.ApiError:
         error.status, error.code = 406, "not_acceptable"
         return error
     if isinstance(exc, exceptions.Throttled):
-        return errors.RateLimitError(headers={"Retry-After": str(int(exc.wait or 1))})
+        wait = getattr(exc, "wait", None) or 1
+        return errors.RateLimitError(headers={"Retry-After": str(int(wait))})
     logger.exception("unhandled error while serving a request")
     return errors.InternalError()
 

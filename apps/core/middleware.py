@@ -1,11 +1,13 @@
-"""Request ids: taken from `X-Request-Id` when the client (or a proxy) sent one, made up otherwise."""
+"""Request ids: taken from `X-Request-Id` when a client or proxy sent one, made up otherwise."""
 
 import re
 import uuid
 from collections.abc import Awaitable, Callable
+from typing import Any
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from asgiref.sync import iscoroutinefunction
 from django.http import HttpRequest, HttpResponseBase
+from django.utils.decorators import sync_and_async_middleware
 
 from apps.core.context import request_id_var
 
@@ -17,40 +19,34 @@ def _request_id(request: HttpRequest) -> str:
     return given if _SAFE_ID.match(given) else uuid.uuid4().hex
 
 
-class RequestIdMiddleware:
-    """Sets the request id for logs and echoes it in the response. Works for sync and async views."""
+@sync_and_async_middleware
+def request_id_middleware(
+    get_response: Callable[[HttpRequest], Any],
+) -> Callable[[HttpRequest], Any]:
+    """Sets the request id for every log line of the request and echoes it in the response."""
+    if iscoroutinefunction(get_response):
+        async_get_response: Callable[[HttpRequest], Awaitable[HttpResponseBase]] = get_response
 
-    async_capable = True
-    sync_capable = True
+        async def async_middleware(request: HttpRequest) -> HttpResponseBase:
+            request_id = _request_id(request)
+            token = request_id_var.set(request_id)
+            try:
+                response = await async_get_response(request)
+            finally:
+                request_id_var.reset(token)
+            response["X-Request-Id"] = request_id
+            return response
 
-    def __init__(self, get_response: Callable[[HttpRequest], object]) -> None:
-        self.get_response = get_response
-        if iscoroutinefunction(self.get_response):
-            markcoroutinefunction(self)
+        return async_middleware
 
-    def __call__(self, request: HttpRequest) -> object:
-        if iscoroutinefunction(self):
-            return self._acall(request)
+    def middleware(request: HttpRequest) -> HttpResponseBase:
         request_id = _request_id(request)
         token = request_id_var.set(request_id)
         try:
-            response = self.get_response(request)
-        finally:
-            request_id_var.reset(token)
-        assert isinstance(response, HttpResponseBase)
-        response["X-Request-Id"] = request_id
-        return response
-
-    async def _acall(self, request: HttpRequest) -> HttpResponseBase:
-        request_id = _request_id(request)
-        token = request_id_var.set(request_id)
-        try:
-            get_response = self.get_response
-            response = await get_response(request)  # type: ignore[misc]
+            response: HttpResponseBase = get_response(request)
         finally:
             request_id_var.reset(token)
         response["X-Request-Id"] = request_id
         return response
 
-
-AsyncGetResponse = Callable[[HttpRequest], Awaitable[HttpResponseBase]]
+    return middleware

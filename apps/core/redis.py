@@ -1,4 +1,4 @@
-"""Redis connections from REDIS_URL: one sync client per process, one async client per event loop."""
+"""Redis connections from REDIS_URL: one sync client per process, one async client per loop."""
 
 import asyncio
 from functools import cache

@@ -14,7 +14,7 @@ from apps.core.exception_handler import to_api_error
 from apps.core.priorities import Priority
 
 MAX_USER_CHARS = 255
-USER_ERRORS = {
+USER_ERRORS: dict[str, Any] = {
     "required": "Arg user must be provided.",
     "blank": "Arg user must be provided.",
     "null": "Arg user must be provided.",
@@ -55,7 +55,9 @@ class StrictCharField(serializers.CharField):
 class AnswerRequestSerializer(serializers.Serializer):
     inputs = serializers.DictField(required=True)
     query = StrictCharField(required=True, allow_blank=False, trim_whitespace=False)
-    response_mode = serializers.ChoiceField(choices=["blocking", "streaming"], required=False, default="blocking")
+    response_mode = serializers.ChoiceField(
+        choices=["blocking", "streaming"], required=False, default="blocking"
+    )
     user = StrictCharField(max_length=MAX_USER_CHARS, required=True, error_messages=USER_ERRORS)
     files = serializers.ListField(required=False, default=list)
     auto_generate_name = serializers.BooleanField(required=False, default=True)
@@ -92,7 +94,9 @@ class AskRequestSerializer(serializers.Serializer):
     user = StrictCharField(max_length=MAX_USER_CHARS, required=False, default="api-ask")
 
 
-def validated(serializer_class: type[serializers.Serializer], data: dict[str, Any]) -> dict[str, Any]:
+def validated(
+    serializer_class: type[serializers.Serializer], data: dict[str, Any]
+) -> dict[str, Any]:
     serializer = serializer_class(data=data)
     if not serializer.is_valid():
         error = to_api_error(serializers.ValidationError(serializer.errors))

@@ -75,7 +75,9 @@ def answer_run(task: Task, context: RunContext) -> dict[str, Any]:
 
     finished = time.monotonic()
     message.answer = "".join(pieces)
-    message.status = MessageStatus.STOPPED if result.finish_reason == "user_stop" else MessageStatus.NORMAL
+    message.status = (
+        MessageStatus.STOPPED if result.finish_reason == "user_stop" else MessageStatus.NORMAL
+    )
     message.provider = app.provider
     message.model_name = app.model_name
     message.prompt_tokens = result.prompt_tokens
@@ -99,9 +101,13 @@ def answer_succeeded(task: Task) -> None:
 def answer_final_failure(task: Task, failure: FinalFailure) -> None:
     """Tell the client the answer will not come, and record why on the message."""
     message = _message_for(task)
-    Message.objects.filter(id=message.id).update(status=MessageStatus.ERROR, error=failure.message[:2000])
+    Message.objects.filter(id=message.id).update(
+        status=MessageStatus.ERROR, error=failure.message[:2000]
+    )
     status = STATUS_BY_CODE.get(failure.code, 500)
-    client_message = failure.message if failure.code != "internal_server_error" else "Internal Server Error."
+    client_message = (
+        failure.message if failure.code != "internal_server_error" else "Internal Server Error."
+    )
     AnswerPublisher(task_id=str(task.id), message=message).error(
         status=status, code=failure.code, message=client_message
     )

@@ -45,7 +45,7 @@ class AnswerPublisher:
 
     def text_already_sent(self) -> bool:
         """Whether an earlier attempt left text on the stream that a retry must take back."""
-        last = sync_client().xrevrange(stream_key(self.task_id), count=1)
+        last: Any = sync_client().xrevrange(stream_key(self.task_id), count=1)
         return bool(last) and b'"event":"message"' in last[0][1][b"d"]
 
     def text(self, text: str) -> str:

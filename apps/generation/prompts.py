@@ -50,7 +50,11 @@ def build_messages(*, app: App, message: Message, context_tokens: int) -> list[C
 
     head = [ChatMessage("system", instructions)] if instructions else []
     question = ChatMessage("user", message.query)
-    budget = context_tokens - app.max_tokens - sum(_estimate_tokens(m.content) for m in [*head, question])
+    budget = (
+        context_tokens
+        - app.max_tokens
+        - sum(_estimate_tokens(m.content) for m in [*head, question])
+    )
     turns: list[ChatMessage] = []
     for earlier in reversed(conversation_history(message)):
         pair = [ChatMessage("user", earlier.query), ChatMessage("assistant", earlier.answer)]

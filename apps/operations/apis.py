@@ -37,4 +37,7 @@ def _readiness() -> tuple[dict[str, str], bool]:
 async def readyz(request: HttpRequest) -> JsonResponse:
     """PostgreSQL and Redis answer and at least one worker is registered."""
     checks, ready = await sync_to_async(_readiness)()
-    return JsonResponse({"status": "ready" if ready else "not ready", "checks": checks}, status=200 if ready else 503)
+    return JsonResponse(
+        {"status": "ready" if ready else "not ready", "checks": checks},
+        status=200 if ready else 503,
+    )

@@ -88,7 +88,11 @@ class LocalProvider:
         if request.stop:
             body["stop"] = request.stop
         state: dict[str, Any] = {
-            "usage": None, "finish": "stop", "error": None, "stopped": False, "pieces": 0
+            "usage": None,
+            "finish": "stop",
+            "error": None,
+            "stopped": False,
+            "pieces": 0,
         }
 
         def on_chunk(chunk: dict[str, Any]) -> bool:
@@ -100,7 +104,7 @@ class LocalProvider:
                 return True
 
         def handle_chunk(chunk: dict[str, Any]) -> bool:
-            if "error" in chunk or "code" in chunk and "choices" not in chunk:
+            if "error" in chunk or ("code" in chunk and "choices" not in chunk):
                 state["error"] = chunk
                 return True
             if chunk.get("usage"):

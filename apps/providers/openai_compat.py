@@ -23,7 +23,9 @@ def _error_from(exc: openai.OpenAIError) -> ProviderError:
         status = exc.status_code
         # 408, 409 (lock contention), 429 and 5xx may pass; other 4xx will fail the same way again.
         retryable = status in (408, 409, 429) or status >= 500
-        return ProviderError(f"provider answered {status}: {exc.message}", retryable=retryable, status=status)
+        return ProviderError(
+            f"provider answered {status}: {exc.message}", retryable=retryable, status=status
+        )
     return ProviderError(f"provider error: {exc}", retryable=True)
 
 

@@ -51,7 +51,9 @@ class ScriptedProvider:
             if pace > 0 and sent > 0:
                 time.sleep(1 / pace)
             if failing and sent == fail_after:
-                raise ProviderError(f"scripted failure on attempt {request.attempt}", retryable=True)
+                raise ProviderError(
+                    f"scripted failure on attempt {request.attempt}", retryable=True
+                )
             sent += 1
             if on_delta(piece):
                 return GenerationResult(_prompt_tokens(request), sent, "user_stop")

@@ -16,4 +16,4 @@ def task_request_stop(*, task_id: str, reason: str = "stop") -> None:
 
 def task_stop_reason(*, task_id: str) -> str | None:
     value = sync_client().get(stop_flag_key(task_id))
-    return value.decode() if value else None
+    return value.decode() if isinstance(value, bytes) else value

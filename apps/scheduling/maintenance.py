@@ -16,7 +16,6 @@ from django.db import close_old_connections
 from django.utils import timezone
 
 from apps.core.redis import key, sync_client
-from apps.scheduling import services
 from apps.scheduling.locks import TaskLock
 from apps.scheduling.models import Task, TaskStatus
 from apps.scheduling.queues import delayed_pop_due, job_exists, job_push
@@ -42,7 +41,7 @@ def _time_left(task: Task) -> float | None:
 
 
 def reconcile_lost_jobs() -> int:
-    """Re-push queued (or due retrying) tasks that have no job in Redis, e.g. after a Redis restart."""
+    """Re-push queued (or due retrying) tasks that have no job in Redis (e.g. Redis restarted)."""
     grace = timedelta(seconds=settings.PLATFORM["RECONCILE_GRACE_S"])
     now = timezone.now()
     candidates = Task.objects.filter(
@@ -55,7 +54,9 @@ def reconcile_lost_jobs() -> int:
             continue
         if job_exists(str(task.id)) or _lock_held(str(task.id)):
             continue
-        logger.warning("task had no job in Redis; pushing it again", extra={"task_id": str(task.id)})
+        logger.warning(
+            "task had no job in Redis; pushing it again", extra={"task_id": str(task.id)}
+        )
         job_push(task_id=str(task.id), priority=task.priority, time_left_s=_time_left(task))
         pushed += 1
     return pushed

@@ -38,14 +38,18 @@ class Task(models.Model):
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     kind = models.CharField(max_length=32, db_index=True)
-    app = models.ForeignKey(App, on_delete=models.SET_NULL, null=True, blank=True, related_name="tasks")
+    app = models.ForeignKey(
+        App, on_delete=models.SET_NULL, null=True, blank=True, related_name="tasks"
+    )
     end_user = models.CharField(max_length=255, blank=True, default="", db_index=True)
     payload = models.JSONField(default=dict, blank=True)
     result = models.JSONField(default=dict, blank=True)
 
     status = models.CharField(max_length=16, choices=TaskStatus.choices, default=TaskStatus.PENDING)
     requested_priority = models.CharField(max_length=8, choices=Priority.choices)
-    priority = models.CharField(max_length=8, choices=Priority.choices, help_text="Effective priority.")
+    priority = models.CharField(
+        max_length=8, choices=Priority.choices, help_text="Effective priority."
+    )
     priority_reason = models.CharField(max_length=255, blank=True, default="")
 
     attempts = models.PositiveSmallIntegerField(default=0)
@@ -61,7 +65,8 @@ class Task(models.Model):
     worker_name = models.CharField(max_length=255, blank=True, default="")
     error_type = models.CharField(max_length=255, blank=True, default="")
     error_message = models.TextField(blank=True, default="")
-    idempotency_key = models.CharField(max_length=255, null=True, blank=True)
+    # NULL (not "") when absent: the per-app unique constraint must ignore tasks without a key.
+    idempotency_key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
 
     class Meta:
         indexes = [

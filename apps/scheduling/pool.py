@@ -61,7 +61,9 @@ class WorkerPool:
             if time.monotonic() - slot.started_at < RESTART_BACKOFF_S:
                 continue
             slot.restarts += 1
-            logger.warning("worker exited; restarting it", extra={"exit_code": code, "queues": slot.queues})
+            logger.warning(
+                "worker exited; restarting it", extra={"exit_code": code, "queues": slot.queues}
+            )
             self._spawn(slot)
 
     def stop(self, timeout_s: float = 30.0) -> None:
@@ -69,7 +71,9 @@ class WorkerPool:
         self.stopping = True
         if self.maintainer:
             self.maintainer.stop()
-        running = [slot.process for slot in self.slots if slot.process and slot.process.poll() is None]
+        running = [
+            slot.process for slot in self.slots if slot.process and slot.process.poll() is None
+        ]
         for process in running:
             process.send_signal(signal.SIGTERM)
         give_up_at = time.monotonic() + timeout_s

@@ -19,7 +19,7 @@ def queue_for(priority: str) -> Queue:
 
 
 def job_timeout_s(time_left_s: float | None) -> int:
-    """RQ's hard limit for one run: the configured timeout, capped by the time the deadline leaves."""
+    """RQ's hard limit for one run: the configured timeout, capped by the time left."""
     limit = settings.PLATFORM["TASK_TIMEOUT_S"]
     if time_left_s is not None:
         limit = min(limit, max(1, int(time_left_s) + 1))
@@ -47,7 +47,7 @@ def job_push(*, task_id: str, priority: str, time_left_s: float | None, delay_s:
     )
 
 
-def DELAYED_KEY() -> str:  # noqa: N802 - a constant that depends on settings
+def DELAYED_KEY() -> str:
     return key("delayed")
 
 
@@ -67,4 +67,7 @@ def delayed_pop_due(*, limit: int = 500) -> list[str]:
 def job_exists(task_id: str) -> bool:
     """Whether RQ still holds a job for the task (queued, running or delayed)."""
     client = sync_client()
-    return bool(client.exists(f"rq:job:{task_id}")) or client.zscore(DELAYED_KEY(), task_id) is not None
+    return (
+        bool(client.exists(f"rq:job:{task_id}"))
+        or client.zscore(DELAYED_KEY(), task_id) is not None
+    )

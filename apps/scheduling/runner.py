@@ -5,6 +5,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from django.conf import settings
 from django.utils import timezone
 
 from apps.core.context import task_id_var
@@ -14,7 +15,6 @@ from apps.scheduling.errors import TaskCancelled, TaskError
 from apps.scheduling.kinds import FinalFailure, task_kind_get
 from apps.scheduling.locks import TaskLock
 from apps.scheduling.models import Task, TaskStatus
-from django.conf import settings
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +73,10 @@ class _LockHeartbeat(threading.Thread):
 
 def _finish_failed(task: Task, status: str, code: str, error: Exception, worker_name: str) -> None:
     ended = services.task_mark_final_failure(
-        task=task, status=status, error=error, reason=f"{status}: {type(error).__name__}",
+        task=task,
+        status=status,
+        error=error,
+        reason=f"{status}: {type(error).__name__}",
         worker_name=worker_name,
     )
     if ended is not None:
@@ -106,8 +109,11 @@ def _execute_locked(task_id: str, worker_name: str) -> None:
         return
     if task.deadline_at is not None and task.deadline_at <= timezone.now():
         _finish_failed(
-            task, TaskStatus.EXPIRED, "deadline_exceeded",
-            TimeoutError("the deadline passed before the task started"), worker_name,
+            task,
+            TaskStatus.EXPIRED,
+            "deadline_exceeded",
+            TimeoutError("the deadline passed before the task started"),
+            worker_name,
         )
         return
     kind = task_kind_get(task.kind)

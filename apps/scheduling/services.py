@@ -72,7 +72,9 @@ def task_create(
         enqueued_at=now,
         idempotency_key=idempotency_key,
     )
-    TaskEvent.objects.create(task=task, from_status="", to_status=TaskStatus.QUEUED, reason="created")
+    TaskEvent.objects.create(
+        task=task, from_status="", to_status=TaskStatus.QUEUED, reason="created"
+    )
     _push_after_commit(task)
     return task
 
@@ -140,7 +142,7 @@ def retry_delay_s(attempt: int) -> float:
     """Exponential backoff with full jitter: uniform in [base/2, min(max, base * 2^(attempt-1))]."""
     base = settings.PLATFORM["RETRY_BACKOFF_BASE_S"]
     ceiling = min(settings.PLATFORM["RETRY_BACKOFF_MAX_S"], base * (2 ** max(0, attempt - 1)))
-    return random.uniform(min(base / 2, ceiling), ceiling)  # noqa: S311 - jitter, not security
+    return random.uniform(min(base / 2, ceiling), ceiling)
 
 
 def task_schedule_retry(*, task: Task, error: Exception, worker_name: str) -> Task | None:

@@ -23,11 +23,15 @@ class PlatformWorker(SimpleWorker):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("worker_ttl", settings.PLATFORM["WORKER_TTL_S"])
-        kwargs.setdefault("maintenance_interval", settings.PLATFORM["WORKER_MAINTENANCE_INTERVAL_S"])
+        kwargs.setdefault(
+            "maintenance_interval", settings.PLATFORM["WORKER_MAINTENANCE_INTERVAL_S"]
+        )
         super().__init__(*args, **kwargs)
 
 
-def worker_build(*, queue_names: list[str] | None = None, name: str | None = None) -> PlatformWorker:
+def worker_build(
+    *, queue_names: list[str] | None = None, name: str | None = None
+) -> PlatformWorker:
     names = queue_names or list(QUEUE_ORDER)
     queues = [queue_for(queue_name) for queue_name in names]
     worker_name = name or f"{socket.gethostname()}.{os.getpid()}"

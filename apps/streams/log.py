@@ -49,7 +49,8 @@ async def events_follow(
     name = stream_key(task_id)
     last_id = after_id
     while True:
-        batches = await client.xread({name: last_id}, count=200, block=block_ms)
+        # redis-py types replies loosely; a stream read is [(name, [(id, {field: value})])].
+        batches: Any = await client.xread({name: last_id}, count=200, block=block_ms)
         if not batches:
             yield None
             continue

@@ -13,7 +13,7 @@ env = environ.Env()
 if (BASE_DIR / ".env").is_file():
     environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
-DEFAULT_SECRET_KEY = "insecure-dev-secret-change-me"  # noqa: S105 - refused by production settings
+DEFAULT_SECRET_KEY = "insecure-dev-secret-change-me"
 SECRET_KEY = env.str("SECRET_KEY", default=DEFAULT_SECRET_KEY)
 DEBUG = env.bool("DEBUG", default=False)
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
@@ -41,7 +41,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    "apps.core.middleware.RequestIdMiddleware",
+    "apps.core.middleware.request_id_middleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -82,9 +82,7 @@ REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
 # Every key the platform writes (besides RQ's own `rq:` keys) starts with this prefix.
 REDIS_KEY_PREFIX = env.str("REDIS_KEY_PREFIX", default="dp:")
 
-RQ_QUEUES = {
-    name: {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 600} for name in ("high", "medium", "low")
-}
+RQ_QUEUES = {name: {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 600} for name in ("high", "medium", "low")}
 # We enqueue from transaction.on_commit ourselves (see apps.scheduling.queues), so django-rq must
 # not defer a second time.
 RQ = {"COMMIT_MODE": "auto"}

@@ -46,7 +46,9 @@ def call(platform: WebServer, path: str, key: str, body: dict[str, Any]) -> http
 
 def test_chat_blocking_answer_from_the_built_in_model(platform: WebServer) -> None:
     key = local_app()
-    response = call(platform, "/v1/chat-messages", key, {"inputs": {}, "query": "Hello", "user": "u1"})
+    response = call(
+        platform, "/v1/chat-messages", key, {"inputs": {}, "query": "Hello", "user": "u1"}
+    )
 
     assert response.status_code == 200, response.text
     body = response.json()
@@ -66,12 +68,16 @@ def test_chat_blocking_answer_from_the_built_in_model(platform: WebServer) -> No
     assert message.end_user == "u1"
     assert str(message.conversation_id) == body["conversation_id"]
     assert message.completion_tokens == usage["completion_tokens"]
-    assert message.latency_s is not None and message.latency_s > 0
+    assert message.latency_s is not None
+    assert message.latency_s > 0
     task = Task.objects.get(id=body["task_id"])
     assert message.task_id == task.id
     assert task.status == TaskStatus.SUCCEEDED
     assert task.attempts == 1
     assert task.worker_name.startswith("test-worker-")
+    assert task.enqueued_at is not None
+    assert task.started_at is not None
+    assert task.finished_at is not None
     assert task.enqueued_at <= task.started_at <= task.finished_at
     history = list(task.events.values_list("from_status", "to_status"))
     assert history == [("", "queued"), ("queued", "running"), ("running", "succeeded")]
@@ -80,13 +86,21 @@ def test_chat_blocking_answer_from_the_built_in_model(platform: WebServer) -> No
 def test_conversation_continues_with_its_history(platform: WebServer) -> None:
     key = local_app()
     first = call(
-        platform, "/v1/chat-messages", key, {"inputs": {}, "query": "My name is Alice.", "user": "u1"}
+        platform,
+        "/v1/chat-messages",
+        key,
+        {"inputs": {}, "query": "My name is Alice.", "user": "u1"},
     ).json()
     second = call(
         platform,
         "/v1/chat-messages",
         key,
-        {"inputs": {}, "query": "What is my name?", "user": "u1", "conversation_id": first["conversation_id"]},
+        {
+            "inputs": {},
+            "query": "What is my name?",
+            "user": "u1",
+            "conversation_id": first["conversation_id"],
+        },
     ).json()
 
     assert second["conversation_id"] == first["conversation_id"]
@@ -94,13 +108,19 @@ def test_conversation_continues_with_its_history(platform: WebServer) -> None:
     assert Message.objects.filter(conversation_id=first["conversation_id"]).count() == 2
     # The model saw the first turn: the second prompt holds the first question and answer.
     first_usage, second_usage = first["metadata"]["usage"], second["metadata"]["usage"]
-    assert second_usage["prompt_tokens"] >= first_usage["prompt_tokens"] + first_usage["completion_tokens"]
+    assert (
+        second_usage["prompt_tokens"]
+        >= first_usage["prompt_tokens"] + first_usage["completion_tokens"]
+    )
 
 
 def test_completion_blocking_answer(platform: WebServer) -> None:
     key = local_app(mode="completion", system_prompt="Answer in one sentence.")
     response = call(
-        platform, "/v1/completion-messages", key, {"inputs": {}, "query": "Name a colour.", "user": "u1"}
+        platform,
+        "/v1/completion-messages",
+        key,
+        {"inputs": {}, "query": "Name a colour.", "user": "u1"},
     )
 
     assert response.status_code == 200, response.text

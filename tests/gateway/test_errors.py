@@ -60,7 +60,9 @@ def completion_key() -> str:
     ],
     ids=["malformed", "empty", "array", "string", "bad-utf8", "deeply-nested"],
 )
-def test_malformed_bodies_are_invalid_param(client: Client, chat_key: str, body: bytes, message_part: str) -> None:
+def test_malformed_bodies_are_invalid_param(
+    client: Client, chat_key: str, body: bytes, message_part: str
+) -> None:
     assert_error(post(client, CHAT, body, chat_key), 400, "invalid_param", message_part)
 
 
@@ -80,8 +82,17 @@ def test_malformed_bodies_are_invalid_param(client: Client, chat_key: str, body:
         ({"query": 42}, "query"),
     ],
     ids=[
-        "no-query", "empty-query", "no-user", "empty-user", "no-inputs", "inputs-not-object",
-        "bad-mode", "bad-conversation-id", "bad-priority", "query-too-long", "query-not-string",
+        "no-query",
+        "empty-query",
+        "no-user",
+        "empty-user",
+        "no-inputs",
+        "inputs-not-object",
+        "bad-mode",
+        "bad-conversation-id",
+        "bad-priority",
+        "query-too-long",
+        "query-not-string",
     ],
 )
 def test_invalid_fields_are_invalid_param(
@@ -111,7 +122,9 @@ def test_another_users_conversation_is_not_found(client: Client) -> None:
 )
 def test_bad_keys_are_unauthorized(client: Client, authorization: str | None) -> None:
     headers = {"Authorization": authorization} if authorization is not None else {}
-    response = client.post(CHAT, data=json.dumps(VALID), content_type="application/json", headers=headers)
+    response = client.post(
+        CHAT, data=json.dumps(VALID), content_type="application/json", headers=headers
+    )
     assert_error(response, 401, "unauthorized")
     assert response["WWW-Authenticate"] == 'Bearer realm="api"'
 
@@ -122,7 +135,7 @@ def test_revoked_key_is_unauthorized(client: Client, chat_key: str) -> None:
 
 
 def test_disabled_app_is_forbidden(client: Client) -> None:
-    app, key = make_app_with_key(enabled=False)
+    _, key = make_app_with_key(enabled=False)
     assert_error(post(client, CHAT, VALID, key), 403, "forbidden")
 
 
@@ -155,7 +168,9 @@ def test_ask_needs_a_query(client: Client, chat_key: str) -> None:
 
 
 def test_required_input_missing(client: Client) -> None:
-    form = [{"text-input": {"label": "Topic", "variable": "topic", "required": True, "max_length": 5}}]
+    form = [
+        {"text-input": {"label": "Topic", "variable": "topic", "required": True, "max_length": 5}}
+    ]
     _, key = make_app_with_key(user_input_form=form)
     assert_error(post(client, CHAT, VALID, key), 400, "invalid_param", "topic is required")
     body = {**VALID, "inputs": {"topic": "far too long"}}

@@ -18,7 +18,9 @@ class Command(BaseCommand):
         parser.add_argument("--provider", choices=ProviderKind.values, default=ProviderKind.LOCAL)
         parser.add_argument("--model", default="SmolLM2-135M-Instruct")
         parser.add_argument("--base-url", default="", help="For --provider openai.")
-        parser.add_argument("--api-key-env", default="", help="Env variable with the provider's key.")
+        parser.add_argument(
+            "--api-key-env", default="", help="Env variable with the provider's key."
+        )
         parser.add_argument("--system-prompt", default="")
         parser.add_argument("--max-tokens", type=int, default=256)
         parser.add_argument("--priority", choices=Priority.values, default=Priority.MEDIUM)

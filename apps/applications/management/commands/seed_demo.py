@@ -14,10 +14,14 @@ class Command(BaseCommand):
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("--admin-user", default=os.environ.get("ADMIN_USER", "admin"))
         parser.add_argument("--admin-password", default=os.environ.get("ADMIN_PASSWORD", "admin"))
-        parser.add_argument("--base-url", default=os.environ.get("PUBLIC_URL", "http://127.0.0.1:8000"))
+        parser.add_argument(
+            "--base-url", default=os.environ.get("PUBLIC_URL", "http://127.0.0.1:8000")
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        demos = demo_seed(admin_username=options["admin_user"], admin_password=options["admin_password"])
+        demos = demo_seed(
+            admin_username=options["admin_user"], admin_password=options["admin_password"]
+        )
         base = options["base_url"].rstrip("/")
         chat, completion = demos
         self.stdout.write(

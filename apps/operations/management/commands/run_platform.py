@@ -31,14 +31,23 @@ class Command(BaseCommand):
         signal.signal(signal.SIGINT, request_stop)
         signal.signal(signal.SIGTERM, request_stop)
         web = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", options["host"], "-p", str(options["port"]),
-             "--proxy-headers", "dify_platform.asgi:application"]
+            [
+                sys.executable,
+                "-m",
+                "daphne",
+                "-b",
+                options["host"],
+                "-p",
+                str(options["port"]),
+                "--proxy-headers",
+                "dify_platform.asgi:application",
+            ]
         )
         pool = WorkerPool(processes=options["workers"], high_only=options["high_only"])
         pool.start()
         self.stdout.write(
-            f"Serving on http://{options['host']}:{options['port']}/ with {options['workers']} workers."
-            " Ctrl-C stops everything."
+            f"Serving on http://{options['host']}:{options['port']}/"
+            f" with {options['workers']} workers. Ctrl-C stops everything."
         )
         while not stop["requested"]:
             if web.poll() is not None:

@@ -14,8 +14,12 @@ class Command(BaseCommand):
     help = "Run N worker processes (restarted if they die) and the scheduler's housekeeping."
 
     def add_arguments(self, parser: Any) -> None:
-        parser.add_argument("-n", "--processes", type=int, default=settings.PLATFORM["WORKER_PROCESSES"])
-        parser.add_argument("--high-only", type=int, default=0, help="How many of them take only `high`.")
+        parser.add_argument(
+            "-n", "--processes", type=int, default=settings.PLATFORM["WORKER_PROCESSES"]
+        )
+        parser.add_argument(
+            "--high-only", type=int, default=0, help="How many of them take only `high`."
+        )
         parser.add_argument(
             "--no-maintenance", action="store_true", help="Leave housekeeping to another process."
         )

@@ -13,10 +13,14 @@ class Command(BaseCommand):
     help = "Run one worker that takes tasks from the given queues, most urgent first."
 
     def add_arguments(self, parser: Any) -> None:
-        parser.add_argument("queues", nargs="*", help=f"Queues to take from (default: {' '.join(QUEUE_ORDER)}).")
+        parser.add_argument(
+            "queues", nargs="*", help=f"Queues to take from (default: {' '.join(QUEUE_ORDER)})."
+        )
         parser.add_argument("--burst", action="store_true", help="Stop when the queues are empty.")
         parser.add_argument("--name", default=None, help="Worker name (default: host.pid).")
-        parser.add_argument("--no-warm-up", action="store_true", help="Load the model on first use.")
+        parser.add_argument(
+            "--no-warm-up", action="store_true", help="Load the model on first use."
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         unknown = set(options["queues"]) - set(QUEUE_ORDER)
