@@ -12,7 +12,8 @@ from .base import PLATFORM, env
 _xdist_worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
 _worker_index = int(_xdist_worker.removeprefix("gw") or 0)
 # Redis databases 8..15 are the tests'; 0 stays the developer's.
-_redis_db = 8 + (_worker_index % 8)
+# TEST_REDIS_DB pins one, for several test runs side by side (each with its own DATABASE_URL too).
+_redis_db = env.int("TEST_REDIS_DB", default=8 + (_worker_index % 8))
 _redis_base = env.str("TEST_REDIS_BASE_URL", default="redis://127.0.0.1:6379")
 REDIS_URL = f"{_redis_base}/{_redis_db}"
 REDIS_KEY_PREFIX = "dp-test:"
