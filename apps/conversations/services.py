@@ -10,8 +10,10 @@ from django.utils import timezone
 from apps.applications.models import ApiKey, AppMode
 from apps.conversations.inputs import inputs_validate
 from apps.conversations.models import Conversation, Message
+from apps.conversations.selectors import task_owned_by
 from apps.core.errors import AppUnavailable, NotChatApp, NotFound
 from apps.core.priorities import capped_priority
+from apps.scheduling.control import task_request_stop
 from apps.scheduling.models import Task
 from apps.scheduling.services import task_create
 
@@ -88,3 +90,15 @@ def answer_submit(
     message.task = task
     message.save(update_fields=["task"])
     return SubmittedAnswer(task=task, message=message, conversation=conversation)
+
+
+def answer_stop(*, api_key: ApiKey, task_id: str, end_user: str) -> bool:
+    """Ask the worker to stop the answer; the partial answer is kept and the stream ends normally.
+
+    Like Dify, a stop for an unknown task or another user's task answers success and changes
+    nothing; returns whether a stop was actually requested.
+    """
+    owned = task_owned_by(app_id=api_key.app_id, task_id=task_id, end_user=end_user)
+    if owned:
+        task_request_stop(task_id=task_id, reason="stop")
+    return owned

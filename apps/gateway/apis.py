@@ -4,7 +4,9 @@ They are async views: after the short record-and-enqueue step (in a thread, with
 they wait on the task's event log in Redis, holding neither a thread nor a database connection.
 """
 
+import re
 import time
+import uuid
 from collections.abc import Callable
 from functools import wraps
 from typing import Any
@@ -15,8 +17,9 @@ from django.http import HttpRequest, HttpResponseBase, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from apps.applications.models import ApiKey, AppMode
-from apps.conversations.services import SubmittedAnswer, answer_submit
-from apps.core.errors import MethodNotAllowed
+from apps.conversations.selectors import task_owned_by
+from apps.conversations.services import SubmittedAnswer, answer_stop, answer_submit
+from apps.core.errors import InvalidParam, MethodNotAllowed, NotFound
 from apps.core.exception_handler import to_api_error
 from apps.core.responses import error_response, json_response
 from apps.gateway.authentication import api_key_from_request
@@ -24,6 +27,7 @@ from apps.gateway.requests import (
     AskRequestSerializer,
     ChatRequestSerializer,
     CompletionRequestSerializer,
+    StopRequestSerializer,
     json_body,
     validated,
 )
@@ -154,3 +158,32 @@ async def ask_create(request: HttpRequest) -> HttpResponseBase:
             "duration_ms": round((time.monotonic() - started) * 1000, 1),
         }
     )
+
+
+_stop = sync_to_async(answer_stop)
+_task_owned = sync_to_async(task_owned_by)
+_EVENT_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
+
+
+@api_view("POST")
+async def answer_stop_create(request: HttpRequest, task_id: uuid.UUID) -> HttpResponseBase:
+    """Stop a generation: the worker stops within a token or two and keeps the partial answer."""
+    api_key: ApiKey = await _authenticate(request)
+    data = validated(StopRequestSerializer, json_body(request))
+    await _stop(api_key=api_key, task_id=str(task_id), end_user=data["user"])
+    return json_response({"result": "success"})
+
+
+@api_view("GET")
+async def answer_events(request: HttpRequest, task_id: uuid.UUID) -> HttpResponseBase:
+    """(ext) The task's events as SSE from after `Last-Event-ID`: resume without loss or repeat."""
+    api_key: ApiKey = await _authenticate(request)
+    user = request.GET.get("user", "")
+    if not user:
+        raise InvalidParam("Arg user must be provided.")
+    after_id = request.headers.get("Last-Event-ID") or request.GET.get("last_event_id") or "0-0"
+    if not _EVENT_ID.match(after_id):
+        raise InvalidParam("Last-Event-ID must be an event id from this stream.")
+    if not await _task_owned(app_id=api_key.app_id, task_id=str(task_id), end_user=user):
+        raise NotFound("Task Not Exists.")
+    return sse_response(str(task_id), after_id=after_id)

@@ -94,6 +94,10 @@ class AskRequestSerializer(serializers.Serializer):
     user = StrictCharField(max_length=MAX_USER_CHARS, required=False, default="api-ask")
 
 
+class StopRequestSerializer(serializers.Serializer):
+    user = StrictCharField(max_length=MAX_USER_CHARS, required=True, error_messages=USER_ERRORS)
+
+
 def validated(
     serializer_class: type[serializers.Serializer], data: dict[str, Any]
 ) -> dict[str, Any]:

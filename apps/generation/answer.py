@@ -9,7 +9,7 @@ from django.conf import settings
 from apps.conversations.models import Message, MessageStatus
 from apps.generation.events import AnswerPublisher
 from apps.generation.prompts import build_messages
-from apps.providers.base import GenerationRequest, ProviderError
+from apps.providers.base import GenerationRequest, GenerationResult, ProviderError
 from apps.providers.registry import provider_for
 from apps.scheduling.errors import PermanentTaskError, RetryableTaskError, TaskCancelled
 from apps.scheduling.kinds import FinalFailure, RunContext
@@ -30,16 +30,9 @@ def _message_for(task: Task) -> Message:
     return Message.objects.select_related("app").get(id=task.payload["message_id"])
 
 
-def answer_run(task: Task, context: RunContext) -> dict[str, Any]:
-    """Generate the answer for the task's message, publishing each piece as it comes."""
-    message = _message_for(task)
+def _generation_request(task: Task, message: Message, context: RunContext) -> GenerationRequest:
     app = message.app
-    publisher = AnswerPublisher(task_id=str(task.id), message=message)
-    if context.attempt > 1 and publisher.text_already_sent():
-        publisher.replace("", reason="retry")
-
-    time_left = context.time_left_s()
-    request = GenerationRequest(
+    return GenerationRequest(
         messages=build_messages(
             app=app, message=message, context_tokens=settings.PLATFORM["LOCAL_MODEL_CONTEXT"]
         ),
@@ -49,8 +42,17 @@ def answer_run(task: Task, context: RunContext) -> dict[str, Any]:
         top_p=app.top_p,
         stop=list(app.stop or []),
         attempt=context.attempt,
-        timeout_s=time_left,
+        timeout_s=context.time_left_s(),
     )
+
+
+def answer_run(task: Task, context: RunContext) -> dict[str, Any]:
+    """Generate the answer for the task's message, publishing each piece as it comes."""
+    message = _message_for(task)
+    publisher = AnswerPublisher(task_id=str(task.id), message=message)
+    if context.attempt > 1 and publisher.text_already_sent():
+        publisher.replace("", reason="retry")
+
     pieces: list[str] = []
     started = time.monotonic()
     first_token_at: float | None = None
@@ -63,26 +65,29 @@ def answer_run(task: Task, context: RunContext) -> dict[str, Any]:
         publisher.text(text)
         return context.should_stop()
 
-    provider = provider_for(kind=app.provider, config=app.provider_config)
-    try:
-        result = provider.generate(request, on_delta)
-    except ProviderError as error:
-        if error.retryable:
-            raise RetryableTaskError(str(error)) from error
-        raise PermanentTaskError(str(error)) from error
+    if context.should_stop():
+        # Stopped while still queued: there is nothing to generate.
+        result = GenerationResult(prompt_tokens=0, completion_tokens=0, finish_reason="user_stop")
+    else:
+        provider = provider_for(kind=message.app.provider, config=message.app.provider_config)
+        try:
+            result = provider.generate(_generation_request(task, message, context), on_delta)
+        except ProviderError as error:
+            if error.retryable:
+                raise RetryableTaskError(str(error)) from error
+            raise PermanentTaskError(str(error)) from error
     if context.stop_reason == "cancel":
         raise TaskCancelled("cancelled by an operator")
 
-    finished = time.monotonic()
     message.answer = "".join(pieces)
     message.status = (
         MessageStatus.STOPPED if result.finish_reason == "user_stop" else MessageStatus.NORMAL
     )
-    message.provider = app.provider
-    message.model_name = app.model_name
+    message.provider = message.app.provider
+    message.model_name = message.app.model_name
     message.prompt_tokens = result.prompt_tokens
     message.completion_tokens = result.completion_tokens
-    message.latency_s = finished - started
+    message.latency_s = time.monotonic() - started
     message.first_token_s = (first_token_at - started) if first_token_at is not None else None
     message.error = ""
     message.save()
