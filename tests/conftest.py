@@ -39,8 +39,12 @@ def live_web(django_db_setup: None, django_db_blocker: object) -> Iterator[WebSe
         yield server
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def live_worker(django_db_setup: None) -> Iterator[object]:
-    """One worker process on all queues (with the built-in model loaded), for the whole session."""
+    """One worker process on all queues (with the built-in model loaded), for one test module.
+
+    Not for the whole session: tests that run tasks in-process must not race a live worker for
+    the same jobs, and modules run one after another in a pytest process.
+    """
     with run_worker() as process:
         yield process
