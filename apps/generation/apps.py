@@ -7,6 +7,7 @@ class GenerationConfig(AppConfig):
 
     def ready(self) -> None:
         from apps.generation.answer import answer_final_failure, answer_run, answer_succeeded
+        from apps.generation.requeue import answer_requeued
         from apps.scheduling.kinds import TaskKind, register_task_kind
 
         for kind in ("chat", "completion"):
@@ -16,5 +17,6 @@ class GenerationConfig(AppConfig):
                     run=answer_run,
                     on_success=answer_succeeded,
                     on_final_failure=answer_final_failure,
+                    on_requeue=answer_requeued,
                 )
             )

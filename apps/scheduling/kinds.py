@@ -34,6 +34,9 @@ class TaskKind:
     # Called once after the task is recorded as succeeded: the place to tell clients it is done,
     # so that whoever hears "done" finds the task and its results committed.
     on_success: Callable[[Task], None] | None = None
+    # Called when an operator sends a finished task back to the queue (dead-letter retry), so the
+    # kind can reset what clients will read.
+    on_requeue: Callable[[Task], None] | None = None
     max_attempts: int | None = None
 
 
@@ -49,6 +52,10 @@ _REGISTRY: dict[str, TaskKind] = {}
 
 def register_task_kind(kind: TaskKind) -> None:
     _REGISTRY[kind.name] = kind
+
+
+def task_kind_find(name: str) -> TaskKind | None:
+    return _REGISTRY.get(name)
 
 
 def task_kind_get(name: str) -> TaskKind:

@@ -1,6 +1,8 @@
 """The scheduler's housekeeping, run by one process at a time (a Redis lease decides which).
 
-- moves delayed retries whose time has come onto their queue;
+- moves delayed tasks whose time has come onto their queue (retries, work deferred under load);
+- evaluates the load (overloaded or not, with hysteresis);
+- expires waiting tasks past their deadline, and promotes tasks that waited too long (aging);
 - reconciler: pushes again tasks that PostgreSQL holds as queued but Redis lost;
 - watchdog: hands running tasks whose worker died (lock lapsed) back to the queue.
 """
@@ -13,25 +15,79 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import close_old_connections
+from django.db.models import Q
 from django.utils import timezone
 
 from apps.core.redis import key, sync_client
+from apps.scheduling.load import load_evaluate, load_state_current
 from apps.scheduling.locks import TaskLock
 from apps.scheduling.models import Task, TaskStatus
+from apps.scheduling.policy import PROMOTION, aging_limit_s, waiting_since
 from apps.scheduling.queues import delayed_pop_due, job_exists, job_push
+from apps.scheduling.services import task_expire_overdue, task_reprioritize
 
 logger = logging.getLogger(__name__)
 
 
-def push_due_retries() -> int:
+def push_due_delayed() -> int:
+    """Queue the delayed tasks whose time has come: retries after their backoff, and `low` work
+    deferred under load (deferred again while the load lasts, unless it has waited too long)."""
     pushed = 0
     for task_id in delayed_pop_due():
-        task = Task.objects.filter(id=task_id, status=TaskStatus.RETRYING).first()
+        task = Task.objects.filter(
+            id=task_id, status__in=(TaskStatus.RETRYING, TaskStatus.QUEUED)
+        ).first()
         if task is None:
+            continue
+        if task.status == TaskStatus.QUEUED and _still_deferred(task):
+            job_push(
+                task_id=task_id,
+                priority=task.priority,
+                time_left_s=_time_left(task),
+                delay_s=float(settings.PLATFORM["DEFER_LOW_S"]),
+            )
             continue
         job_push(task_id=task_id, priority=task.priority, time_left_s=_time_left(task))
         pushed += 1
     return pushed
+
+
+def _still_deferred(task: Task) -> bool:
+    limit = aging_limit_s(task.priority)
+    waited = timezone.now() - waiting_since(
+        enqueued_at=task.enqueued_at, promoted_at=task.promoted_at
+    )
+    aged = limit is not None and waited.total_seconds() >= limit
+    return load_state_current().overloaded and not aged
+
+
+def promote_aged() -> int:
+    """Aging: a task that waited longer than its class's limit moves up one class."""
+    promoted = 0
+    now = timezone.now()
+    for priority, higher in PROMOTION.items():
+        limit = aging_limit_s(priority)
+        if limit is None:
+            continue
+        cutoff = now - timedelta(seconds=limit)
+        waiting = Task.objects.filter(status=TaskStatus.QUEUED, priority=priority).filter(
+            Q(promoted_at__lt=cutoff) | Q(promoted_at__isnull=True, enqueued_at__lt=cutoff)
+        )
+        for task in waiting.only("id")[:500]:
+            reason = f"aged: waited over {limit:g} s in {priority}"
+            if task_reprioritize(
+                task_id=task.id, priority=higher, reason=reason, actor="scheduler"
+            ):
+                promoted += 1
+    return promoted
+
+
+def expire_overdue() -> int:
+    """Tasks still waiting when their deadline passes end `expired` now, not when a worker frees."""
+    overdue = Task.objects.filter(
+        status__in=(TaskStatus.QUEUED, TaskStatus.RETRYING), deadline_at__lt=timezone.now()
+    )
+    return sum(1 for task in overdue[:500] if task_expire_overdue(task=task) is not None)
 
 
 def _time_left(task: Task) -> float | None:
@@ -98,6 +154,7 @@ class Maintainer(threading.Thread):
         self.stopped = threading.Event()
         self.lease_key = key("maintenance", "lease")
         self.identity = f"{socket.gethostname()}:{uuid.uuid4().hex[:8]}"
+        self._load_every = max(1, int(1.0 / interval_s))
         self._slow_every = max(1, int(2.0 / interval_s))
 
     def _hold_lease(self) -> bool:
@@ -117,8 +174,12 @@ class Maintainer(threading.Thread):
                     continue
                 close_old_connections()
                 tick += 1
-                push_due_retries()
+                push_due_delayed()
+                if tick % self._load_every == 0:
+                    load_evaluate()
                 if tick % self._slow_every == 0:
+                    expire_overdue()
+                    promote_aged()
                     reconcile_lost_jobs()
                     recover_orphaned_running()
             except Exception:

@@ -59,6 +59,8 @@ class Task(models.Model):
 
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     enqueued_at = models.DateTimeField(null=True, blank=True)
+    # When the priority last changed while queued (aging or an operator): aging counts from here.
+    promoted_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 

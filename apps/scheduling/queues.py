@@ -47,6 +47,16 @@ def job_push(*, task_id: str, priority: str, time_left_s: float | None, delay_s:
     )
 
 
+def job_remove(*, task_id: str, priority: str) -> None:
+    """Take the task's job off its queue and out of the delayed set, if it is there."""
+    queue_for(priority).remove(task_id)
+    sync_client().zrem(DELAYED_KEY(), task_id)
+
+
+def delayed_count() -> int:
+    return int(sync_client().zcard(DELAYED_KEY()))
+
+
 def DELAYED_KEY() -> str:
     return key("delayed")
 

@@ -12,7 +12,7 @@ from apps.core.context import task_id_var
 from apps.scheduling import services
 from apps.scheduling.control import task_stop_reason
 from apps.scheduling.errors import TaskCancelled, TaskError
-from apps.scheduling.kinds import FinalFailure, task_kind_get
+from apps.scheduling.kinds import task_kind_get
 from apps.scheduling.locks import TaskLock
 from apps.scheduling.models import Task, TaskStatus
 
@@ -36,11 +36,16 @@ class WorkerRunContext:
         if self._stop_reason is None and now - self._last_check >= STOP_CHECK_INTERVAL_S:
             self._last_check = now
             self._stop_reason = task_stop_reason(task_id=str(self.task.id))
+            time_left = self.time_left_s()
+            if self._stop_reason is None and time_left is not None and time_left <= 0:
+                # A running task cannot outlive its deadline.
+                self._stop_reason = "deadline"
         return self._stop_reason is not None
 
     @property
     def stop_reason(self) -> str | None:
-        """`stop` (the end user's: keep the partial answer) or `cancel` (an operator's)."""
+        """`stop` (the end user's: keep the partial answer), `cancel` (an operator's) or
+        `deadline` (the task's time window closed)."""
         return self._stop_reason
 
     def time_left_s(self) -> float | None:
@@ -72,15 +77,9 @@ class _LockHeartbeat(threading.Thread):
 
 
 def _finish_failed(task: Task, status: str, code: str, error: Exception, worker_name: str) -> None:
-    ended = services.task_mark_final_failure(
-        task=task,
-        status=status,
-        error=error,
-        reason=f"{status}: {type(error).__name__}",
-        worker_name=worker_name,
+    services.task_end_unsuccessfully(
+        task=task, status=status, code=code, error=error, actor=worker_name
     )
-    if ended is not None:
-        task_kind_get(task.kind).on_final_failure(ended, FinalFailure(status, code, str(error)))
 
 
 def task_execute(*, task_id: str, worker_name: str) -> None:
@@ -125,6 +124,10 @@ def _execute_locked(task_id: str, worker_name: str) -> None:
     except Exception as error:
         handle_attempt_failure(task, error, worker_name)
     else:
+        if context.stop_reason == "deadline":
+            overrun = TimeoutError("the deadline passed while the task ran")
+            _finish_failed(task, TaskStatus.EXPIRED, "deadline_exceeded", overrun, worker_name)
+            return
         done = services.task_mark_succeeded(task=task, result=result, worker_name=worker_name)
         if done is not None and kind.on_success is not None:
             kind.on_success(done)

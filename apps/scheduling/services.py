@@ -12,8 +12,10 @@ from django.db.models import F
 from django.utils import timezone
 
 from apps.applications.models import App
-from apps.scheduling.models import Task, TaskEvent, TaskStatus
-from apps.scheduling.queues import job_push
+from apps.scheduling.kinds import FinalFailure, task_kind_find
+from apps.scheduling.models import ACTIVE_STATUSES, Task, TaskEvent, TaskStatus
+from apps.scheduling.policy import priority_decide
+from apps.scheduling.queues import job_push, job_remove
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +58,14 @@ def task_create(
     deadline_at: datetime | None = None,
     idempotency_key: str | None = None,
 ) -> Task:
-    """Record a task as queued and push it to its queue once the transaction commits."""
+    """Record a task as queued and push it to its queue once the transaction commits.
+
+    `priority` is what the caller allows (the key may cap the request); the load policy may
+    lower it further or defer the task, and says why.
+    """
+    decision = priority_decide(priority=priority or requested_priority)
+    reasons = [reason for reason in (priority_reason, decision.reason) if reason]
+    registered = task_kind_find(kind)
     now = timezone.now()
     task = Task.objects.create(
         kind=kind,
@@ -65,17 +74,26 @@ def task_create(
         payload=payload or {},
         status=TaskStatus.QUEUED,
         requested_priority=requested_priority,
-        priority=priority or requested_priority,
-        priority_reason=priority_reason,
-        max_attempts=max_attempts or settings.PLATFORM["TASK_MAX_ATTEMPTS"],
+        priority=decision.priority,
+        priority_reason="; ".join(reasons)[:255],
+        max_attempts=(
+            max_attempts
+            or (registered.max_attempts if registered else None)
+            or settings.PLATFORM["TASK_MAX_ATTEMPTS"]
+        ),
         deadline_at=deadline_at,
         enqueued_at=now,
+        not_before=now + timedelta(seconds=decision.defer_s) if decision.defer_s else None,
         idempotency_key=idempotency_key,
     )
     TaskEvent.objects.create(
-        task=task, from_status="", to_status=TaskStatus.QUEUED, reason="created"
+        task=task,
+        from_status="",
+        to_status=TaskStatus.QUEUED,
+        reason="created" + (f"; {task.priority_reason}" if task.priority_reason else ""),
+        detail={"requested_priority": requested_priority, "priority": task.priority},
     )
-    _push_after_commit(task)
+    _push_after_commit(task, delay_s=decision.defer_s)
     return task
 
 
@@ -168,6 +186,24 @@ def task_schedule_retry(*, task: Task, error: Exception, worker_name: str) -> Ta
     return retried
 
 
+def task_end_unsuccessfully(
+    *, task: Task, status: str, code: str, error: Exception, actor: str = ""
+) -> Task | None:
+    """End a task as failed, dead, expired or cancelled, and let its kind tell the client."""
+    ended = task_mark_final_failure(
+        task=task,
+        status=status,
+        error=error,
+        reason=f"{status}: {type(error).__name__}",
+        worker_name=actor,
+    )
+    if ended is not None:
+        kind = task_kind_find(ended.kind)
+        if kind is not None:
+            kind.on_final_failure(ended, FinalFailure(status, code, str(error)))
+    return ended
+
+
 def task_mark_final_failure(
     *, task: Task, status: str, error: Exception | None, reason: str, worker_name: str = ""
 ) -> Task | None:
@@ -187,3 +223,153 @@ def task_mark_final_failure(
         error_message=str(error)[:2000] if error else "",
         finished_at=timezone.now(),
     )
+
+
+class TaskExpired(Exception):
+    """The task's deadline passed."""
+
+
+class OperatorCancelled(Exception):
+    """An operator cancelled the task."""
+
+
+def task_expire_overdue(*, task: Task, actor: str = "scheduler") -> Task | None:
+    """Expire a task that has not started (or is waiting for a retry) past its deadline."""
+    ended = task_end_unsuccessfully(
+        task=task,
+        status=TaskStatus.EXPIRED,
+        code="deadline_exceeded",
+        error=TaskExpired("the deadline passed before the task could run"),
+        actor=actor,
+    )
+    if ended is not None:
+        job_remove(task_id=str(task.id), priority=task.priority)
+    return ended
+
+
+def task_cancel(*, task_id: uuid.UUID | str, actor: str) -> str:
+    """Cancel a task. Waiting: ended now. Running: its worker stops it within a token or two.
+
+    Returns what happened: "cancelled", "stopping" or "not active".
+    """
+    task = Task.objects.filter(id=task_id).first()
+    if task is None or task.status not in ACTIVE_STATUSES:
+        return "not active"
+    if task.status == TaskStatus.RUNNING:
+        from apps.scheduling.control import task_request_stop
+
+        task_request_stop(task_id=str(task.id), reason="cancel")
+        TaskEvent.objects.create(
+            task=task,
+            from_status=task.status,
+            to_status=task.status,
+            reason=f"cancel requested by {actor}",
+            attempt=task.attempts,
+            worker_name=actor,
+        )
+        return "stopping"
+    ended = task_end_unsuccessfully(
+        task=task,
+        status=TaskStatus.CANCELLED,
+        code="cancelled",
+        error=OperatorCancelled(f"cancelled by {actor}"),
+        actor=actor,
+    )
+    if ended is None:
+        return task_cancel(task_id=task_id, actor=actor)  # it started meanwhile: stop it
+    job_remove(task_id=str(task.id), priority=task.priority)
+    return "cancelled"
+
+
+def task_reprioritize(
+    *, task_id: uuid.UUID | str, priority: str, reason: str, actor: str
+) -> Task | None:
+    """Move a waiting task to another queue (aging, or an operator). None if it is not waiting."""
+    with transaction.atomic():
+        task = (
+            Task.objects.select_for_update()
+            .filter(id=task_id, status__in=(TaskStatus.QUEUED, TaskStatus.RETRYING))
+            .first()
+        )
+        if task is None or task.priority == priority:
+            return task
+        old = task.priority
+        task.priority = priority
+        task.priority_reason = reason[:255]
+        task.promoted_at = timezone.now()
+        task.save(update_fields=["priority", "priority_reason", "promoted_at"])
+        TaskEvent.objects.create(
+            task=task,
+            from_status=task.status,
+            to_status=task.status,
+            reason=reason[:255],
+            attempt=task.attempts,
+            worker_name=actor,
+            detail={"from": old, "to": priority},
+        )
+        waiting_for_retry = task.status == TaskStatus.RETRYING
+    if not waiting_for_retry:
+        # A delayed (deferred) task moves now too: promotion means "stop waiting".
+        job_remove(task_id=str(task.id), priority=old)
+        job_push(
+            task_id=str(task.id), priority=priority, time_left_s=_time_left_s(task.deadline_at)
+        )
+    return task
+
+
+@transaction.atomic
+def task_requeue(
+    *, task_id: uuid.UUID | str, actor: str, priority: str | None = None
+) -> Task | None:
+    """Send a finished, unsuccessful task (a dead letter) back to the queue with a fresh budget of
+    attempts, on the same queue or another. None if the task is not in such a state."""
+    task = (
+        Task.objects.select_for_update()
+        .filter(
+            id=task_id,
+            status__in=(
+                TaskStatus.DEAD,
+                TaskStatus.FAILED,
+                TaskStatus.EXPIRED,
+                TaskStatus.CANCELLED,
+            ),
+        )
+        .first()
+    )
+    if task is None:
+        return None
+    from_status = task.status
+    budget = task.app.max_attempts if task.app and task.app.max_attempts else None
+    task.status = TaskStatus.QUEUED
+    task.priority = priority or task.priority
+    task.max_attempts = task.attempts + (budget or settings.PLATFORM["TASK_MAX_ATTEMPTS"])
+    task.enqueued_at = timezone.now()
+    task.promoted_at = None
+    task.started_at = task.finished_at = task.not_before = None
+    task.deadline_at = None  # the old deadline has passed; an operator's retry has none
+    task.save()
+    TaskEvent.objects.create(
+        task=task,
+        from_status=from_status,
+        to_status=TaskStatus.QUEUED,
+        reason=f"requeued by {actor}",
+        attempt=task.attempts,
+        worker_name=actor,
+        detail={"priority": task.priority, "max_attempts": task.max_attempts},
+    )
+    kind = task_kind_find(task.kind)
+    if kind is not None and kind.on_requeue is not None:
+        kind.on_requeue(task)
+    _push_after_commit(task)
+    return task
+
+
+def task_purge(*, task_id: uuid.UUID | str, actor: str) -> bool:
+    """Delete a finished, unsuccessful task and its history (an operator's decision)."""
+    deleted, _ = Task.objects.filter(
+        id=task_id,
+        status__in=(TaskStatus.DEAD, TaskStatus.FAILED, TaskStatus.EXPIRED, TaskStatus.CANCELLED),
+    ).delete()
+    if deleted:
+        logger.warning("task purged", extra={"task_id": str(task_id), "actor": actor})
+    return bool(deleted)

@@ -138,6 +138,21 @@ PLATFORM = {
     "TASK_LOCK_TTL_S": env.float("TASK_LOCK_TTL_S", default=15.0),
     # Queued tasks older than this with no job in Redis are pushed again by the reconciler.
     "RECONCILE_GRACE_S": env.float("RECONCILE_GRACE_S", default=10.0),
+    # The load monitor: overloaded above the high marks, normal again only below the low marks.
+    "LOAD": {
+        "cpu_high": env.float("LOAD_CPU_HIGH", default=70.0),
+        "cpu_low": env.float("LOAD_CPU_LOW", default=55.0),
+        "queued_high": env.float("LOAD_QUEUED_HIGH", default=500),
+        "queued_low": env.float("LOAD_QUEUED_LOW", default=250),
+        "report_ttl_s": env.float("LOAD_REPORT_TTL_S", default=10.0),
+    },
+    # Under load, new `low` work waits this long before it is queued (again while still loaded).
+    "DEFER_LOW_S": env.float("DEFER_LOW_S", default=30.0),
+    # Aging: a task that waited longer than this in its class is promoted one class.
+    "AGING_S": {
+        "low": env.float("AGING_LOW_S", default=120.0),
+        "medium": env.float("AGING_MEDIUM_S", default=120.0),
+    },
     # Worker liveness: heartbeats this often, presumed dead after the TTL.
     "WORKER_TTL_S": env.int("WORKER_TTL_S", default=30),
     "WORKER_MAINTENANCE_INTERVAL_S": env.int("WORKER_MAINTENANCE_INTERVAL_S", default=10),

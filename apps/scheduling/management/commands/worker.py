@@ -5,6 +5,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 
 from apps.providers.registry import providers_warm_up
+from apps.scheduling.load import LoadReporter
 from apps.scheduling.queues import QUEUE_ORDER
 from apps.scheduling.worker import worker_build
 
@@ -30,4 +31,9 @@ class Command(BaseCommand):
         if not options["no_warm_up"]:
             providers_warm_up()
         worker = worker_build(queue_names=queues, name=options["name"])
-        worker.work(burst=options["burst"], logging_level="WARNING", with_scheduler=False)
+        reporter = LoadReporter()
+        reporter.start()
+        try:
+            worker.work(burst=options["burst"], logging_level="WARNING", with_scheduler=False)
+        finally:
+            reporter.stop()
