@@ -26,7 +26,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def process_env() -> dict[str, str]:
+def process_env(**extra: str) -> dict[str, str]:
     """The environment of a child process: test settings, the test database, quiet logs."""
     db = settings.DATABASES["default"]
     user = db.get("USER") or "postgres"
@@ -39,6 +39,7 @@ def process_env() -> dict[str, str]:
         LOG_LEVEL=os.environ.get("E2E_LOG_LEVEL", "WARNING"),
         PYTHONUNBUFFERED="1",
     )
+    env.update(extra)
     return env
 
 
@@ -85,13 +86,15 @@ def run_web() -> Iterator[WebServer]:
 
 
 @contextmanager
-def run_worker(*queues: str, name: str | None = None) -> Iterator[subprocess.Popen[bytes]]:
+def run_worker(
+    *queues: str, name: str | None = None, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
     worker_name = name or f"test-worker-{free_port()}"
     before = _worker_names()
     process = subprocess.Popen(
         [sys.executable, "manage.py", "worker", *queues, "--name", worker_name],
         cwd=ROOT,
-        env=process_env(),
+        env=process_env(**(env or {})),
     )
     try:
         _wait_for(
@@ -100,6 +103,20 @@ def run_worker(*queues: str, name: str | None = None) -> Iterator[subprocess.Pop
         yield process
     finally:
         _stop(process, timeout_s=30.0)
+
+
+@contextmanager
+def run_scheduler(env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
+    """The scheduler's housekeeping (delayed tasks, load, aging, reconciler, watchdog)."""
+    process = subprocess.Popen(
+        [sys.executable, "manage.py", "scheduler", "--interval", "0.1"],
+        cwd=ROOT,
+        env=process_env(**(env or {})),
+    )
+    try:
+        yield process
+    finally:
+        _stop(process)
 
 
 def _worker_names() -> set[str]:

@@ -12,6 +12,10 @@ class RetryableTaskError(TaskError):
     """Worth another attempt: a timeout, a provider's 429 or 5xx, a lost connection."""
 
 
+class WorkerLost(RetryableTaskError):
+    """The worker running the task stopped renewing its lock (killed, crashed, lost its host)."""
+
+
 class PermanentTaskError(TaskError):
     """Retrying cannot help: bad input, content refused, a 4xx from the provider."""
 

@@ -19,6 +19,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from apps.core.redis import key, sync_client
+from apps.scheduling.errors import WorkerLost
 from apps.scheduling.load import load_evaluate, load_state_current
 from apps.scheduling.locks import TaskLock
 from apps.scheduling.models import Task, TaskStatus
@@ -139,10 +140,6 @@ def recover_orphaned_running() -> int:
         handle_attempt_failure(task, WorkerLost(f"worker {task.worker_name} stopped"), "watchdog")
         recovered += 1
     return recovered
-
-
-class WorkerLost(Exception):
-    """The worker running the task stopped heartbeating (killed, crashed, lost its host)."""
 
 
 class Maintainer(threading.Thread):

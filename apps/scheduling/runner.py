@@ -140,7 +140,7 @@ def handle_attempt_failure(task: Task, error: Exception, worker_name: str) -> No
     logger.warning(
         "task attempt failed",
         extra={"attempt": task.attempts, "error": repr(error)[:500], "retryable": retryable},
-        exc_info=not isinstance(error, TaskError),
+        exc_info=None if isinstance(error, TaskError) else error,
     )
     if deadline_passed:
         _finish_failed(task, TaskStatus.EXPIRED, "deadline_exceeded", error, worker_name)
