@@ -1,0 +1,163 @@
+"""Server-Sent Events over a real socket against daphne, with a real worker: Dify's event sequence,
+tokens before the answer is complete, resume with Last-Event-ID, stop mid-stream."""
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from apps.conversations.models import Message, MessageStatus
+from apps.scheduling.models import Task, TaskStatus
+from tests.factories import make_app_with_key
+from tests.processes import WebServer
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+SLOW = {"text": " ".join(f"w{i}" for i in range(16)), "tokens_per_s": 8}
+COMMON = {"event", "task_id", "message_id", "created_at"}
+
+
+@pytest.fixture
+def platform(live_web: WebServer, live_worker: object) -> WebServer:
+    return live_web
+
+
+def sse_events(response: httpx.Response) -> Iterator[tuple[str | None, dict[str, Any]]]:
+    """(id, event) for each data event; pings are checked to stand alone."""
+    event_id = None
+    for line in response.iter_lines():
+        if line.startswith("id: "):
+            event_id = line.removeprefix("id: ")
+        elif line.startswith("data: "):
+            yield event_id, json.loads(line.removeprefix("data: "))
+            event_id = None
+
+
+def open_stream(platform: WebServer, key: str, path: str, body: dict[str, Any]) -> Any:
+    return httpx.stream(
+        "POST",
+        f"{platform.url}{path}",
+        json={"inputs": {}, "user": "u1", "response_mode": "streaming", **body},
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=60,
+    )
+
+
+def test_chat_stream_sequence_and_first_token_before_the_end(platform: WebServer) -> None:
+    _, key = make_app_with_key(provider_config=SLOW)
+    with open_stream(platform, key, "/v1/chat-messages", {"query": "hi"}) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        assert response.headers["cache-control"] == "no-cache"
+        events = []
+        for event_id, event in sse_events(response):
+            if not events:
+                # The first token arrived while the worker is still producing the rest.
+                task = Task.objects.get(id=event["task_id"])
+                assert task.status == TaskStatus.RUNNING
+            assert event_id
+            events.append(event)
+
+    kinds = [event["event"] for event in events]
+    assert kinds == ["message"] * 16 + ["message_end"]
+    for event in events:
+        assert COMMON | {"conversation_id"} <= set(event)
+        assert event["id"] == event["message_id"]
+    end = events[-1]
+    assert end["metadata"]["usage"]["completion_tokens"] == 16
+    assert end["files"] == []
+    answer = "".join(event["answer"] for event in events[:-1])
+    assert answer == SLOW["text"]
+    assert Message.objects.get(id=end["message_id"]).answer == answer
+
+
+def test_completion_stream_has_no_conversation(platform: WebServer) -> None:
+    _, key = make_app_with_key(mode="completion", provider_config={"text": "done now"})
+    with open_stream(platform, key, "/v1/completion-messages", {"query": "x"}) as response:
+        events = [event for _, event in sse_events(response)]
+    assert [event["event"] for event in events] == ["message", "message", "message_end"]
+    assert all("conversation_id" not in event for event in events)
+    assert all(set(event) >= COMMON for event in events)
+
+
+def test_resume_with_last_event_id_loses_and_repeats_nothing(platform: WebServer) -> None:
+    _, key = make_app_with_key(provider_config=SLOW)
+    first_part = []
+    with open_stream(platform, key, "/v1/chat-messages", {"query": "hi"}) as response:
+        for event_id, event in sse_events(response):
+            first_part.append((event_id, event))
+            if len(first_part) == 5:
+                break  # the connection drops mid-stream
+
+    task_id = first_part[0][1]["task_id"]
+    last_id = first_part[-1][0]
+    with httpx.stream(
+        "GET",
+        f"{platform.url}/v1/chat-messages/{task_id}/events?user=u1",
+        headers={"Authorization": f"Bearer {key}", "Last-Event-ID": str(last_id)},
+        timeout=60,
+    ) as response:
+        assert response.status_code == 200
+        rest = list(sse_events(response))
+
+    ids = [event_id for event_id, _ in first_part + rest]
+    assert len(ids) == len(set(ids)), "an event was repeated"
+    kinds = [event["event"] for _, event in first_part + rest]
+    assert kinds == ["message"] * 16 + ["message_end"], "an event was lost"
+    answer = "".join(event["answer"] for _, event in (first_part + rest)[:-1])
+    assert answer == SLOW["text"]
+
+
+def test_resume_is_scoped_to_the_user_and_checks_its_arguments(platform: WebServer) -> None:
+    _, key = make_app_with_key(provider_config={"text": "short"})
+    with open_stream(platform, key, "/v1/chat-messages", {"query": "hi"}) as response:
+        task_id = next(sse_events(response))[1]["task_id"]
+    headers = {"Authorization": f"Bearer {key}"}
+    url = f"{platform.url}/v1/chat-messages/{task_id}/events"
+    stranger = httpx.get(f"{url}?user=someone-else", headers=headers)
+    assert (stranger.status_code, stranger.json()["code"]) == (404, "not_found")
+    no_user = httpx.get(url, headers=headers)
+    assert (no_user.status_code, no_user.json()["code"]) == (400, "invalid_param")
+    bad_id = httpx.get(f"{url}?user=u1", headers={**headers, "Last-Event-ID": "nonsense"})
+    assert (bad_id.status_code, bad_id.json()["code"]) == (400, "invalid_param")
+
+
+def test_stop_mid_stream_keeps_the_partial_answer(platform: WebServer) -> None:
+    _, key = make_app_with_key(provider_config=SLOW)
+    with open_stream(platform, key, "/v1/chat-messages", {"query": "hi"}) as response:
+        events = []
+        for _, event in sse_events(response):
+            events.append(event)
+            if len(events) == 3:
+                stranger = httpx.post(
+                    f"{platform.url}/v1/chat-messages/{event['task_id']}/stop",
+                    json={"user": "intruder"},
+                    headers={"Authorization": f"Bearer {key}"},
+                )
+                assert stranger.json() == {"result": "success"}
+                stop = httpx.post(
+                    f"{platform.url}/v1/chat-messages/{event['task_id']}/stop",
+                    json={"user": "u1"},
+                    headers={"Authorization": f"Bearer {key}"},
+                )
+                assert (stop.status_code, stop.json()) == (200, {"result": "success"})
+
+    assert events[-1]["event"] == "message_end"
+    texts = [event["answer"] for event in events if event["event"] == "message"]
+    assert 3 <= len(texts) <= 6, "the worker stops within a token or two"
+    message = Message.objects.get(id=events[0]["message_id"])
+    assert message.status == MessageStatus.STOPPED
+    assert message.answer == "".join(texts)
+    assert Task.objects.get(id=events[0]["task_id"]).status == TaskStatus.SUCCEEDED
+
+
+def test_stop_needs_a_user(platform: WebServer) -> None:
+    _, key = make_app_with_key()
+    response = httpx.post(
+        f"{platform.url}/v1/chat-messages/00000000-0000-0000-0000-000000000000/stop",
+        json={},
+        headers={"Authorization": f"Bearer {key}"},
+    )
+    assert (response.status_code, response.json()["code"]) == (400, "invalid_param")
