@@ -20,7 +20,12 @@ class Command(BaseCommand):
         parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
         parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
         parser.add_argument("--workers", type=int, default=settings.PLATFORM["WORKER_PROCESSES"])
-        parser.add_argument("--high-only", type=int, default=0)
+        parser.add_argument(
+            "--high-only",
+            type=int,
+            default=settings.PLATFORM["WORKER_HIGH_ONLY"],
+            help="How many workers take only `high` work.",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         stop = {"requested": False}

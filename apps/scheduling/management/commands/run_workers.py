@@ -18,7 +18,10 @@ class Command(BaseCommand):
             "-n", "--processes", type=int, default=settings.PLATFORM["WORKER_PROCESSES"]
         )
         parser.add_argument(
-            "--high-only", type=int, default=0, help="How many of them take only `high`."
+            "--high-only",
+            type=int,
+            default=settings.PLATFORM["WORKER_HIGH_ONLY"],
+            help="How many of them take only `high`.",
         )
         parser.add_argument(
             "--no-maintenance", action="store_true", help="Leave housekeeping to another process."
