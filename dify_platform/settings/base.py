@@ -18,6 +18,8 @@ SECRET_KEY = env.str("SECRET_KEY", default=DEFAULT_SECRET_KEY)
 DEBUG = env.bool("DEBUG", default=False)
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+# Browser origins besides the served hosts that may open the WebSocket chat ("*": any).
+WEBSOCKET_ALLOWED_ORIGINS = env.list("WEBSOCKET_ALLOWED_ORIGINS", default=[])
 
 INSTALLED_APPS = [
     "daphne",
@@ -158,6 +160,8 @@ PLATFORM = {
     "WORKER_MAINTENANCE_INTERVAL_S": env.int("WORKER_MAINTENANCE_INTERVAL_S", default=10),
     # Worker processes started by `run_workers` / `make run` when not told otherwise.
     "WORKER_PROCESSES": env.int("WORKER_PROCESSES", default=2),
+    # Of those, how many take only `high` work, so interactive requests always find a worker.
+    "WORKER_HIGH_ONLY": env.int("WORKER_HIGH_ONLY", default=0),
     # The built-in model: threads per worker process and its context window.
     "LOCAL_MODEL_THREADS": env.int("LOCAL_MODEL_THREADS", default=2),
     "LOCAL_MODEL_CONTEXT": env.int("LOCAL_MODEL_CONTEXT", default=2048),
