@@ -1,0 +1,347 @@
+"""The WebSocket chat, `ws(s)://HOST/ws/v1/chat`: the SSE stream's events over one socket.
+
+Policy, decided here (DESIGN: streaming):
+- The app key is the only credential; no Django session. It comes from `?api_key=app-...`, an
+  `Authorization: Bearer app-...` header (non-browser clients), or, since browsers can set no
+  headers, a first frame `{"type": "auth", "api_key": "app-..."}` within `AUTH_TIMEOUT_S`. A missing
+  or bad key gets an `unauthorized` error frame and close code 4401, a disabled app `forbidden`
+  and 4403. The key is checked again on every frame, so revoking a key or disabling an app also
+  reaches sockets that are already open.
+- Origin: Channels' AllowedHostsOriginValidator refuses clients that send no Origin header, which
+  are exactly the API clients, so it is not used. A handshake without Origin is accepted (the key
+  decides); one with an Origin only when that origin is the host being connected to, matches
+  ALLOWED_HOSTS (a bare "*" there does not count), or is listed in WEBSOCKET_ALLOWED_ORIGINS ("*"
+  for any). Any other origin is refused at the handshake (HTTP 403), so a foreign page cannot
+  drive the socket with a key it somehow holds.
+
+Client frames (JSON objects):
+  {"type": "auth", "api_key"}
+  {"type": "query", "query", "inputs", "user", "conversation_id"?, "priority"?, "deadline_ms"?,
+   "request_id"?}   validated like the REST body of the app's mode
+  {"type": "stop", "task_id", "user"}
+  {"type": "resume", "task_id", "user", "last_event_id"?, "request_id"?}
+Server frames:
+  {"type": "ready", "mode"}                      after authentication
+  {"type": "accepted", "task_id", "message_id", "conversation_id"?, "request_id"?}
+                                                 once a query is recorded, before its events
+  the task's events exactly as the SSE stream carries them, plus "event_id" (what to resume
+  after) and the query's "request_id" when it had one
+  {"type": "error", "code", "message", "status", "request_id"?}
+                                                 a refused frame; the socket stays open
+Several queries run at once on one socket, each relayed by its own asyncio task.
+"""
+
+import asyncio
+import json
+import logging
+import re
+import uuid
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
+from django.http.request import split_domain_port, validate_host
+
+from apps.applications.models import ApiKey, AppMode
+from apps.conversations.selectors import task_owned_by
+from apps.conversations.services import answer_stop, answer_submit
+from apps.core.errors import (
+    ApiError,
+    InternalError,
+    InvalidJson,
+    InvalidParam,
+    NotFound,
+    RequestTooLarge,
+    TooManyRequests,
+    Unauthorized,
+)
+from apps.core.exception_handler import to_api_error
+from apps.gateway.authentication import api_key_from_header
+from apps.gateway.requests import (
+    ChatRequestSerializer,
+    CompletionRequestSerializer,
+    StopRequestSerializer,
+    validated,
+)
+from apps.streams.log import START_ID, events_follow
+
+logger = logging.getLogger(__name__)
+
+AUTH_TIMEOUT_S = 10.0
+# Answers relayed at once on one socket: enough for any real client, bounded against abuse.
+MAX_RELAYS = 32
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_FORBIDDEN = 4403
+EVENT_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
+MAX_REQUEST_ID_CHARS = 128
+
+
+def _header(scope: dict[str, Any], name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key.lower() == name:
+            return bytes(value).decode("latin-1").strip()
+    return None
+
+
+def origin_allowed(scope: dict[str, Any]) -> bool:
+    """The Origin policy of the module docstring."""
+    origin = _header(scope, b"origin")
+    if origin is None:
+        return True
+    origin = origin.lower().rstrip("/")
+    listed = {entry.lower().rstrip("/") for entry in settings.WEBSOCKET_ALLOWED_ORIGINS}
+    if "*" in listed or origin in listed:
+        return True
+    parts = urlsplit(origin)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return False
+    if parts.netloc == (_header(scope, b"host") or "").lower():
+        return True
+    domain, _ = split_domain_port(parts.netloc)
+    return bool(domain) and validate_host(domain, [h for h in settings.ALLOWED_HOSTS if h != "*"])
+
+
+def handshake_authorization(scope: dict[str, Any]) -> str | None:
+    """The key the handshake carried, as an Authorization header value, or None."""
+    params = parse_qs(bytes(scope.get("query_string", b"")).decode("latin-1"))
+    if params.get("api_key"):
+        return f"Bearer {params['api_key'][0]}"
+    return _header(scope, b"authorization")
+
+
+# Each of these runs in one thread hop: the key is looked up again, then the work is done.
+@database_sync_to_async
+def _authenticate(authorization: str) -> ApiKey:
+    return api_key_from_header(authorization)
+
+
+@database_sync_to_async
+def _submit(authorization: str, frame: dict[str, Any]) -> dict[str, Any]:
+    api_key = api_key_from_header(authorization)
+    mode = api_key.app.mode
+    serializer = ChatRequestSerializer if mode == AppMode.CHAT else CompletionRequestSerializer
+    data = validated(serializer, frame)
+    submitted = answer_submit(
+        api_key=api_key,
+        route_mode=mode,
+        end_user=data["user"],
+        query=data["query"],
+        inputs=data["inputs"],
+        conversation_id=data.get("conversation_id") or None,
+        priority=data.get("priority"),
+        deadline_ms=data.get("deadline_ms"),
+    )
+    accepted = {
+        "type": "accepted",
+        "task_id": str(submitted.task.id),
+        "message_id": str(submitted.message.id),
+    }
+    if submitted.conversation is not None:
+        accepted["conversation_id"] = str(submitted.conversation.id)
+    return accepted
+
+
+@database_sync_to_async
+def _stop(authorization: str, task_id: str, end_user: str) -> None:
+    answer_stop(api_key=api_key_from_header(authorization), task_id=task_id, end_user=end_user)
+
+
+@database_sync_to_async
+def _check_owned(authorization: str, task_id: str, end_user: str) -> None:
+    api_key = api_key_from_header(authorization)
+    if not task_owned_by(app_id=api_key.app_id, task_id=task_id, end_user=end_user):
+        raise NotFound("Task Not Exists.")
+
+
+def _user(frame: dict[str, Any]) -> str:
+    # The same `user` rule as the REST stop route.
+    return str(validated(StopRequestSerializer, frame)["user"])
+
+
+def _task_id(frame: dict[str, Any]) -> str:
+    value = frame.get("task_id")
+    if isinstance(value, str):
+        try:
+            return str(uuid.UUID(value))
+        except ValueError:
+            pass
+    raise InvalidParam("task_id: must be a UUID")
+
+
+def _request_id(frame: dict[str, Any]) -> str | int | None:
+    value = frame.get("request_id")
+    if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    if isinstance(value, str) and len(value) <= MAX_REQUEST_ID_CHARS:
+        return value
+    raise InvalidParam(f"request_id: must be a string of at most {MAX_REQUEST_ID_CHARS} characters")
+
+
+class ChatConsumer(AsyncJsonWebsocketConsumer):
+    """One chat socket: authenticates, records queries, relays their event logs."""
+
+    async def connect(self) -> None:
+        self.authorization: str | None = None
+        self.closing = False
+        self.relays: dict[str, asyncio.Task[None]] = {}
+        self.auth_timer: asyncio.Task[None] | None = None
+        if not origin_allowed(self.scope):
+            logger.info("websocket refused: origin %r", _header(self.scope, b"origin"))
+            await self.close()  # before accept: daphne answers the handshake with 403
+            return
+        await self.accept()
+        given = handshake_authorization(self.scope)
+        if given is None:
+            self.auth_timer = asyncio.create_task(self._auth_deadline())
+        else:
+            await self._authenticate(given)
+
+    async def disconnect(self, code: int) -> None:
+        self.closing = True
+        pending = list(self.relays.values())
+        if self.auth_timer is not None:
+            pending.append(self.auth_timer)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        self.relays.clear()
+
+    async def receive(
+        self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs: Any
+    ) -> None:
+        if self.closing:
+            return
+        try:
+            if text_data is None:
+                raise InvalidJson("Frames must be JSON text, not binary.")
+            if len(text_data) > settings.DATA_UPLOAD_MAX_MEMORY_SIZE:
+                raise RequestTooLarge(
+                    f"Frame exceeds {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} characters."
+                )
+            content = await self.decode_json(text_data)
+        except ApiError as error:
+            await self._refuse(error, None)
+            return
+        await self.receive_json(content)
+
+    @classmethod
+    async def decode_json(cls, text_data: str) -> Any:
+        try:
+            return json.loads(text_data)
+        except (json.JSONDecodeError, RecursionError):
+            raise InvalidJson() from None
+
+    @classmethod
+    async def encode_json(cls, content: Any) -> str:
+        return json.dumps(content, ensure_ascii=False, separators=(",", ":"))
+
+    async def receive_json(self, content: Any, **kwargs: Any) -> None:
+        request_id = None
+        try:
+            if not isinstance(content, dict):
+                raise InvalidJson("A frame must be a JSON object.")
+            request_id = _request_id(content)
+            kind = content.get("type")
+            if self.authorization is None:
+                if kind != "auth":
+                    raise Unauthorized('Authenticate first: {"type": "auth", "api_key": "..."}.')
+                api_key = content.get("api_key")
+                if not isinstance(api_key, str) or not api_key.strip():
+                    raise Unauthorized("api_key must be provided.")
+                await self._authenticate(f"Bearer {api_key}")
+            elif kind == "query":
+                await self._query(content, request_id)
+            elif kind == "stop":
+                await _stop(self.authorization, _task_id(content), _user(content))
+            elif kind == "resume":
+                await self._resume(content, request_id)
+            elif kind == "auth":
+                raise InvalidParam("Already authenticated.")
+            else:
+                raise InvalidParam('type: must be one of "query", "stop", "resume", "auth".')
+        except Exception as exc:  # every refusal answers in the envelope; the socket lives on
+            await self._refuse(to_api_error(exc), request_id)
+
+    async def _authenticate(self, authorization: str) -> None:
+        try:
+            api_key = await _authenticate(authorization)
+        except ApiError as error:
+            await self._refuse(error, None)
+            return
+        self.authorization = authorization
+        if self.auth_timer is not None:
+            self.auth_timer.cancel()
+        await self.send_json({"type": "ready", "mode": api_key.app.mode})
+
+    async def _auth_deadline(self) -> None:
+        await asyncio.sleep(AUTH_TIMEOUT_S)
+        if self.authorization is None and not self.closing:
+            await self._refuse(Unauthorized("No api_key within the time allowed."), None)
+
+    async def _query(self, frame: dict[str, Any], request_id: str | int | None) -> None:
+        if len(self.relays) >= MAX_RELAYS:
+            raise TooManyRequests(f"At most {MAX_RELAYS} answers at once on one socket.")
+        assert self.authorization is not None
+        accepted = await _submit(self.authorization, frame)
+        await self.send_json(_tagged(accepted, request_id))
+        self._relay_start(accepted["task_id"], START_ID, request_id)
+
+    async def _resume(self, frame: dict[str, Any], request_id: str | int | None) -> None:
+        task_id, user = _task_id(frame), _user(frame)
+        after_id = frame.get("last_event_id") or START_ID
+        if not isinstance(after_id, str) or not EVENT_ID.match(after_id):
+            raise InvalidParam("last_event_id: must be an event id from this stream.")
+        if task_id not in self.relays and len(self.relays) >= MAX_RELAYS:
+            raise TooManyRequests(f"At most {MAX_RELAYS} answers at once on one socket.")
+        assert self.authorization is not None
+        await _check_owned(self.authorization, task_id, user)
+        self._relay_start(task_id, after_id, request_id)
+
+    def _relay_start(self, task_id: str, after_id: str, request_id: str | int | None) -> None:
+        # A second relay of the same task on this socket replaces the first: no event twice.
+        previous = self.relays.pop(task_id, None)
+        if previous is not None:
+            previous.cancel()
+        relay = asyncio.create_task(self._relay(task_id, after_id, request_id))
+        self.relays[task_id] = relay
+
+        def forget(done: asyncio.Task[None]) -> None:
+            if self.relays.get(task_id) is done:
+                del self.relays[task_id]
+
+        relay.add_done_callback(forget)
+
+    async def _relay(self, task_id: str, after_id: str, request_id: str | int | None) -> None:
+        try:
+            async for item in events_follow(task_id=task_id, after_id=after_id):
+                if item is None:
+                    continue  # quiet: daphne's own WebSocket pings keep the socket alive
+                event_id, event = item
+                await self.send_json(_tagged({**event, "event_id": event_id}, request_id))
+                # Let the loop serve other sockets between two frames (DESIGN: streaming).
+                await asyncio.sleep(0)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("websocket relay of task %s failed", task_id)
+            if not self.closing:
+                error = InternalError(f"The event stream of task {task_id} failed; resume it.")
+                await self._send_error(error, request_id)
+
+    async def _refuse(self, error: ApiError, request_id: str | int | None) -> None:
+        """Answer a refused frame; a key problem also ends the connection."""
+        await self._send_error(error, request_id)
+        if error.status in (401, 403):
+            self.closing = True
+            await self.close(code=CLOSE_FORBIDDEN if error.status == 403 else CLOSE_UNAUTHORIZED)
+
+    async def _send_error(self, error: ApiError, request_id: str | int | None) -> None:
+        await self.send_json(_tagged({"type": "error", **error.envelope()}, request_id))
+
+
+def _tagged(frame: dict[str, Any], request_id: str | int | None) -> dict[str, Any]:
+    if request_id is not None:
+        frame["request_id"] = request_id
+    return frame
