@@ -7,6 +7,7 @@ class GenerationConfig(AppConfig):
 
     def ready(self) -> None:
         from apps.generation.answer import answer_final_failure, answer_run, answer_succeeded
+        from apps.generation.limits import provider_concurrency
         from apps.generation.requeue import answer_requeued
         from apps.scheduling.kinds import TaskKind, register_task_kind
 
@@ -18,5 +19,6 @@ class GenerationConfig(AppConfig):
                     on_success=answer_succeeded,
                     on_final_failure=answer_final_failure,
                     on_requeue=answer_requeued,
+                    concurrency=provider_concurrency,
                 )
             )

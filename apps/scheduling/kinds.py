@@ -38,6 +38,9 @@ class TaskKind:
     # kind can reset what clients will read.
     on_requeue: Callable[[Task], None] | None = None
     max_attempts: int | None = None
+    # (group, limit) when at most `limit` tasks of the group may run at once (e.g. one app's model
+    # server); None when unlimited. Tasks over the limit wait for a slot in priority order.
+    concurrency: Callable[[Task], tuple[str, int] | None] | None = None
 
 
 @dataclass(frozen=True)

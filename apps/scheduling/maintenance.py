@@ -26,6 +26,7 @@ from apps.scheduling.models import Task, TaskStatus
 from apps.scheduling.policy import PROMOTION, aging_limit_s, waiting_since
 from apps.scheduling.queues import delayed_pop_due, job_exists, job_push
 from apps.scheduling.services import task_expire_overdue, task_reprioritize
+from apps.scheduling.slots import slot_wake_next, waiting_keys
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +82,18 @@ def promote_aged() -> int:
             ):
                 promoted += 1
     return promoted
+
+
+def wake_slot_waiters() -> int:
+    """Backstop: slots freed by a lapsed lease (crashed holder) go to the best waiter."""
+    woken = 0
+    for name in waiting_keys():
+        while (task_id := slot_wake_next(name)) is not None:
+            task = Task.objects.filter(id=task_id).only("priority", "deadline_at").first()
+            if task is not None:
+                job_push(task_id=task_id, priority=task.priority, time_left_s=_time_left(task))
+                woken += 1
+    return woken
 
 
 def expire_overdue() -> int:
@@ -179,6 +192,7 @@ class Maintainer(threading.Thread):
                     promote_aged()
                     reconcile_lost_jobs()
                     recover_orphaned_running()
+                    wake_slot_waiters()
             except Exception:
                 logger.exception("scheduler maintenance failed; retrying")
 

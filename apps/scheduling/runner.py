@@ -12,9 +12,11 @@ from apps.core.context import task_id_var
 from apps.scheduling import services
 from apps.scheduling.control import task_stop_reason
 from apps.scheduling.errors import TaskCancelled, TaskError
-from apps.scheduling.kinds import task_kind_get
+from apps.scheduling.kinds import task_kind_find, task_kind_get
 from apps.scheduling.locks import TaskLock
 from apps.scheduling.models import Task, TaskStatus
+from apps.scheduling.queues import job_push
+from apps.scheduling.slots import Slot, wait_score
 
 logger = logging.getLogger(__name__)
 
@@ -54,13 +56,47 @@ class WorkerRunContext:
         return (self.task.deadline_at - timezone.now()).total_seconds()
 
 
-class _LockHeartbeat(threading.Thread):
-    """Keeps the task's lock alive while the task runs; if the process dies, the lock lapses
-    within its TTL and the watchdog hands the task to another worker."""
+def _take_slot(task_id: str) -> tuple[bool, Slot | None]:
+    """(may run, slot held). A task whose group has every slot taken may not run: it now waits
+    in line, without spending an attempt. Unlimited kinds run holding no slot."""
+    task = Task.objects.select_related("app").filter(id=task_id).first()
+    kind = task_kind_find(task.kind) if task else None
+    if task is None or kind is None or kind.concurrency is None:
+        return True, None
+    group = kind.concurrency(task)
+    if group is None:
+        return True, None
+    name, limit = group
+    slot = Slot(
+        name=name, limit=limit, task_id=task_id, lease_s=settings.PLATFORM["TASK_LOCK_TTL_S"]
+    )
+    score = wait_score(
+        priority=task.priority,
+        enqueued_at_s=(task.enqueued_at.timestamp() if task.enqueued_at else time.time()),
+    )
+    return (True, slot) if slot.acquire(score=score) else (False, None)
 
-    def __init__(self, lock: TaskLock) -> None:
+
+def _hand_over(slot: Slot) -> None:
+    woken = slot.release()
+    if woken is None:
+        return
+    waiting = Task.objects.filter(id=woken).only("priority", "deadline_at").first()
+    if waiting is not None:
+        time_left = (
+            (waiting.deadline_at - timezone.now()).total_seconds() if waiting.deadline_at else None
+        )
+        job_push(task_id=woken, priority=waiting.priority, time_left_s=time_left)
+
+
+class _LockHeartbeat(threading.Thread):
+    """Keeps the task's lock (and slot) alive while the task runs; if the process dies, they lapse
+    within their TTL and the watchdog hands the task to another worker."""
+
+    def __init__(self, lock: TaskLock, slot: Slot | None = None) -> None:
         super().__init__(name="task-lock-heartbeat", daemon=True)
         self.lock = lock
+        self.slot = slot
         self.stopped = threading.Event()
 
     def run(self) -> None:
@@ -69,6 +105,8 @@ class _LockHeartbeat(threading.Thread):
             try:
                 if not self.lock.extend():
                     logger.error("task lock was lost while the task ran")
+                if self.slot is not None:
+                    self.slot.renew()
             except Exception:
                 logger.exception("could not renew the task lock")
 
@@ -90,13 +128,20 @@ def task_execute(*, task_id: str, worker_name: str) -> None:
         if not lock.acquire():
             logger.warning("task is already running elsewhere; duplicate job dropped")
             return
-        heartbeat = _LockHeartbeat(lock)
+        may_run, slot = _take_slot(task_id)
+        if not may_run:
+            lock.release()
+            logger.info("every slot of the task's group is taken; it waits for one")
+            return
+        heartbeat = _LockHeartbeat(lock, slot)
         heartbeat.start()
         try:
             _execute_locked(task_id, worker_name)
         finally:
             heartbeat.stop()
             lock.release()
+            if slot is not None:
+                _hand_over(slot)
     finally:
         task_id_var.reset(token)
 

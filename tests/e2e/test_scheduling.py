@@ -1,6 +1,7 @@
 """The scheduler with real worker processes: strict priority, never twice, crash recovery after
 kill -9, and the reconciler after Redis lost its queues."""
 
+import itertools
 import os
 import signal
 import time
@@ -117,3 +118,31 @@ def test_reconciler_restores_tasks_after_redis_lost_its_queues() -> None:
             lambda: all(status_of(task) == TaskStatus.SUCCEEDED for task in tasks), 60, "restore"
         )
     assert all(Message.objects.get(task=task).answer == "restored" for task in tasks)
+
+
+def test_provider_concurrency_limit_makes_tasks_wait_in_priority_order() -> None:
+    limited = key_for(
+        provider_config={"text": "word " * 8, "tokens_per_s": 16, "max_concurrency": 1}
+    )
+    with run_worker(), run_worker(), run_scheduler():
+        first = submit(limited, "low")
+        wait_until(lambda: status_of(first) == TaskStatus.RUNNING, 30, "the first task to run")
+        second_low = submit(limited, "low")
+        urgent = submit(limited, "high")
+        everything = [first, second_low, urgent]
+        wait_until(
+            lambda: all(status_of(task) == TaskStatus.SUCCEEDED for task in everything), 60, "all"
+        )
+
+    tasks = {task.id: task for task in Task.objects.filter(id__in=[t.id for t in everything])}
+    # Waiting for a slot spends no attempt, and two tasks of the app never ran at once.
+    assert all(task.attempts == 1 for task in tasks.values())
+    spans = sorted((task.started_at, task.finished_at) for task in tasks.values())
+    assert all(
+        earlier[1] is not None and later[0] is not None and earlier[1] <= later[0]
+        for earlier, later in itertools.pairwise(spans)
+    )
+    started_urgent, started_low = tasks[urgent.id].started_at, tasks[second_low.id].started_at
+    assert started_urgent is not None
+    assert started_low is not None
+    assert started_urgent < started_low
