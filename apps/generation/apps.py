@@ -6,8 +6,9 @@ class GenerationConfig(AppConfig):
     label = "generation"
 
     def ready(self) -> None:
-        from apps.generation.answer import answer_final_failure, answer_run, answer_succeeded
+        from apps.generation.answer import answer_final_failure, answer_run
         from apps.generation.limits import provider_concurrency
+        from apps.generation.observe import answer_succeeded_observed
         from apps.generation.requeue import answer_requeued
         from apps.scheduling.kinds import TaskKind, register_task_kind
 
@@ -16,7 +17,7 @@ class GenerationConfig(AppConfig):
                 TaskKind(
                     name=kind,
                     run=answer_run,
-                    on_success=answer_succeeded,
+                    on_success=answer_succeeded_observed,
                     on_final_failure=answer_final_failure,
                     on_requeue=answer_requeued,
                     concurrency=provider_concurrency,

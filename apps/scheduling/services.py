@@ -12,6 +12,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from apps.applications.models import App
+from apps.operations.metrics import metric_inc, metric_observe
 from apps.scheduling.kinds import FinalFailure, task_kind_find
 from apps.scheduling.models import ACTIVE_STATUSES, Task, TaskEvent, TaskStatus
 from apps.scheduling.policy import priority_decide
@@ -94,6 +95,9 @@ def task_create(
         detail={"requested_priority": requested_priority, "priority": task.priority},
     )
     _push_after_commit(task, delay_s=decision.defer_s)
+    if decision.reason:
+        change = "deferred" if decision.defer_s else "downgraded"
+        metric_inc("dp_priority_changes_total", {"change": change, "to": decision.priority})
     return task
 
 
@@ -145,6 +149,17 @@ def task_mark_running(*, task_id: str, worker_name: str) -> Task | None:
 
 
 def task_mark_succeeded(*, task: Task, result: dict[str, Any], worker_name: str) -> Task | None:
+    done = _mark_succeeded(task=task, result=result, worker_name=worker_name)
+    if done is not None:
+        metric_inc("dp_tasks_finished_total", {"kind": done.kind, "status": done.status})
+        if done.wait_s is not None:
+            metric_observe("dp_task_wait_seconds", done.wait_s, {"queue": done.priority})
+        if done.run_s is not None:
+            metric_observe("dp_task_run_seconds", done.run_s, {"kind": done.kind})
+    return done
+
+
+def _mark_succeeded(*, task: Task, result: dict[str, Any], worker_name: str) -> Task | None:
     return task_transition(
         task_id=task.id,
         from_statuses=(TaskStatus.RUNNING,),
@@ -177,6 +192,7 @@ def task_schedule_retry(*, task: Task, error: Exception, worker_name: str) -> Ta
         not_before=timezone.now() + timedelta(seconds=delay),
     )
     if retried is not None:
+        metric_inc("dp_task_retries_total", {"kind": retried.kind})
         job_push(
             task_id=str(task.id),
             priority=retried.priority,
@@ -198,6 +214,7 @@ def task_end_unsuccessfully(
         worker_name=actor,
     )
     if ended is not None:
+        metric_inc("dp_tasks_finished_total", {"kind": ended.kind, "status": ended.status})
         kind = task_kind_find(ended.kind)
         if kind is not None:
             kind.on_final_failure(ended, FinalFailure(status, code, str(error)))
@@ -308,6 +325,8 @@ def task_reprioritize(
             detail={"from": old, "to": priority},
         )
         waiting_for_retry = task.status == TaskStatus.RETRYING
+    change = "aged" if actor == "scheduler" else "operator"
+    metric_inc("dp_priority_changes_total", {"change": change, "to": priority})
     if not waiting_for_retry:
         # A delayed (deferred) task moves now too: promotion means "stop waiting".
         job_remove(task_id=str(task.id), priority=old)

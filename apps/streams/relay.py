@@ -2,12 +2,18 @@
 
 import asyncio
 import json
+import logging
+import time
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 from apps.core.errors import ERRORS_BY_CODE, ApiError, DeadlineExceeded
+from apps.core.redis import async_client, key
 from apps.streams.log import START_ID, events_follow
+
+logger = logging.getLogger(__name__)
 
 KEEPALIVE_S = 10.0
 PING = b"event: ping\n\n"
@@ -60,12 +66,35 @@ def sse_frame(event_id: str, event: dict[str, Any]) -> bytes:
 
 async def sse_stream(*, task_id: str, after_id: str = START_ID) -> AsyncIterator[bytes]:
     """Every event after `after_id`, one per write, with a ping after each quiet 10 s."""
-    async for item in events_follow(
-        task_id=task_id, after_id=after_id, block_ms=int(KEEPALIVE_S * 1000)
-    ):
-        if item is None:
-            yield PING
-        else:
-            yield sse_frame(*item)
-        # Let the event loop serve other streams between two writes (see DESIGN: streaming).
-        await asyncio.sleep(0)
+    member = f"{task_id}:{uuid.uuid4().hex[:8]}"
+    await stream_mark_active(member)
+    try:
+        async for item in events_follow(
+            task_id=task_id, after_id=after_id, block_ms=int(KEEPALIVE_S * 1000)
+        ):
+            if item is None:
+                await stream_mark_active(member)
+                yield PING
+            else:
+                yield sse_frame(*item)
+            # Let the event loop serve other streams between two writes (see DESIGN: streaming).
+            await asyncio.sleep(0)
+    finally:
+        await stream_mark_done(member)
+
+
+async def stream_mark_active(member: str) -> None:
+    """Count a stream as active for the next three keep-alive periods: a process that dies
+    mid-stream leaves no stale count behind, its entries simply lapse."""
+    await async_client().zadd(ACTIVE_KEY(), {member: time.time() + 3 * KEEPALIVE_S})
+
+
+async def stream_mark_done(member: str) -> None:
+    try:
+        await async_client().zrem(ACTIVE_KEY(), member)
+    except Exception:
+        logger.warning("could not unmark a finished stream", exc_info=True)
+
+
+def ACTIVE_KEY() -> str:
+    return key("streams", "active")

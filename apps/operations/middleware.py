@@ -1,0 +1,54 @@
+"""HTTP metrics: requests and time to the response's start, by route pattern and status."""
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from asgiref.sync import iscoroutinefunction, sync_to_async
+from django.http import HttpRequest, HttpResponseBase
+from django.utils.decorators import sync_and_async_middleware
+
+from apps.operations.metrics import metric_inc, metric_observe
+
+SKIPPED_ROUTES = frozenset({"metrics", "healthz", "readyz"})
+
+
+def _route(request: HttpRequest) -> str:
+    match = getattr(request, "resolver_match", None)
+    return str(match.route) if match is not None and match.route else "unmatched"
+
+
+def _record(request: HttpRequest, response: HttpResponseBase, started: float) -> None:
+    route = _route(request)
+    if route in SKIPPED_ROUTES or route.startswith(("admin/", "static/")):
+        return
+    labels = {"route": route, "method": str(request.method), "status": str(response.status_code)}
+    metric_inc("dp_http_requests_total", labels)
+    metric_observe("dp_http_request_duration_seconds", time.monotonic() - started, {"route": route})
+
+
+_record_async = sync_to_async(_record, thread_sensitive=False)
+
+
+@sync_and_async_middleware
+def http_metrics_middleware(
+    get_response: Callable[[HttpRequest], Any],
+) -> Callable[[HttpRequest], Any]:
+    if iscoroutinefunction(get_response):
+        async_get_response: Callable[[HttpRequest], Awaitable[HttpResponseBase]] = get_response
+
+        async def async_middleware(request: HttpRequest) -> HttpResponseBase:
+            started = time.monotonic()
+            response = await async_get_response(request)
+            await _record_async(request, response, started)
+            return response
+
+        return async_middleware
+
+    def middleware(request: HttpRequest) -> HttpResponseBase:
+        started = time.monotonic()
+        response: HttpResponseBase = get_response(request)
+        _record(request, response, started)
+        return response
+
+    return middleware

@@ -1,0 +1,93 @@
+"""GET /metrics: the recorded counters and histograms plus gauges read now from their sources."""
+
+import time
+
+from asgiref.sync import sync_to_async
+from django.db.models import Count
+from django.http import HttpRequest, HttpResponse
+
+from apps.core.redis import key, sync_client
+from apps.operations.metrics import render_recorded
+from apps.scheduling.models import ACTIVE_STATUSES, Task, TaskStatus
+from apps.scheduling.selectors import scheduler_status
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def _gauge(lines: list[str], name: str, help_text: str, samples: list[tuple[str, float]]) -> None:
+    lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge"]
+    for labels, value in samples:
+        lines.append(f"{name}{{{labels}}} {value:g}" if labels else f"{name} {value:g}")
+
+
+def active_streams() -> int:
+    return int(sync_client().zcount(key("streams", "active"), time.time(), "+inf"))
+
+
+def gauges() -> list[str]:
+    status = scheduler_status()
+    lines: list[str] = []
+    _gauge(
+        lines,
+        "dp_queue_depth",
+        "Jobs waiting in each queue.",
+        [(f'queue="{q.name}"', q.depth) for q in status.queues],
+    )
+    _gauge(
+        lines,
+        "dp_queue_oldest_age_seconds",
+        "Age of the oldest job in each queue.",
+        [(f'queue="{q.name}"', q.oldest_age_s or 0.0) for q in status.queues],
+    )
+    _gauge(
+        lines,
+        "dp_delayed_tasks",
+        "Tasks waiting for a retry or deferred under load.",
+        [("", status.delayed)],
+    )
+    _gauge(lines, "dp_workers", "Registered workers.", [("", len(status.workers))])
+    _gauge(
+        lines,
+        "dp_workers_busy",
+        "Workers running a task.",
+        [("", sum(1 for w in status.workers if w.current_task))],
+    )
+    _gauge(
+        lines,
+        "dp_load_overloaded",
+        "1 while the load monitor says overloaded.",
+        [("", 1.0 if status.load.overloaded else 0.0)],
+    )
+    _gauge(
+        lines,
+        "dp_load_cpu_percent",
+        "Mean CPU of the worker hosts.",
+        [("", status.load.cpu_percent)],
+    )
+    counts = dict(
+        Task.objects.filter(status__in=(*ACTIVE_STATUSES, TaskStatus.DEAD))
+        .values_list("status")
+        .annotate(n=Count("id"))
+        .values_list("status", "n")
+    )
+    _gauge(
+        lines,
+        "dp_tasks",
+        "Tasks by status (active ones and dead letters).",
+        [(f'status="{s}"', counts.get(s, 0)) for s in (*ACTIVE_STATUSES, TaskStatus.DEAD)],
+    )
+    _gauge(
+        lines,
+        "dp_active_streams",
+        "Clients reading an answer stream now.",
+        [("", active_streams())],
+    )
+    return lines
+
+
+def _render() -> str:
+    return "\n".join([*render_recorded(), *gauges()]) + "\n"
+
+
+async def metrics(request: HttpRequest) -> HttpResponse:
+    return HttpResponse(await sync_to_async(_render)(), content_type=CONTENT_TYPE)
