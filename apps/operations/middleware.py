@@ -1,5 +1,7 @@
-"""HTTP metrics: requests and time to the response's start, by route pattern and status."""
+"""HTTP metrics and the access log: requests and time to the response's start, by route pattern
+and status, and one JSON log line per request (with its request id, like every other line)."""
 
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -10,6 +12,8 @@ from django.utils.decorators import sync_and_async_middleware
 
 from apps.operations.metrics import metric_inc, metric_observe
 
+access_log = logging.getLogger("apps.http")
+
 SKIPPED_ROUTES = frozenset({"metrics", "healthz", "readyz"})
 
 
@@ -19,12 +23,24 @@ def _route(request: HttpRequest) -> str:
 
 
 def _record(request: HttpRequest, response: HttpResponseBase, started: float) -> None:
+    elapsed = time.monotonic() - started
     route = _route(request)
+    access_log.info(
+        "%s %s %s",
+        request.method,
+        request.path,
+        response.status_code,
+        extra={
+            "route": route,
+            "status": response.status_code,
+            "duration_ms": round(elapsed * 1000, 1),
+        },
+    )
     if route in SKIPPED_ROUTES or route.startswith(("admin/", "static/")):
         return
     labels = {"route": route, "method": str(request.method), "status": str(response.status_code)}
     metric_inc("dp_http_requests_total", labels)
-    metric_observe("dp_http_request_duration_seconds", time.monotonic() - started, {"route": route})
+    metric_observe("dp_http_request_duration_seconds", elapsed, {"route": route})
 
 
 _record_async = sync_to_async(_record, thread_sensitive=False)

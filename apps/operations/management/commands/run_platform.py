@@ -45,6 +45,9 @@ class Command(BaseCommand):
                 "-p",
                 str(options["port"]),
                 "--proxy-headers",
+                # Requests are logged as JSON by our middleware, with their request ids.
+                "--access-log",
+                os.devnull,
                 "dify_platform.asgi:application",
             ]
         )
