@@ -5,6 +5,7 @@ from apps.core.views import not_found, server_error
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("chat/", include("apps.conversations.page_urls")),
     path("", include("apps.gateway.urls")),
     path("", include("apps.operations.urls")),
 ]

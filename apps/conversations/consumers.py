@@ -76,6 +76,12 @@ CLOSE_UNAUTHORIZED = 4401
 CLOSE_FORBIDDEN = 4403
 EVENT_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
 MAX_REQUEST_ID_CHARS = 128
+# Relays wait on the event log in blocks shorter than redis-py 8's default 5 s socket timeout, which
+# would otherwise end a quiet wait (a task still queued) with a TimeoutError.
+RELAY_BLOCK_MS = 4_000
+# The consumer reads task event logs itself and joins no group: naming no configured channel layer
+# spares each socket a Redis connection polling the layer (and its failures).
+NO_CHANNEL_LAYER = "none"
 
 
 def _header(scope: dict[str, Any], name: bytes) -> str | None:
@@ -181,6 +187,8 @@ def _request_id(frame: dict[str, Any]) -> str | int | None:
 
 class ChatConsumer(AsyncJsonWebsocketConsumer):
     """One chat socket: authenticates, records queries, relays their event logs."""
+
+    channel_layer_alias = NO_CHANNEL_LAYER
 
     async def connect(self) -> None:
         self.authorization: str | None = None
@@ -315,7 +323,9 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
     async def _relay(self, task_id: str, after_id: str, request_id: str | int | None) -> None:
         try:
-            async for item in events_follow(task_id=task_id, after_id=after_id):
+            async for item in events_follow(
+                task_id=task_id, after_id=after_id, block_ms=RELAY_BLOCK_MS
+            ):
                 if item is None:
                     continue  # quiet: daphne's own WebSocket pings keep the socket alive
                 event_id, event = item

@@ -4,11 +4,13 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.routing import URLRouter
 from django.urls import path, re_path
 
-from apps.conversations.consumers import ChatConsumer
+from apps.conversations.consumers import NO_CHANNEL_LAYER, ChatConsumer
 
 
 class RefusingConsumer(AsyncWebsocketConsumer):
     """Closes before accepting: a wrong path gets 403 instead of an error from the router."""
+
+    channel_layer_alias = NO_CHANNEL_LAYER
 
     async def connect(self) -> None:
         await self.close()

@@ -403,3 +403,17 @@ def test_other_paths_are_refused(platform: WebServer) -> None:
     with pytest.raises(InvalidStatus) as refused:
         connect(f"ws://127.0.0.1:{platform.port}/ws/v1/other")
     assert refused.value.response.status_code == 403
+
+
+def test_a_quiet_socket_and_a_slow_first_token_keep_the_socket(
+    platform: WebServer, open_socket: Any
+) -> None:
+    # Longer than redis-py's default 5 s socket timeout: neither the idle socket nor the relay
+    # waiting on an empty event log may end.
+    _, key = make_app_with_key(provider_config={"text": "Late but here.", "first_token_delay_s": 7})
+    ws = open_socket(key)
+    send(ws, query_frame("Hello"))
+    accepted = receive(ws)
+    frames = until_final(ws)
+    assert answer_of(frames) == "Late but here."
+    assert Message.objects.get(id=accepted["message_id"]).answer == "Late but here."
