@@ -4,8 +4,8 @@ Policy, decided here (DESIGN: streaming):
 - The app key is the only credential; no Django session. It comes from `?api_key=app-...`, an
   `Authorization: Bearer app-...` header (non-browser clients), or, since browsers can set no
   headers, a first frame `{"type": "auth", "api_key": "app-..."}` within `AUTH_TIMEOUT_S`. A missing
-  or bad key gets an `unauthorized` error frame and close code 4401, a disabled app `forbidden`
-  and 4403. The key is checked again on every frame, so revoking a key or disabling an app also
+  or bad key (or any other first frame) gets an `unauthorized` error frame and close code 4401, a
+  disabled app `forbidden` and 4403. The key is checked again on every frame, so revoking a key or disabling an app also
   reaches sockets that are already open.
 - Origin: Channels' AllowedHostsOriginValidator refuses clients that send no Origin header, which
   are exactly the API clients, so it is not used. A handshake without Origin is accepted (the key
@@ -18,7 +18,9 @@ Client frames (JSON objects):
   {"type": "auth", "api_key"}
   {"type": "query", "query", "inputs", "user", "conversation_id"?, "priority"?, "deadline_ms"?,
    "request_id"?}   validated like the REST body of the app's mode
-  {"type": "stop", "task_id", "user"}
+  {"type": "stop", "task_id", "user"}   no reply of its own: the answer's stream ends with
+                                        message_end, keeping the partial answer (like Dify, a
+                                        stop for an unknown task changes nothing)
   {"type": "resume", "task_id", "user", "last_event_id"?, "request_id"?}
 Server frames:
   {"type": "ready", "mode"}                      after authentication
@@ -182,7 +184,9 @@ def _request_id(frame: dict[str, Any]) -> str | int | None:
         return value
     if isinstance(value, str) and len(value) <= MAX_REQUEST_ID_CHARS:
         return value
-    raise InvalidParam(f"request_id: must be a string of at most {MAX_REQUEST_ID_CHARS} characters")
+    raise InvalidParam(
+        f"request_id: must be an integer or a string of at most {MAX_REQUEST_ID_CHARS} characters"
+    )
 
 
 class ChatConsumer(AsyncJsonWebsocketConsumer):
