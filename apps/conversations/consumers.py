@@ -5,8 +5,8 @@ Policy, decided here (DESIGN: streaming):
   `Authorization: Bearer app-...` header (non-browser clients), or, since browsers can set no
   headers, a first frame `{"type": "auth", "api_key": "app-..."}` within `AUTH_TIMEOUT_S`. A missing
   or bad key (or any other first frame) gets an `unauthorized` error frame and close code 4401, a
-  disabled app `forbidden` and 4403. The key is checked again on every frame, so revoking a key or disabling an app also
-  reaches sockets that are already open.
+  disabled app `forbidden` and 4403. The key is checked again on every frame, so revoking a key or
+  disabling an app also reaches sockets that are already open.
 - Origin: Channels' AllowedHostsOriginValidator refuses clients that send no Origin header, which
   are exactly the API clients, so it is not used. A handshake without Origin is accepted (the key
   decides); one with an Origin only when that origin is the host being connected to, matches
