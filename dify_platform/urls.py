@@ -7,6 +7,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("chat/", include("apps.conversations.page_urls")),
     path("", include("apps.gateway.urls")),
+    path("", include("apps.conversations.urls")),
     path("", include("apps.operations.urls")),
 ]
 

@@ -5,19 +5,22 @@ from datetime import timedelta
 from typing import Any
 
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from apps.applications.models import ApiKey, AppMode
 from apps.conversations.inputs import inputs_validate
-from apps.conversations.models import Conversation, Message
-from apps.conversations.selectors import task_owned_by
-from apps.core.errors import AppUnavailable, NotChatApp, NotFound
-from apps.core.priorities import capped_priority
+from apps.conversations.models import Conversation, Feedback, Message
+from apps.conversations.selectors import conversation_first_message, task_owned_by
+from apps.core.errors import AppUnavailable, InvalidParam, NotChatApp, NotFound
+from apps.core.priorities import Priority, capped_priority
 from apps.scheduling.control import task_request_stop
-from apps.scheduling.models import Task
-from apps.scheduling.services import task_create
+from apps.scheduling.models import ACTIVE_STATUSES, Task
+from apps.scheduling.services import task_cancel, task_create
 
 NEW_CONVERSATION_NAME = "New conversation"
+# The task kind that titles conversations (registered by apps.conversations.naming).
+NAMING_KIND = "conversation_name"
 
 
 @dataclass(frozen=True)
@@ -45,9 +48,11 @@ def answer_submit(
     conversation_id: str | None = None,
     priority: str | None = None,
     deadline_ms: int | None = None,
+    auto_generate_name: bool = True,
 ) -> SubmittedAnswer:
     """Record the question and queue its answer. `route_mode` None means any app (`/api/v1/ask`),
-    answered as one turn without history."""
+    answered as one turn without history. A new conversation with `auto_generate_name` gets a
+    title after its first answer, from low-priority work that never delays that answer."""
     app = api_key.app
     if route_mode is not None:
         _check_route(app.mode, route_mode)
@@ -89,6 +94,8 @@ def answer_submit(
     )
     message.task = task
     message.save(update_fields=["task"])
+    if conversation is not None and not conversation_id and auto_generate_name:
+        conversation_name_request(conversation=conversation, requested_priority=Priority.LOW)
     return SubmittedAnswer(task=task, message=message, conversation=conversation)
 
 
@@ -102,3 +109,75 @@ def answer_stop(*, api_key: ApiKey, task_id: str, end_user: str) -> bool:
     if owned:
         task_request_stop(task_id=task_id, reason="stop")
     return owned
+
+
+def conversation_name_request(
+    *,
+    conversation: Conversation,
+    requested_priority: str,
+    priority: str | None = None,
+    automatic: bool = True,
+) -> Task:
+    """Queue a title for the conversation, made from its first exchange by the app's model.
+
+    Automatic naming waits for the first answer and never replaces a name someone chose; a
+    requested one (rename with `auto_generate`) names at once and replaces the current name.
+    """
+    return task_create(
+        kind=NAMING_KIND,
+        app=conversation.app,
+        end_user=conversation.end_user,
+        payload={"conversation_id": str(conversation.id), "automatic": automatic},
+        requested_priority=requested_priority,
+        priority=priority,
+    )
+
+
+@transaction.atomic
+def conversation_name_generate(*, api_key: ApiKey, conversation: Conversation) -> Task:
+    """Name the conversation now, for a caller who waits: urgent, within the key's allowance."""
+    if conversation_first_message(conversation_id=conversation.id) is None:
+        raise InvalidParam("The conversation has no messages to generate a name from.")
+    return conversation_name_request(
+        conversation=conversation,
+        requested_priority=Priority.HIGH,
+        priority=capped_priority(Priority.HIGH, api_key.max_priority),
+        automatic=False,
+    )
+
+
+@transaction.atomic
+def conversation_rename(*, conversation: Conversation, name: str) -> Conversation:
+    Conversation.objects.filter(id=conversation.id).update(name=name, updated_at=timezone.now())
+    conversation.refresh_from_db()
+    return conversation
+
+
+@transaction.atomic
+def conversation_delete(*, conversation: Conversation) -> None:
+    """Delete the conversation with its messages and their feedback.
+
+    Its unfinished work (answers, naming) is cancelled first, while the rows it reports to still
+    exist: waiting tasks end at once, running ones stop within a token or two.
+    """
+    unfinished = Task.objects.filter(status__in=ACTIVE_STATUSES).filter(
+        Q(messages__conversation=conversation) | Q(payload__conversation_id=str(conversation.id))
+    )
+    for task_id in unfinished.values_list("id", flat=True).distinct():
+        task_cancel(task_id=task_id, actor="conversation deleted")
+    conversation.delete()
+
+
+@transaction.atomic
+def message_feedback_submit(
+    *, message: Message, end_user: str, rating: str | None, content: str = ""
+) -> None:
+    """Rate the answer, change the rating, or with `rating` None take the rating back."""
+    if rating is None:
+        deleted, _ = Feedback.objects.filter(message=message).delete()
+        if not deleted:
+            raise InvalidParam("rating cannot be None when feedback not exists.")
+        return
+    Feedback.objects.update_or_create(
+        message=message, defaults={"end_user": end_user, "rating": rating, "content": content}
+    )

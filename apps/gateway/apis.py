@@ -106,6 +106,7 @@ async def _answer(request: HttpRequest, mode: str) -> HttpResponseBase:
         conversation_id=data.get("conversation_id") or None,
         priority=data.get("priority"),
         deadline_ms=data.get("deadline_ms"),
+        auto_generate_name=data["auto_generate_name"],
     )
     task_id = str(submitted.task.id)
     if data["response_mode"] == "streaming":
