@@ -2,7 +2,7 @@
 
 from apps.conversations.models import Message
 from apps.generation.answer import answer_succeeded
-from apps.operations.metrics import TOKEN_BUCKETS, metric_inc, metric_observe
+from apps.operations.metrics import TOKEN_BUCKETS, MetricsBatch
 from apps.scheduling.models import Task
 
 
@@ -12,10 +12,12 @@ def answer_succeeded_observed(task: Task) -> None:
     if message is None:
         return
     labels = {"provider": message.provider or "unknown"}
-    metric_inc("dp_completion_tokens_total", labels, message.completion_tokens)
-    metric_inc("dp_prompt_tokens_total", labels, message.prompt_tokens)
-    metric_observe(
+    metrics = MetricsBatch()
+    metrics.inc("dp_completion_tokens_total", labels, message.completion_tokens)
+    metrics.inc("dp_prompt_tokens_total", labels, message.prompt_tokens)
+    metrics.observe(
         "dp_completion_tokens", float(message.completion_tokens), labels, buckets=TOKEN_BUCKETS
     )
     if message.first_token_s is not None:
-        metric_observe("dp_time_to_first_token_seconds", message.first_token_s, labels)
+        metrics.observe("dp_time_to_first_token_seconds", message.first_token_s, labels)
+    metrics.send()

@@ -58,12 +58,49 @@ def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
+class MetricsBatch:
+    """Several counter and histogram updates sent to Redis in one round trip."""
+
+    def __init__(self) -> None:
+        self.fields: list[tuple[str, float]] = []
+
+    def inc(self, name: str, labels: dict[str, str] | None = None, amount: float = 1) -> None:
+        self.fields.append((f"{name}|{_labels(labels)}", amount))
+
+    def observe(
+        self,
+        name: str,
+        value: float,
+        labels: dict[str, str] | None = None,
+        buckets: Iterable[float] = LATENCY_BUCKETS,
+    ) -> None:
+        bucket = next((bound for bound in buckets if value <= bound), math.inf)
+        label_text = _labels(labels)
+        self.fields += [
+            (f"{name}_bucket|{label_text}|{bucket}", 1),
+            (f"{name}_sum|{label_text}", value),
+            (f"{name}_count|{label_text}", 1),
+        ]
+
+    def send(self) -> None:
+        """Metrics must never break the work they describe: errors are logged, not raised."""
+        if not self.fields:
+            return
+        try:
+            pipe = sync_client().pipeline(transaction=False)
+            for field, amount in self.fields:
+                pipe.hincrbyfloat(_metrics_key(), field, amount)
+            pipe.execute()
+        except Exception:
+            logger.warning("could not record metrics", exc_info=True)
+        self.fields = []
+
+
 def metric_inc(name: str, labels: dict[str, str] | None = None, amount: float = 1) -> None:
-    """Add to a counter. Metrics must never break the work they describe: errors are logged."""
-    try:
-        sync_client().hincrbyfloat(_metrics_key(), f"{name}|{_labels(labels)}", amount)
-    except Exception:
-        logger.warning("could not record metric %s", name, exc_info=True)
+    """Add to a counter."""
+    batch = MetricsBatch()
+    batch.inc(name, labels, amount)
+    batch.send()
 
 
 def metric_observe(
@@ -73,16 +110,9 @@ def metric_observe(
     buckets: Iterable[float] = LATENCY_BUCKETS,
 ) -> None:
     """Record one observation in a histogram (one bucket, the sum and the count)."""
-    bucket = next((bound for bound in buckets if value <= bound), math.inf)
-    label_text = _labels(labels)
-    try:
-        pipe = sync_client().pipeline(transaction=False)
-        pipe.hincrbyfloat(_metrics_key(), f"{name}_bucket|{label_text}|{bucket}", 1)
-        pipe.hincrbyfloat(_metrics_key(), f"{name}_sum|{label_text}", value)
-        pipe.hincrbyfloat(_metrics_key(), f"{name}_count|{label_text}", 1)
-        pipe.execute()
-    except Exception:
-        logger.warning("could not record metric %s", name, exc_info=True)
+    batch = MetricsBatch()
+    batch.observe(name, value, labels, buckets)
+    batch.send()
 
 
 def _format_value(value: float) -> str:

@@ -10,7 +10,7 @@ from asgiref.sync import iscoroutinefunction, sync_to_async
 from django.http import HttpRequest, HttpResponseBase
 from django.utils.decorators import sync_and_async_middleware
 
-from apps.operations.metrics import metric_inc, metric_observe
+from apps.operations.metrics import MetricsBatch
 
 access_log = logging.getLogger("apps.http")
 
@@ -39,8 +39,10 @@ def _record(request: HttpRequest, response: HttpResponseBase, started: float) ->
     if route in SKIPPED_ROUTES or route.startswith(("admin/", "static/")):
         return
     labels = {"route": route, "method": str(request.method), "status": str(response.status_code)}
-    metric_inc("dp_http_requests_total", labels)
-    metric_observe("dp_http_request_duration_seconds", elapsed, {"route": route})
+    metrics = MetricsBatch()
+    metrics.inc("dp_http_requests_total", labels)
+    metrics.observe("dp_http_request_duration_seconds", elapsed, {"route": route})
+    metrics.send()
 
 
 _record_async = sync_to_async(_record, thread_sensitive=False)

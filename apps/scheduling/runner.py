@@ -56,19 +56,18 @@ class WorkerRunContext:
         return (self.task.deadline_at - timezone.now()).total_seconds()
 
 
-def _take_slot(task_id: str) -> tuple[bool, Slot | None]:
-    """(may run, slot held). A task whose group has every slot taken may not run: it now waits
-    in line, without spending an attempt. Unlimited kinds run holding no slot."""
-    task = Task.objects.select_related("app").filter(id=task_id).first()
-    kind = task_kind_find(task.kind) if task else None
-    if task is None or kind is None or kind.concurrency is None:
+def _take_slot(task: Task) -> tuple[bool, Slot | None]:
+    """(may run, slot held). A task whose group has every slot taken may not run: it waits in
+    line, without spending an attempt. Unlimited kinds run holding no slot."""
+    kind = task_kind_find(task.kind)
+    if kind is None or kind.concurrency is None:
         return True, None
     group = kind.concurrency(task)
     if group is None:
         return True, None
     name, limit = group
     slot = Slot(
-        name=name, limit=limit, task_id=task_id, lease_s=settings.PLATFORM["TASK_LOCK_TTL_S"]
+        name=name, limit=limit, task_id=str(task.id), lease_s=settings.PLATFORM["TASK_LOCK_TTL_S"]
     )
     score = wait_score(
         priority=task.priority,
@@ -128,29 +127,36 @@ def task_execute(*, task_id: str, worker_name: str) -> None:
         if not lock.acquire():
             logger.warning("task is already running elsewhere; duplicate job dropped")
             return
-        may_run, slot = _take_slot(task_id)
-        if not may_run:
-            lock.release()
-            logger.info("every slot of the task's group is taken; it waits for one")
-            return
-        heartbeat = _LockHeartbeat(lock, slot)
+        heartbeat = _LockHeartbeat(lock)
         heartbeat.start()
         try:
-            _execute_locked(task_id, worker_name)
+            heartbeat.slot = _execute_locked(task_id, worker_name, heartbeat)
         finally:
             heartbeat.stop()
             lock.release()
-            if slot is not None:
-                _hand_over(slot)
+            if heartbeat.slot is not None:
+                _hand_over(heartbeat.slot)
     finally:
         task_id_var.reset(token)
 
 
-def _execute_locked(task_id: str, worker_name: str) -> None:
+def _execute_locked(task_id: str, worker_name: str, heartbeat: "_LockHeartbeat") -> Slot | None:
+    """Start, run and record one attempt; returns the concurrency slot it held, if any."""
     task = services.task_mark_running(task_id=task_id, worker_name=worker_name)
     if task is None:
         logger.info("task is not runnable (finished, cancelled or running); job dropped")
-        return
+        return None
+    may_run, slot = _take_slot(task)
+    if not may_run:
+        services.task_wait_for_slot(task=task, worker_name=worker_name)
+        logger.info("every slot of the task's group is taken; it waits for one")
+        return None
+    heartbeat.slot = slot
+    _run_started(task, worker_name)
+    return slot
+
+
+def _run_started(task: Task, worker_name: str) -> None:
     if task.deadline_at is not None and task.deadline_at <= timezone.now():
         _finish_failed(
             task,

@@ -8,15 +8,15 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
 from django.utils import timezone
 
 from apps.applications.models import App
-from apps.operations.metrics import metric_inc, metric_observe
+from apps.operations.metrics import MetricsBatch, metric_inc
 from apps.scheduling.kinds import FinalFailure, task_kind_find
 from apps.scheduling.models import ACTIVE_STATUSES, Task, TaskEvent, TaskStatus
 from apps.scheduling.policy import priority_decide
 from apps.scheduling.queues import job_push, job_remove
+from apps.scheduling.transitions import Increment, guarded_update
 
 logger = logging.getLogger(__name__)
 
@@ -115,24 +115,15 @@ def task_transition(
 
     Returns the updated task, or None when another actor moved it first (the guard lost).
     """
-    with transaction.atomic():
-        task = Task.objects.select_for_update().filter(id=task_id, status__in=from_statuses).first()
-        if task is None:
-            return None
-        from_status = task.status
-        updated = {"status": to_status, **fields}
-        Task.objects.filter(id=task.id).update(**updated)
-        task.refresh_from_db()
-        TaskEvent.objects.create(
-            task=task,
-            from_status=from_status,
-            to_status=to_status,
-            reason=reason[:255],
-            attempt=task.attempts,
-            worker_name=actor,
-            detail=detail or {},
-        )
-        return task
+    return guarded_update(
+        task_id=task_id,
+        from_statuses=from_statuses,
+        to_status=to_status,
+        reason=reason,
+        actor=actor,
+        detail=detail or {},
+        fields=fields,
+    )
 
 
 def task_mark_running(*, task_id: str, worker_name: str) -> Task | None:
@@ -143,7 +134,7 @@ def task_mark_running(*, task_id: str, worker_name: str) -> Task | None:
         reason="started",
         actor=worker_name,
         worker_name=worker_name,
-        attempts=F("attempts") + 1,
+        attempts=Increment(),
         started_at=timezone.now(),
     )
 
@@ -151,11 +142,13 @@ def task_mark_running(*, task_id: str, worker_name: str) -> Task | None:
 def task_mark_succeeded(*, task: Task, result: dict[str, Any], worker_name: str) -> Task | None:
     done = _mark_succeeded(task=task, result=result, worker_name=worker_name)
     if done is not None:
-        metric_inc("dp_tasks_finished_total", {"kind": done.kind, "status": done.status})
+        metrics = MetricsBatch()
+        metrics.inc("dp_tasks_finished_total", {"kind": done.kind, "status": done.status})
         if done.wait_s is not None:
-            metric_observe("dp_task_wait_seconds", done.wait_s, {"queue": done.priority})
+            metrics.observe("dp_task_wait_seconds", done.wait_s, {"queue": done.priority})
         if done.run_s is not None:
-            metric_observe("dp_task_run_seconds", done.run_s, {"kind": done.kind})
+            metrics.observe("dp_task_run_seconds", done.run_s, {"kind": done.kind})
+        metrics.send()
     return done
 
 
@@ -392,3 +385,18 @@ def task_purge(*, task_id: uuid.UUID | str, actor: str) -> bool:
     if deleted:
         logger.warning("task purged", extra={"task_id": str(task_id), "actor": actor})
     return bool(deleted)
+
+
+def task_wait_for_slot(*, task: Task, worker_name: str) -> Task | None:
+    """Every concurrency slot of the task's group is taken: back to `queued`, the attempt not
+    counted. It is queued again when a slot frees (see apps.scheduling.slots)."""
+    return task_transition(
+        task_id=task.id,
+        from_statuses=(TaskStatus.RUNNING,),
+        to_status=TaskStatus.QUEUED,
+        reason="waiting for a concurrency slot",
+        actor=worker_name,
+        attempts=Increment(-1),
+        started_at=None,
+        worker_name="",
+    )

@@ -5,6 +5,8 @@ import socket
 from typing import Any
 
 from django.conf import settings
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.backends.signals import connection_created
 from rq import SimpleWorker
 
 from apps.scheduling.queues import QUEUE_ORDER, queue_for
@@ -27,6 +29,18 @@ class PlatformWorker(SimpleWorker):
             "maintenance_interval", settings.PLATFORM["WORKER_MAINTENANCE_INTERVAL_S"]
         )
         super().__init__(*args, **kwargs)
+
+
+def _set_commit_mode(sender: object, connection: BaseDatabaseWrapper, **kwargs: object) -> None:
+    mode = settings.PLATFORM["WORKER_SYNCHRONOUS_COMMIT"]
+    if connection.vendor == "postgresql" and mode in ("on", "off", "local", "remote_write"):
+        with connection.cursor() as cursor:
+            cursor.execute(f"SET synchronous_commit = {mode}")
+
+
+def worker_connections_configure() -> None:
+    """Worker database connections use WORKER_SYNCHRONOUS_COMMIT (see settings)."""
+    connection_created.connect(_set_commit_mode, dispatch_uid="worker-synchronous-commit")
 
 
 def worker_build(

@@ -7,7 +7,7 @@ from django.core.management.base import BaseCommand, CommandError
 from apps.providers.registry import providers_warm_up
 from apps.scheduling.load import LoadReporter
 from apps.scheduling.queues import QUEUE_ORDER
-from apps.scheduling.worker import worker_build
+from apps.scheduling.worker import worker_build, worker_connections_configure
 
 
 class Command(BaseCommand):
@@ -28,6 +28,7 @@ class Command(BaseCommand):
         if unknown:
             raise CommandError(f"unknown queues {sorted(unknown)}; choose from {list(QUEUE_ORDER)}")
         queues = sorted(set(options["queues"] or QUEUE_ORDER), key=QUEUE_ORDER.index)
+        worker_connections_configure()
         if not options["no_warm_up"]:
             providers_warm_up()
         worker = worker_build(queue_names=queues, name=options["name"])

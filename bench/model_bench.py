@@ -1,0 +1,87 @@
+"""The built-in model: tokens per second through the whole platform against xllamacpp alone, on
+the same prompt and settings."""
+
+import asyncio
+import time
+from typing import Any
+
+from bench.request_bench import _post, sse_read
+
+PROMPT = "Write a long story about a lighthouse keeper and the sea."
+MAX_TOKENS = 128
+
+
+def raw_tokens_per_s(runs: int) -> list[float]:
+    """Decode speed of xllamacpp alone: tokens after the first, over the time they took."""
+    from django.conf import settings
+
+    from apps.providers.local import LocalModel
+
+    model = LocalModel(
+        threads=settings.PLATFORM["LOCAL_MODEL_THREADS"],
+        context=settings.PLATFORM["LOCAL_MODEL_CONTEXT"],
+    )
+    speeds = []
+    for _ in range(runs):
+        stamps: list[float] = []
+
+        def on_chunk(chunk: dict[str, Any], stamps: list[float] = stamps) -> bool:
+            for choice in chunk.get("choices", []):
+                if (choice.get("delta") or {}).get("content"):
+                    stamps.append(time.monotonic())
+            return False
+
+        model.server.handle_chat_completions(
+            {
+                "messages": [{"role": "user", "content": PROMPT}],
+                "stream": True,
+                "max_tokens": MAX_TOKENS,
+                "temperature": 0.0,
+            },
+            on_chunk,
+        )
+        if len(stamps) > 1:
+            speeds.append((len(stamps) - 1) / (stamps[-1] - stamps[0]))
+    del model
+    return speeds
+
+
+def platform_tokens_per_s(port: int, key: str, runs: int) -> list[float]:
+    """The same through daphne and a worker, measured at the client from the SSE stream."""
+    speeds = []
+    for _ in range(runs):
+        stamps: list[float] = []
+
+        def on_event(
+            event_id: str | None,
+            data: dict[str, Any],
+            received_ms: float,
+            stamps: list[float] = stamps,
+        ) -> None:
+            if data.get("event") == "message" and data.get("answer"):
+                stamps.append(received_ms / 1000)
+
+        body = {
+            "inputs": {},
+            "query": PROMPT,
+            "user": "bench",
+            "response_mode": "streaming",
+        }
+        asyncio.run(
+            sse_read("127.0.0.1", port, _post("/v1/chat-messages", key, body, port), on_event)
+        )
+        if len(stamps) > 1:
+            speeds.append((len(stamps) - 1) / (stamps[-1] - stamps[0]))
+    return speeds
+
+
+def local_app_key() -> str:
+    from apps.applications.services import api_key_create, app_create
+
+    app = app_create(
+        name="bench model",
+        provider="local",
+        max_tokens=MAX_TOKENS,
+        temperature=0.0,
+    )
+    return api_key_create(app=app)[1]

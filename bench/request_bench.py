@@ -1,0 +1,193 @@
+"""Request-path benchmarks through daphne: blocking latency and throughput with an instant
+provider, streaming time to first byte and token relay delay, and many simultaneous streams."""
+
+import asyncio
+import json
+import time
+from typing import Any
+
+import httpx
+
+from bench.harness import percentile
+
+
+def make_key(**fields: Any) -> str:
+    from apps.applications.services import api_key_create, app_create
+
+    defaults: dict[str, Any] = {"name": "bench", "provider": "scripted", "max_tokens": 64}
+    defaults.update(fields)
+    return api_key_create(app=app_create(**defaults))[1]
+
+
+def _body(**extra: Any) -> dict[str, Any]:
+    return {"inputs": {}, "query": "hello", "user": "bench", **extra}
+
+
+async def blocking_load(url: str, key: str, clients: int, seconds: float) -> dict[str, float]:
+    """`clients` concurrent clients posting blocking chat requests back to back."""
+    latencies: list[float] = []
+    errors = 0
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(limits=limits, timeout=60) as client:
+        stop_at = time.monotonic() + seconds
+
+        async def one_client() -> None:
+            nonlocal errors
+            while time.monotonic() < stop_at:
+                started = time.monotonic()
+                response = await client.post(
+                    f"{url}/v1/chat-messages",
+                    json=_body(),
+                    headers={"Authorization": f"Bearer {key}"},
+                )
+                if response.status_code == 200:
+                    latencies.append(time.monotonic() - started)
+                else:
+                    errors += 1
+
+        started = time.monotonic()
+        await asyncio.gather(*(one_client() for _ in range(clients)))
+        elapsed = time.monotonic() - started
+    return {
+        "requests_per_s": len(latencies) / elapsed,
+        "p50_ms": percentile(latencies, 50) * 1000,
+        "p99_ms": percentile(latencies, 99) * 1000,
+        "errors": float(errors),
+    }
+
+
+async def idle_latency(url: str, key: str, samples: int) -> list[float]:
+    latencies = []
+    async with httpx.AsyncClient(timeout=60) as client:
+        for _ in range(samples):
+            started = time.monotonic()
+            response = await client.post(
+                f"{url}/v1/chat-messages", json=_body(), headers={"Authorization": f"Bearer {key}"}
+            )
+            assert response.status_code == 200, response.text
+            latencies.append(time.monotonic() - started)
+    return latencies
+
+
+def _stream_id_ms(event_id: str) -> float:
+    return float(event_id.split("-", 1)[0])
+
+
+async def sse_read(
+    host: str, port: int, request: bytes, on_event: Any, read_limit_s: float = 120
+) -> tuple[float, int]:
+    """A minimal HTTP/1.1 SSE client on a raw socket (cheap enough to run a thousand at once).
+    Returns (time to first byte, pings seen); calls on_event(id, data, received_wall_ms)."""
+    started = time.monotonic()
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(request)
+    await writer.drain()
+    first_byte = None
+    pings = 0
+    buffer = b""
+    event_id = None
+    try:
+        async with asyncio.timeout(read_limit_s):
+            while True:
+                chunk = await reader.read(65536)
+                if not chunk:
+                    break
+                if first_byte is None:
+                    first_byte = time.monotonic() - started
+                received_ms = time.time() * 1000
+                buffer += chunk
+                while b"\n" in buffer:
+                    line, buffer = buffer.split(b"\n", 1)
+                    text = line.decode().rstrip("\r")
+                    if text.startswith("id: "):
+                        event_id = text[4:]
+                    elif text.startswith("data: "):
+                        data = json.loads(text[6:])
+                        on_event(event_id, data, received_ms)
+                        if data.get("event") in ("message_end", "error"):
+                            return first_byte or 0.0, pings
+                    elif text == "event: ping":
+                        pings += 1
+    finally:
+        writer.close()
+    return first_byte or 0.0, pings
+
+
+def _post(path: str, key: str, body: dict[str, Any], port: int) -> bytes:
+    payload = json.dumps(body).encode()
+    return (
+        f"POST {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {key}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n"
+        "Connection: close\r\n\r\n"
+    ).encode() + payload
+
+
+def _get(path: str, key: str, port: int) -> bytes:
+    return (
+        f"GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {key}\r\n"
+        "Connection: close\r\n\r\n"
+    ).encode()
+
+
+async def streaming_relay(port: int, key: str, streams: int) -> dict[str, float]:
+    """Streams one after another: time to first byte, first token delay and per-token relay
+    delay (client receive time minus the event's log time, both on this machine's clock)."""
+    ttfb, first_token, per_token = [], [], []
+    for _ in range(streams):
+        delays: list[float] = []
+
+        def on_event(
+            event_id: str | None,
+            data: dict[str, Any],
+            received_ms: float,
+            delays: list[float] = delays,
+        ) -> None:
+            if event_id and data.get("event") == "message":
+                delays.append(received_ms - _stream_id_ms(event_id))
+
+        request = _post("/v1/chat-messages", key, _body(response_mode="streaming"), port)
+        first_byte, _ = await sse_read("127.0.0.1", port, request, on_event)
+        ttfb.append(first_byte * 1000)
+        if delays:
+            first_token.append(delays[0])
+            per_token.extend(delays)
+    return {
+        "ttfb_p50_ms": percentile(ttfb, 50),
+        "first_token_relay_p50_ms": percentile(first_token, 50),
+        "token_relay_p50_ms": percentile(per_token, 50),
+        "token_relay_p99_ms": percentile(per_token, 99),
+    }
+
+
+async def concurrent_readers(
+    port: int, key: str, task_ids: list[str], readers_per_task: int
+) -> dict[str, float]:
+    """Many clients reading live streams at once (the resume route, from the start)."""
+    delays: list[float] = []
+    complete = 0
+    pings_seen = 0
+
+    async def reader(task_id: str) -> None:
+        nonlocal complete, pings_seen
+        seen: list[str] = []
+
+        def on_event(event_id: str | None, data: dict[str, Any], received_ms: float) -> None:
+            if event_id:
+                seen.append(data["event"])
+                delays.append(received_ms - _stream_id_ms(event_id))
+
+        request = _get(f"/v1/chat-messages/{task_id}/events?user=bench", key, port)
+        _, pings = await sse_read("127.0.0.1", port, request, on_event, read_limit_s=180)
+        pings_seen += pings
+        if seen and seen[-1] == "message_end":
+            complete += 1
+
+    await asyncio.gather(*(reader(t) for t in task_ids for _ in range(readers_per_task)))
+    total = len(task_ids) * readers_per_task
+    return {
+        "clients": float(total),
+        "complete_streams": float(complete),
+        "token_delay_p50_ms": percentile(delays, 50),
+        "token_delay_p99_ms": percentile(delays, 99),
+        "pings_seen": float(pings_seen),
+    }

@@ -1,0 +1,334 @@
+"""Run the benchmarks: `make bench` (or `python -m bench.run [--quick] [--only NAME ...]`).
+
+Brings up what each benchmark needs on loopback (daphne, workers) against its own database and
+Redis database, tears it down, prints a table and writes JSON to bench/results/latest.json.
+Every ratio compares runs measured side by side in this one invocation.
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import harness
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+class Report:
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
+
+    def add(
+        self,
+        group: str,
+        metric: str,
+        ours: float,
+        baseline: float | None = None,
+        target: str = "",
+        passed: bool | None = None,
+        unit: str = "",
+    ) -> None:
+        ratio = ours / baseline if baseline else None
+        self.rows.append(
+            {
+                "group": group,
+                "metric": metric,
+                "ours": ours,
+                "baseline": baseline,
+                "ratio": ratio,
+                "unit": unit,
+                "target": target,
+                "passed": passed,
+            }
+        )
+        self.print_row(self.rows[-1])
+
+    @staticmethod
+    def print_row(row: dict[str, Any]) -> None:
+        def fmt(value: float | None) -> str:
+            return "-" if value is None else f"{value:,.2f}"
+
+        verdict = {True: "PASS", False: "MISS", None: ""}[row["passed"]]
+        print(
+            f"{row['group']:<12} {row['metric']:<34} {fmt(row['ours']):>12}"
+            f" {fmt(row['baseline']):>12}"
+            f" {fmt(row['ratio']):>7} {row['unit']:<6} {row['target']:<26} {verdict}",
+            flush=True,
+        )
+
+
+def machine() -> dict[str, Any]:
+    import psutil
+
+    return {
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "memory_gb": round(psutil.virtual_memory().total / 1e9, 1),
+        "python": platform.python_version(),
+        "os": platform.platform(),
+    }
+
+
+def bench_scheduler(report: Report, quick: bool) -> None:
+    from bench import scheduler_bench as sb
+
+    jobs, runs = (300, 1) if quick else (1000, 3)
+    for workers in (1, 2):
+        rq_rates, our_rates = [], []
+        for _ in range(runs):
+            harness.reset_state()
+            rq_rates.append(sb.plain_rq_throughput(jobs, workers))
+            harness.reset_state()
+            our_rates.append(sb.our_throughput(jobs, workers))
+        ours, base = harness.median(our_rates), harness.median(rq_rates)
+        report.add(
+            "scheduling",
+            f"noop throughput, {workers} worker(s)",
+            ours,
+            base,
+            ">= 0.5x plain RQ",
+            ours >= 0.5 * base,
+            "jobs/s",
+        )
+    samples = 60 if quick else 200
+    harness.reset_state()
+    rq_lat = sb.plain_rq_idle_latency(samples)
+    harness.reset_state()
+    our_lat = sb.our_idle_latency(samples)
+    for q in (50, 99):
+        ours, base = harness.percentile(our_lat, q) * 1000, harness.percentile(rq_lat, q) * 1000
+        report.add(
+            "scheduling",
+            f"enqueue-to-start p{q}, idle",
+            ours,
+            base,
+            "<= 2x plain RQ",
+            ours <= 2 * base,
+            "ms",
+        )
+
+
+def bench_isolation(report: Report, quick: bool) -> None:
+    from bench import scheduler_bench as sb
+
+    harness.reset_state()
+    result = sb.priority_isolation(workers=2, lows=120 if quick else 300, highs=10 if quick else 30)
+    bound = result["low_run_median_ms"] + 10
+    report.add("isolation", "high wait p50", result["high_wait_p50_ms"], unit="ms")
+    report.add(
+        "isolation",
+        "high wait p99",
+        result["high_wait_p99_ms"],
+        result["low_run_median_ms"],
+        "<= one low run + 10 ms",
+        result["high_wait_p99_ms"] <= bound,
+        "ms",
+    )
+    report.add(
+        "isolation",
+        "low backlog when highs done",
+        result["low_backlog_when_highs_done"],
+        unit="tasks",
+    )
+
+
+def _web_and_workers(workers: int, **env: str) -> tuple[Any, list[Any], int]:
+    port = harness.free_port()
+    web = harness.start(
+        [
+            "-m",
+            "daphne",
+            "-b",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "--access-log",
+            os.devnull,
+            "dify_platform.asgi:application",
+        ],
+        **env,
+    )
+    procs = [
+        harness.start(["manage.py", "worker", "--name", f"bench-w{i}-{time.time_ns()}"], **env)
+        for i in range(workers)
+    ]
+    import httpx
+
+    def up() -> bool:
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    harness.wait_for(up, 60, "daphne and a worker")
+    time.sleep(1.0)
+    return web, procs, port
+
+
+def bench_requests(report: Report, quick: bool) -> None:
+    from bench import request_bench as rb
+
+    harness.reset_state()
+    web, workers, port = _web_and_workers(2)
+    url = f"http://127.0.0.1:{port}"
+    with harness.running(web, *workers):
+        instant = rb.make_key(provider_config={"text": "ok"})
+        mem = {"web_idle": harness.rss_mb(web.pid), "worker_idle": harness.rss_mb(workers[0].pid)}
+        idle = asyncio.run(rb.idle_latency(url, instant, 50 if quick else 200))
+        report.add(
+            "request",
+            "blocking p50 latency, idle",
+            harness.percentile(idle, 50) * 1000,
+            target="< 15 ms added",
+            passed=harness.percentile(idle, 50) * 1000 < 15,
+            unit="ms",
+        )
+        for clients in (10, 100):
+            load = asyncio.run(rb.blocking_load(url, instant, clients, 5 if quick else 15))
+            report.add(
+                "request",
+                f"blocking req/s, {clients} clients",
+                load["requests_per_s"],
+                unit="req/s",
+            )
+            report.add("request", f"blocking p50, {clients} clients", load["p50_ms"], unit="ms")
+            report.add("request", f"blocking p99, {clients} clients", load["p99_ms"], unit="ms")
+        mem["web_load"] = harness.rss_mb(web.pid)
+        mem["worker_load"] = harness.rss_mb(workers[0].pid)
+        paced = rb.make_key(provider_config={"text": " ".join(["tok"] * 20), "tokens_per_s": 50})
+        relay = asyncio.run(rb.streaming_relay(port, paced, 10 if quick else 30))
+        report.add("streaming", "time to first byte p50", relay["ttfb_p50_ms"], unit="ms")
+        report.add(
+            "streaming", "first token relay p50", relay["first_token_relay_p50_ms"], unit="ms"
+        )
+        report.add(
+            "streaming",
+            "token relay p99",
+            relay["token_relay_p99_ms"],
+            target="< 5 ms",
+            passed=relay["token_relay_p99_ms"] < 5,
+            unit="ms",
+        )
+    for name, value in mem.items():
+        report.add("memory", f"RSS {name.replace('_', ' ')}", value, unit="MB")
+
+
+def bench_concurrency(report: Report, quick: bool) -> None:
+    from apps.conversations.services import answer_submit
+    from bench import request_bench as rb
+
+    harness.reset_state()
+    web, workers, port = _web_and_workers(2)
+    with harness.running(web, *workers):
+        from apps.applications.models import ApiKey
+        from apps.applications.services import api_key_create, app_create
+
+        app = app_create(
+            name="bench streams",
+            provider="scripted",
+            max_tokens=200,
+            provider_config={
+                "text": " ".join(["tok"] * 60),
+                "tokens_per_s": 5,
+                "first_token_delay_s": 11,
+            },
+        )
+        api_key, clear = api_key_create(app=app)
+        api_key = ApiKey.objects.select_related("app").get(id=api_key.id)
+        tasks = [
+            str(
+                answer_submit(
+                    api_key=api_key, route_mode="chat", end_user="bench", query="q", inputs={}
+                ).task.id
+            )
+            for _ in range(2)
+        ]
+        readers = 100 if quick else 500
+        result = asyncio.run(rb.concurrent_readers(port, clear, tasks, readers))
+        total = result["clients"]
+        report.add(
+            "concurrency",
+            "simultaneous SSE clients",
+            total,
+            target=">= 1000 (p99 < 50 ms)",
+            passed=total >= 1000 and result["token_delay_p99_ms"] < 50,
+            unit="clients",
+        )
+        report.add("concurrency", "streams complete", result["complete_streams"], total, unit="")
+        report.add("concurrency", "token delay p99", result["token_delay_p99_ms"], unit="ms")
+        report.add(
+            "concurrency",
+            "keep-alive pings seen",
+            result["pings_seen"],
+            total,
+            target="one per client",
+            passed=result["pings_seen"] >= total,
+            unit="",
+        )
+
+
+def bench_model(report: Report, quick: bool) -> None:
+    from bench import model_bench as mb
+
+    runs = 2 if quick else 5
+    raw = mb.raw_tokens_per_s(runs)
+    harness.reset_state()
+    web, workers, port = _web_and_workers(1)
+    with harness.running(web, *workers):
+        key = mb.local_app_key()
+        ours = mb.platform_tokens_per_s(port, key, runs)
+    o, b = harness.median(ours), harness.median(raw)
+    report.add(
+        "model", "tokens/s, built-in model", o, b, ">= 0.9x xllamacpp", o >= 0.9 * b, "tok/s"
+    )
+
+
+BENCHES = {
+    "scheduler": bench_scheduler,
+    "isolation": bench_isolation,
+    "requests": bench_requests,
+    "concurrency": bench_concurrency,
+    "model": bench_model,
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="Fewer samples (a smoke run).")
+    parser.add_argument("--only", nargs="*", choices=list(BENCHES), default=list(BENCHES))
+    parser.add_argument("--out", default=str(RESULTS / "latest.json"))
+    args = parser.parse_args()
+
+    harness.prepare_database()
+    harness.setup_django()
+    report = Report()
+    print(f"{'group':<12} {'metric':<34} {'ours':>12} {'baseline':>12} {'ratio':>7} unit   target")
+    started = time.time()
+    try:
+        for name in args.only:
+            BENCHES[name](report, args.quick)
+    finally:
+        harness.reset_state()
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(
+        json.dumps(
+            {
+                "machine": machine(),
+                "quick": args.quick,
+                "seconds": round(time.time() - started),
+                "rows": report.rows,
+            },
+            indent=2,
+        )
+    )
+    print(f"\nwrote {out}")
+
+
+if __name__ == "__main__":
+    main()
