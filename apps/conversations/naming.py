@@ -26,7 +26,7 @@ TITLE_MAX_TOKENS = 16
 TITLE_MAX_WORDS = 8
 TITLE_MAX_CHARS = 60
 FALLBACK_WORDS = 6
-# The first answer may wait behind other work: with backoff, 8 attempts cover about two minutes.
+# The first answer may wait behind other work: with backoff, 8 attempts wait up to ~2 minutes.
 NAMING_MAX_ATTEMPTS = 8
 EXCERPT_CHARS = 500
 NAMED_EVENT = "conversation_name"
@@ -36,7 +36,7 @@ INSTRUCTIONS = (
     "Reply with the title only, no quotes."
 )
 _QUOTED = re.compile(r"[\"“«]([^\"”»]{2,})[\"”»]")
-_LABEL = re.compile(r"^(?:the\s+)?title(?:\s+is)?\s*[:\-]?\s*", re.IGNORECASE)
+_LABEL = re.compile(r"^(?:(?:the\s+)?title\s+is\b|title\s*:)\s*:?\s*", re.IGNORECASE)
 _EDGES = " \t\"'`*#_“”«»:;,.!?-"
 
 

@@ -77,3 +77,24 @@ def test_rename_with_auto_generate_waits_for_the_generated_name(platform: WebSer
     assert response.status_code == 200, response.text
     assert response.json()["name"] == "Norway travel tips"
     assert listed_name(platform, key, conversation_id) == "Norway travel tips"
+
+
+def test_the_built_in_model_titles_a_conversation(platform: WebServer) -> None:
+    key = make_app_with_key(
+        provider="local",
+        provider_config={},
+        model_name="SmolLM2-135M-Instruct",
+        max_tokens=12,
+        temperature=0.0,
+    )[1]
+    answer = chat(platform, key, query="How do I bake sourdough bread at home?")
+
+    give_up_at = time.monotonic() + 30
+    name = listed_name(platform, key, answer["conversation_id"])
+    while name == NEW_CONVERSATION_NAME and time.monotonic() < give_up_at:
+        time.sleep(0.2)
+        name = listed_name(platform, key, answer["conversation_id"])
+    assert name != NEW_CONVERSATION_NAME
+    assert 0 < len(name) <= 60
+    assert len(name.split()) <= 8
+    assert "\n" not in name

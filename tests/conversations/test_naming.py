@@ -157,6 +157,9 @@ def test_deleting_a_conversation_cancels_its_unfinished_work() -> None:
     [
         ('The title is "The capital of France is Paris."', "The capital of France is Paris"),
         ("Title: Baking Sourdough at Home", "Baking Sourdough at Home"),
+        ("the title is: Fjords", "Fjords"),
+        ("Titles of Nobility", "Titles of Nobility"),
+        ("The Title Card Game", "The Title Card Game"),
         ("**Weekend in Oslo**", "Weekend in Oslo"),
         ("\n\n  Cat jokes  \nmore text", "Cat jokes"),
         (
