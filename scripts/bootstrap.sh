@@ -436,8 +436,26 @@ ensure_redis() {
 
 # ---------------------------------------------------------------------------------------------
 
+# The browser tests drive Debian's Chromium (no browser is ever downloaded by a test tool).
+ensure_chromium() {
+    [[ "$MODE" == dev ]] || return 0
+    if command -v chromium >/dev/null 2>&1 || [[ -x /usr/bin/chromium ]]; then
+        return 0
+    fi
+    if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+        log "installing Debian's chromium for the browser tests (apt-get install chromium)"
+        if ! { apt-get update -qq >/dev/null &&
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }; then
+            die "could not install chromium: apt-get install chromium (needed by tests/browser)"
+        fi
+    else
+        die "Chromium is not installed: apt-get install chromium (needed by tests/browser)"
+    fi
+}
+
 ensure_venv
 ensure_requirements
+ensure_chromium
 if [[ "${BOOTSTRAP_SERVICES:-1}" == 0 ]]; then
     log "ready ($MODE, services not checked)"
     exit 0

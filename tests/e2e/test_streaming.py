@@ -161,3 +161,16 @@ def test_stop_needs_a_user(platform: WebServer) -> None:
         headers={"Authorization": f"Bearer {key}"},
     )
     assert (response.status_code, response.json()["code"]) == (400, "invalid_param")
+
+
+def test_a_quiet_stream_gets_keep_alive_pings_and_then_its_answer(platform: WebServer) -> None:
+    _, key = make_app_with_key(provider_config={"text": "late words", "first_token_delay_s": 11})
+    lines = []
+    with open_stream(platform, key, "/v1/chat-messages", {"query": "hi"}) as response:
+        for line in response.iter_lines():
+            lines.append(line)
+            if '"event":"message_end"' in line:
+                break
+    assert "event: ping" in lines, "a ping must keep a quiet stream alive (every 10 s)"
+    data = [json.loads(line.removeprefix("data: ")) for line in lines if line.startswith("data: ")]
+    assert [event["event"] for event in data] == ["message", "message", "message_end"]
