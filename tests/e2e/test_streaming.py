@@ -51,7 +51,7 @@ def test_chat_stream_sequence_and_first_token_before_the_end(platform: WebServer
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
         assert response.headers["cache-control"] == "no-cache"
-        events = []
+        events: list[dict[str, Any]] = []
         for event_id, event in sse_events(response):
             if not events:
                 # The first token arrived while the worker is still producing the rest.
