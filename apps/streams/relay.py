@@ -68,6 +68,9 @@ async def sse_stream(*, task_id: str, after_id: str = START_ID) -> AsyncIterator
     """Every event after `after_id`, one per write, with a ping after each quiet 10 s."""
     member = f"{task_id}:{uuid.uuid4().hex[:8]}"
     await stream_mark_active(member)
+    # The first byte goes out as soon as the task is accepted (Dify opens its streams the same
+    # way), so clients and proxies see a live response before the model's first token.
+    yield PING
     try:
         async for item in events_follow(
             task_id=task_id, after_id=after_id, block_ms=int(KEEPALIVE_S * 1000)
