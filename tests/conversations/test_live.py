@@ -45,6 +45,21 @@ def listed_name(platform: WebServer, key: str, conversation_id: str) -> str:
     return next(c["name"] for c in response.json()["data"] if c["id"] == conversation_id)
 
 
+def wait_for_a_name(platform: WebServer, key: str, conversation_id: str, timeout_s: float) -> str:
+    give_up_at = time.monotonic() + timeout_s
+    name = listed_name(platform, key, conversation_id)
+    while name == NEW_CONVERSATION_NAME and time.monotonic() < give_up_at:
+        time.sleep(0.1)
+        name = listed_name(platform, key, conversation_id)
+    naming = list(
+        Task.objects.filter(kind=NAMING_KIND, payload__conversation_id=conversation_id).values(
+            "status", "attempts", "priority_reason", "error_message"
+        )
+    )
+    assert name != NEW_CONVERSATION_NAME, f"not named within {timeout_s} s; naming: {naming}"
+    return name
+
+
 def test_a_new_conversation_gets_a_name_shortly_after_its_first_answer(
     platform: WebServer,
 ) -> None:
@@ -52,11 +67,7 @@ def test_a_new_conversation_gets_a_name_shortly_after_its_first_answer(
     answer = chat(platform, key)
     assert answer["answer"] == "Fjords of western Norway"
 
-    give_up_at = time.monotonic() + 15
-    name = listed_name(platform, key, answer["conversation_id"])
-    while name == NEW_CONVERSATION_NAME and time.monotonic() < give_up_at:
-        time.sleep(0.1)
-        name = listed_name(platform, key, answer["conversation_id"])
+    name = wait_for_a_name(platform, key, answer["conversation_id"], timeout_s=30)
     assert name == "Fjords of western Norway"
 
 
@@ -89,12 +100,7 @@ def test_the_built_in_model_titles_a_conversation(platform: WebServer) -> None:
     )[1]
     answer = chat(platform, key, query="How do I bake sourdough bread at home?")
 
-    give_up_at = time.monotonic() + 30
-    name = listed_name(platform, key, answer["conversation_id"])
-    while name == NEW_CONVERSATION_NAME and time.monotonic() < give_up_at:
-        time.sleep(0.2)
-        name = listed_name(platform, key, answer["conversation_id"])
-    assert name != NEW_CONVERSATION_NAME
+    name = wait_for_a_name(platform, key, answer["conversation_id"], timeout_s=60)
     assert 0 < len(name) <= 60
     assert len(name.split()) <= 8
     assert "\n" not in name
