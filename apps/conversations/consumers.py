@@ -140,6 +140,7 @@ def _submit(authorization: str, frame: dict[str, Any]) -> dict[str, Any]:
         conversation_id=data.get("conversation_id") or None,
         priority=data.get("priority"),
         deadline_ms=data.get("deadline_ms"),
+        auto_generate_name=data["auto_generate_name"],
     )
     accepted = {
         "type": "accepted",

@@ -84,9 +84,12 @@ def blocking_body(
     return body
 
 
-def sse_response(task_id: str, after_id: str = "0-0") -> StreamingHttpResponse:
+def sse_response(
+    task_id: str, after_id: str = "0-0", *, id_lines: bool = False
+) -> StreamingHttpResponse:
     response = StreamingHttpResponse(
-        sse_stream(task_id=task_id, after_id=after_id), content_type="text/event-stream"
+        sse_stream(task_id=task_id, after_id=after_id, id_lines=id_lines),
+        content_type="text/event-stream",
     )
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"  # nginx must pass each event on at once
@@ -187,4 +190,4 @@ async def answer_events(request: HttpRequest, task_id: uuid.UUID) -> HttpRespons
         raise InvalidParam("Last-Event-ID must be an event id from this stream.")
     if not await _task_owned(app_id=api_key.app_id, task_id=str(task_id), end_user=user):
         raise NotFound("Task Not Exists.")
-    return sse_response(str(task_id), after_id=after_id)
+    return sse_response(str(task_id), after_id=after_id, id_lines=True)

@@ -59,7 +59,8 @@ class AnswerRequestSerializer(serializers.Serializer):
         choices=["blocking", "streaming"], required=False, default="blocking"
     )
     user = StrictCharField(max_length=MAX_USER_CHARS, required=True, error_messages=USER_ERRORS)
-    files = serializers.ListField(required=False, default=list)
+    # The official Dify client sends `"files": null`; files are accepted and ignored.
+    files = serializers.ListField(required=False, default=list, allow_null=True)
     auto_generate_name = serializers.BooleanField(required=False, default=True)
     priority = serializers.ChoiceField(choices=Priority.values, required=False)
     deadline_ms = serializers.IntegerField(required=False, min_value=1, max_value=24 * 3600 * 1000)

@@ -24,9 +24,9 @@ from apps.scheduling.load import load_evaluate, load_state_current
 from apps.scheduling.locks import TaskLock
 from apps.scheduling.models import Task, TaskStatus
 from apps.scheduling.policy import PROMOTION, aging_limit_s, waiting_since
-from apps.scheduling.queues import delayed_pop_due, job_exists, job_push
+from apps.scheduling.queues import delayed_pop_due, job_exists, job_exists_in_queue, job_push
 from apps.scheduling.services import task_expire_overdue, task_reprioritize
-from apps.scheduling.slots import slot_wake_next, waiting_keys
+from apps.scheduling.slots import slot_forget_waiter, slot_wake_next, waiting_keys
 
 logger = logging.getLogger(__name__)
 
@@ -88,11 +88,16 @@ def wake_slot_waiters() -> int:
     """Backstop: slots freed by a lapsed lease (crashed holder) go to the best waiter."""
     woken = 0
     for name in waiting_keys():
-        while (task_id := slot_wake_next(name)) is not None:
-            task = Task.objects.filter(id=task_id).only("priority", "deadline_at").first()
-            if task is not None:
-                job_push(task_id=task_id, priority=task.priority, time_left_s=_time_left(task))
-                woken += 1
+        task_id = slot_wake_next(name)
+        if task_id is None:
+            continue
+        task = Task.objects.filter(id=task_id).only("priority", "deadline_at", "status").first()
+        if task is None or task.status != TaskStatus.QUEUED:
+            slot_forget_waiter(name, task_id)  # finished or gone: it waits for nothing
+            continue
+        if not job_exists_in_queue(task_id=task_id, priority=task.priority):
+            job_push(task_id=task_id, priority=task.priority, time_left_s=_time_left(task))
+            woken += 1
     return woken
 
 

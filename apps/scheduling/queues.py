@@ -57,6 +57,12 @@ def delayed_count() -> int:
     return int(sync_client().zcard(DELAYED_KEY()))
 
 
+def job_exists_in_queue(*, task_id: str, priority: str) -> bool:
+    """Whether the task's job waits in its queue now (O(n) in the queue's length: housekeeping
+    only, never on a request's path)."""
+    return sync_client().lpos(queue_for(priority).key, task_id) is not None
+
+
 def DELAYED_KEY() -> str:
     return key("delayed")
 

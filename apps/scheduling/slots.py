@@ -11,6 +11,8 @@ import time
 from apps.core.priorities import PRIORITY_RANK, Priority
 from apps.core.redis import key, sync_client
 
+# Take a free slot unless a waiter ranks before us: a woken waiter stays in the waiting set until
+# it takes its slot, so a later arrival of lower rank cannot take the slot from under it.
 _ACQUIRE = """
 redis.call('set', KEYS[3], ARGV[2])
 redis.call('zremrangebyscore', KEYS[1], '-inf', ARGV[3])
@@ -19,22 +21,24 @@ if redis.call('zscore', KEYS[1], ARGV[1]) then
   return 1
 end
 if redis.call('zcard', KEYS[1]) < tonumber(ARGV[2]) then
-  redis.call('zadd', KEYS[1], ARGV[4], ARGV[1])
-  redis.call('zrem', KEYS[2], ARGV[1])
-  return 1
+  local best = redis.call('zrange', KEYS[2], 0, 0, 'WITHSCORES')
+  if #best == 0 or best[1] == ARGV[1] or tonumber(ARGV[5]) <= tonumber(best[2]) then
+    redis.call('zadd', KEYS[1], ARGV[4], ARGV[1])
+    redis.call('zrem', KEYS[2], ARGV[1])
+    return 1
+  end
 end
 redis.call('zadd', KEYS[2], 'NX', ARGV[5], ARGV[1])
 return 0
 """
 
-# Free our slot (if we hold one) and hand the next waiter its turn, while slots are free.
+# Free our slot (if we hold one) and name the waiter whose turn it is, while slots are free.
 _RELEASE = """
 redis.call('zrem', KEYS[1], ARGV[1])
 redis.call('zremrangebyscore', KEYS[1], '-inf', ARGV[2])
 if redis.call('zcard', KEYS[1]) >= tonumber(ARGV[3]) then return false end
 local best = redis.call('zrange', KEYS[2], 0, 0)
 if #best == 0 then return false end
-redis.call('zrem', KEYS[2], best[1])
 return best[1]
 """
 
@@ -89,3 +93,7 @@ def slot_wake_next(name: str) -> str | None:
     if limit is None:
         return None
     return Slot(name=name, limit=int(limit), task_id="", lease_s=0).release()
+
+
+def slot_forget_waiter(name: str, task_id: str) -> None:
+    sync_client().zrem(key("slots", name, "waiting"), task_id)

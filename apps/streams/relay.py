@@ -59,18 +59,29 @@ async def answer_collect(*, task_id: str, timeout_s: float) -> CollectedAnswer:
     )
 
 
-def sse_frame(event_id: str, event: dict[str, Any]) -> bytes:
-    data = json.dumps(event, ensure_ascii=False, separators=(",", ":"))
-    return f"id: {event_id}\ndata: {data}\n\n".encode()
+# A blank line: a valid no-op in SSE, and skipped by clients that parse the stream line by line.
+OPEN = b"\n"
 
 
-async def sse_stream(*, task_id: str, after_id: str = START_ID) -> AsyncIterator[bytes]:
+def sse_frame(event_id: str, event: dict[str, Any], *, id_line: bool) -> bytes:
+    """One event. Its log id rides in the JSON as `event_id` (ext) for resuming; the SSE `id:`
+    line only on our resume route: clients written for Dify parse every non-blank line of the
+    answer stream as `data:` JSON (the official client's documented loop does) and break on it."""
+    data = json.dumps({**event, "event_id": event_id}, ensure_ascii=False, separators=(",", ":"))
+    if id_line:
+        return f"id: {event_id}\ndata: {data}\n\n".encode()
+    return f"data: {data}\n\n".encode()
+
+
+async def sse_stream(
+    *, task_id: str, after_id: str = START_ID, id_lines: bool = False
+) -> AsyncIterator[bytes]:
     """Every event after `after_id`, one per write, with a ping after each quiet 10 s."""
     member = f"{task_id}:{uuid.uuid4().hex[:8]}"
     await stream_mark_active(member)
-    # The first byte goes out as soon as the task is accepted (Dify opens its streams the same
-    # way), so clients and proxies see a live response before the model's first token.
-    yield PING
+    # The first byte goes out as soon as the task is accepted, so clients and proxies see a live
+    # response before the model's first token.
+    yield OPEN
     try:
         async for item in events_follow(
             task_id=task_id, after_id=after_id, block_ms=int(KEEPALIVE_S * 1000)
@@ -79,7 +90,7 @@ async def sse_stream(*, task_id: str, after_id: str = START_ID) -> AsyncIterator
                 await stream_mark_active(member)
                 yield PING
             else:
-                yield sse_frame(*item)
+                yield sse_frame(*item, id_line=id_lines)
             # Let the event loop serve other streams between two writes (see DESIGN: streaming).
             await asyncio.sleep(0)
     finally:

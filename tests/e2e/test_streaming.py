@@ -52,12 +52,15 @@ def test_chat_stream_sequence_and_first_token_before_the_end(platform: WebServer
         assert response.headers["content-type"].startswith("text/event-stream")
         assert response.headers["cache-control"] == "no-cache"
         events: list[dict[str, Any]] = []
-        for event_id, event in sse_events(response):
+        for sse_id, event in sse_events(response):
             if not events:
                 # The first token arrived while the worker is still producing the rest.
                 task = Task.objects.get(id=event["task_id"])
                 assert task.status == TaskStatus.RUNNING
-            assert event_id
+            # Clients written for Dify read every non-blank line as `data:` JSON: no `id:` lines
+            # here; the event's log id rides in the JSON for resuming.
+            assert sse_id is None
+            assert event["event_id"]
             events.append(event)
 
     kinds = [event["event"] for event in events]
@@ -92,7 +95,7 @@ def test_resume_with_last_event_id_loses_and_repeats_nothing(platform: WebServer
                 break  # the connection drops mid-stream
 
     task_id = first_part[0][1]["task_id"]
-    last_id = first_part[-1][0]
+    last_id = first_part[-1][1]["event_id"]
     with httpx.stream(
         "GET",
         f"{platform.url}/v1/chat-messages/{task_id}/events?user=u1",
@@ -102,7 +105,8 @@ def test_resume_with_last_event_id_loses_and_repeats_nothing(platform: WebServer
         assert response.status_code == 200
         rest = list(sse_events(response))
 
-    ids = [event_id for event_id, _ in first_part + rest]
+    assert all(sse_id == event["event_id"] for sse_id, event in rest), "resume carries `id:` lines"
+    ids = [event["event_id"] for _, event in first_part + rest]
     assert len(ids) == len(set(ids)), "an event was repeated"
     kinds = [event["event"] for _, event in first_part + rest]
     assert kinds == ["message"] * 16 + ["message_end"], "an event was lost"
@@ -171,8 +175,21 @@ def test_a_quiet_stream_gets_keep_alive_pings_and_then_its_answer(platform: WebS
             lines.append(line)
             if '"event":"message_end"' in line:
                 break
-    # The first byte goes out at once (a ping), then a ping keeps the quiet stream alive.
-    assert lines[0] == "event: ping"
-    assert lines.count("event: ping") >= 2, "a ping must keep a quiet stream alive (every 10 s)"
+    # The first byte goes out at once (a blank line), then a ping keeps the quiet stream alive.
+    assert lines[0] == ""
+    assert "event: ping" in lines, "a ping must keep a quiet stream alive (every 10 s)"
     data = [json.loads(line.removeprefix("data: ")) for line in lines if line.startswith("data: ")]
     assert [event["event"] for event in data] == ["message", "message", "message_end"]
+
+
+def test_the_stream_reads_with_the_dify_clients_documented_loop(platform: WebServer) -> None:
+    """The official client's README reads streams as: each line, split on 'data:', parse what is
+    left when it is not blank."""
+    _, key = make_app_with_key(provider_config={"text": "plain compatible stream"})
+    answers = []
+    with open_stream(platform, key, "/v1/chat-messages", {"query": "hi"}) as response:
+        for line in response.iter_lines():
+            payload = line.split("data:", 1)[-1]
+            if payload.strip():
+                answers.append(json.loads(payload.strip()).get("answer"))
+    assert "".join(a for a in answers if a) == "plain compatible stream"
