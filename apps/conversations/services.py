@@ -1,5 +1,6 @@
 """Recording a question: the conversation, the message, and the task that will answer it."""
 
+import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -73,9 +74,13 @@ def answer_submit(
                 app=app, end_user=end_user, name=NEW_CONVERSATION_NAME, inputs=cleaned_inputs
             )
 
-    message = Message.objects.create(
-        app=app, conversation=conversation, end_user=end_user, inputs=cleaned_inputs, query=query
-    )
+    # The message's id is chosen first so that the task can name it and the message can point to
+    # its task with two INSERTs and no UPDATE.
+    message_id = uuid.uuid4()
+    payload: dict[str, Any] = {"message_id": str(message_id)}
+    if conversation is not None and not conversation_id and auto_generate_name:
+        # Titled after the first answer, by low-priority work (see the answer kind's on_success).
+        payload["name_conversation"] = True
     requested = priority or app.default_priority
     effective = capped_priority(requested, api_key.max_priority)
     reason = (
@@ -85,17 +90,22 @@ def answer_submit(
         kind=app.mode,
         app=app,
         end_user=end_user,
-        payload={"message_id": str(message.id)},
+        payload=payload,
         requested_priority=requested,
         priority=effective,
         priority_reason=reason,
         max_attempts=app.max_attempts,
         deadline_at=timezone.now() + timedelta(milliseconds=deadline_ms) if deadline_ms else None,
     )
-    message.task = task
-    message.save(update_fields=["task"])
-    if conversation is not None and not conversation_id and auto_generate_name:
-        conversation_name_request(conversation=conversation, requested_priority=Priority.LOW)
+    message = Message.objects.create(
+        id=message_id,
+        app=app,
+        conversation=conversation,
+        end_user=end_user,
+        inputs=cleaned_inputs,
+        query=query,
+        task=task,
+    )
     return SubmittedAnswer(task=task, message=message, conversation=conversation)
 
 

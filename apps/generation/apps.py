@@ -6,9 +6,9 @@ class GenerationConfig(AppConfig):
     label = "generation"
 
     def ready(self) -> None:
-        from apps.generation.answer import answer_final_failure, answer_run
+        from apps.generation.answer import answer_run
         from apps.generation.limits import provider_concurrency
-        from apps.generation.observe import answer_succeeded_observed
+        from apps.generation.observe import answer_failed_observed, answer_succeeded_observed
         from apps.generation.requeue import answer_requeued
         from apps.scheduling.kinds import TaskKind, register_task_kind
 
@@ -18,7 +18,7 @@ class GenerationConfig(AppConfig):
                     name=kind,
                     run=answer_run,
                     on_success=answer_succeeded_observed,
-                    on_final_failure=answer_final_failure,
+                    on_final_failure=answer_failed_observed,
                     on_requeue=answer_requeued,
                     concurrency=provider_concurrency,
                 )

@@ -1,16 +1,28 @@
-"""Answer metrics, recorded once the answer is committed: tokens and time to first token."""
+"""After an answer is committed: tell the client, title a new conversation, record metrics."""
 
 from apps.conversations.models import Message
-from apps.generation.answer import answer_succeeded
+from apps.conversations.services import conversation_name_request
+from apps.core.priorities import Priority
+from apps.generation.answer import answer_final_failure, answer_succeeded
 from apps.operations.metrics import TOKEN_BUCKETS, MetricsBatch
+from apps.scheduling.kinds import FinalFailure
 from apps.scheduling.models import Task
 
 
 def answer_succeeded_observed(task: Task) -> None:
     answer_succeeded(task)
-    message = Message.objects.filter(id=task.payload.get("message_id")).first()
+    message = (
+        Message.objects.select_related("conversation")
+        .filter(id=task.payload.get("message_id"))
+        .first()
+    )
     if message is None:
         return
+    if task.payload.get("name_conversation") and message.conversation is not None:
+        # Only now: titling works from the first exchange, and never competes with the answer.
+        conversation_name_request(
+            conversation=message.conversation, requested_priority=Priority.LOW
+        )
     labels = {"provider": message.provider or "unknown"}
     metrics = MetricsBatch()
     metrics.inc("dp_completion_tokens_total", labels, message.completion_tokens)
@@ -21,3 +33,23 @@ def answer_succeeded_observed(task: Task) -> None:
     if message.first_token_s is not None:
         metrics.observe("dp_time_to_first_token_seconds", message.first_token_s, labels)
     metrics.send()
+
+
+def answer_failed_observed(task: Task, failure: FinalFailure) -> None:
+    answer_final_failure(task, failure)
+    message = (
+        Message.objects.select_related("conversation")
+        .filter(id=task.payload.get("message_id"))
+        .first()
+    )
+    if message is not None:
+        _name_conversation(task, message)
+
+
+def _name_conversation(task: Task, message: Message) -> None:
+    """Title a new conversation once its first answer has ended (well or not): titling works from
+    the first exchange and never competes with the answer for a worker."""
+    if task.payload.get("name_conversation") and message.conversation is not None:
+        conversation_name_request(
+            conversation=message.conversation, requested_priority=Priority.LOW
+        )

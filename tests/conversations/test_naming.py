@@ -14,6 +14,7 @@ from apps.conversations.services import (
     SubmittedAnswer,
     answer_submit,
     conversation_delete,
+    conversation_name_request,
     conversation_rename,
 )
 from apps.scheduling.kinds import task_kind_get
@@ -61,25 +62,29 @@ def test_the_naming_kind_is_registered() -> None:
 def test_a_new_conversation_queues_low_priority_naming_after_its_answer() -> None:
     api_key = key_for(provider_config={"text": "Paris facts for travellers"})
     submitted = ask(api_key)
+    # Nothing competes with the first answer: the naming work is queued once it has ended.
+    assert not Task.objects.filter(kind=NAMING_KIND).exists()
+    run(submitted.task)
     task = naming_task(submitted)
 
     assert (task.priority, task.requested_priority, task.end_user) == ("low", "low", "u1")
     assert task.app_id == api_key.app_id
     assert name_of(submitted) == NEW_CONVERSATION_NAME
-    # Created after the answer, so the answer's job is pushed first when the transaction commits.
-    assert task.created_at >= submitted.task.created_at
 
     # Later turns and conversations that opted out queue no naming.
     assert submitted.conversation is not None
-    ask(api_key, conversation_id=str(submitted.conversation.id))
-    ask(api_key, auto_generate_name=False)
+    run(ask(api_key, conversation_id=str(submitted.conversation.id)).task)
+    run(ask(api_key, auto_generate_name=False).task)
     assert Task.objects.filter(kind=NAMING_KIND).count() == 1
 
 
 def test_naming_before_the_answer_retries_then_titles_from_the_model() -> None:
     api_key = key_for(provider_config={"text": "Paris facts for travellers"})
-    submitted = ask(api_key)
-    task = naming_task(submitted)
+    submitted = ask(api_key, auto_generate_name=False)
+    assert submitted.conversation is not None
+    # Automatic naming that runs before the first answer is in (it may be requeued by an
+    # operator, or recovered after a crash) waits for it.
+    task = conversation_name_request(conversation=submitted.conversation, requested_priority="low")
 
     task = run(task)  # the answer is not in yet: nothing waits, so it tries again later
     assert task.status == TaskStatus.RETRYING
@@ -133,7 +138,8 @@ def test_a_failed_first_answer_is_named_from_its_question() -> None:
 
 def test_when_naming_gives_up_the_question_names_the_conversation() -> None:
     submitted = ask(key_for(), query="Is the answer ever coming?")
-    task = naming_task(submitted)
+    assert submitted.conversation is not None
+    task = conversation_name_request(conversation=submitted.conversation, requested_priority="low")
     Task.objects.filter(id=task.id).update(max_attempts=1)
 
     assert run(task).status == TaskStatus.DEAD
@@ -142,8 +148,8 @@ def test_when_naming_gives_up_the_question_names_the_conversation() -> None:
 
 def test_deleting_a_conversation_cancels_its_unfinished_work() -> None:
     submitted = ask(key_for())
-    task = naming_task(submitted)
     assert submitted.conversation is not None
+    task = conversation_name_request(conversation=submitted.conversation, requested_priority="low")
     conversation_delete(conversation=submitted.conversation)
 
     assert Task.objects.get(id=task.id).status == TaskStatus.CANCELLED
