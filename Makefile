@@ -19,7 +19,7 @@ BOOTSTRAP := $(strip VENV=$(VENV) $(if $(filter-out file,$(origin PYTHON)),PYTHO
 
 .DEFAULT_GOAL := help
 .PHONY: help bootstrap bootstrap-dev tools run worker migrate test check check-format check-lint \
-	check-types check-migrations lint typecheck clean
+	check-types check-migrations lint typecheck bench clean
 
 help:
 	@echo "dify-platform make targets:"
@@ -31,6 +31,7 @@ help:
 	@echo "                 (make -k check runs them all even if one fails)"
 	@echo "  lint           reformat and autofix (ruff format, ruff check --fix)"
 	@echo "  typecheck      mypy only"
+	@echo "  bench          benchmarks against plain RQ and the raw model (BENCH_ARGS='--quick')"
 	@echo "  bootstrap      venv with runtime deps, PostgreSQL + Redis up, database created"
 	@echo "  bootstrap-dev  same, with the dev/test tools"
 	@echo "  clean          remove $(VENV) and tool caches"
@@ -82,6 +83,10 @@ check-migrations: bootstrap-dev
 lint: tools
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+# Benchmarks bring up their own processes on loopback, with their own database and Redis db.
+bench: bootstrap-dev
+	$(PY) -m bench.run $(BENCH_ARGS)
 
 typecheck: tools
 	$(BIN)/mypy .
