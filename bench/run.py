@@ -137,6 +137,23 @@ def bench_isolation(report: Report, quick: bool) -> None:
     )
 
 
+def bench_recovery(report: Report, quick: bool) -> None:
+    from bench import scheduler_bench as sb
+
+    harness.reset_state()
+    timings = sb.crash_recovery(1 if quick else 3)
+    worst = max(timings)
+    report.add(
+        "recovery",
+        "kill -9 mid-task to success, max",
+        worst,
+        target="< 60 s",
+        passed=worst < 60,
+        unit="s",
+    )
+    report.add("recovery", "kill -9 mid-task to success, median", harness.median(timings), unit="s")
+
+
 def _web_and_workers(workers: int, **env: str) -> tuple[Any, list[Any], int]:
     port = harness.free_port()
     web = harness.start(
@@ -291,6 +308,7 @@ def bench_model(report: Report, quick: bool) -> None:
 BENCHES = {
     "scheduler": bench_scheduler,
     "isolation": bench_isolation,
+    "recovery": bench_recovery,
     "requests": bench_requests,
     "concurrency": bench_concurrency,
     "model": bench_model,

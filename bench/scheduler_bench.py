@@ -2,6 +2,7 @@
 `high` work is isolated from a flood of `low` work."""
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from bench.harness import median, percentile, running, start, wait_for
@@ -162,3 +163,48 @@ def priority_isolation(workers: int, lows: int, highs: int) -> dict[str, float]:
         "low_run_median_ms": median(low_runs) * 1000,
         "low_backlog_when_highs_done": float(backlog_left),
     }
+
+
+def crash_recovery(runs: int) -> list[float]:
+    """kill -9 of a worker mid-task, with the default settings: seconds from the kill until the
+    task has succeeded on another worker (watchdog notices the lapsed lock, the retry runs)."""
+    import os
+    import signal
+
+    from apps.applications.models import ApiKey
+    from apps.applications.services import api_key_create, app_create
+    from apps.conversations.services import answer_submit
+    from apps.scheduling.models import Task, TaskStatus
+
+    app = app_create(
+        name="bench recovery",
+        provider="scripted",
+        provider_config={"text": " ".join(["w"] * 8), "tokens_per_s": 4},
+        max_tokens=16,
+    )
+    key = ApiKey.objects.select_related("app").get(id=api_key_create(app=app)[0].id)
+
+    def status_is(task_id: Any, status: str) -> Callable[[], bool]:
+        return lambda: Task.objects.filter(id=task_id, status=status).exists()
+
+    timings = []
+    for _ in range(runs):
+        victim = _our_workers(1, burst=False)[0]
+        scheduler = start(["manage.py", "scheduler"])
+        try:
+            time.sleep(1.5)
+            task_id = answer_submit(
+                api_key=key, route_mode="chat", end_user="bench", query="q", inputs={}
+            ).task.id
+            wait_for(status_is(task_id, TaskStatus.RUNNING), 30, "the task to start")
+            os.kill(victim.pid, signal.SIGKILL)
+            killed_at = time.monotonic()
+            with running(*_our_workers(1, burst=False)):
+                wait_for(status_is(task_id, TaskStatus.SUCCEEDED), 120, "recovery")
+                timings.append(time.monotonic() - killed_at)
+        finally:
+            for process in (victim, scheduler):
+                if process.poll() is None:
+                    process.kill()
+                    process.wait()
+    return timings
