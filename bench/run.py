@@ -17,6 +17,7 @@ from typing import Any
 from bench import harness
 
 RESULTS = Path(__file__).resolve().parent / "results"
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 
 
 class Report:
@@ -60,6 +61,31 @@ class Report:
             f" {fmt(row['ratio']):>7} {row['unit']:<6} {row['target']:<26} {verdict}",
             flush=True,
         )
+
+
+def markdown(rows: list[dict[str, Any]], box: dict[str, Any], quick: bool) -> str:
+    def fmt(value: float | None) -> str:
+        return "-" if value is None else f"{value:,.2f}"
+
+    lines = [
+        "# Benchmarks",
+        "",
+        "Produced by `make bench` (`python -m bench.run --write-docs`); every ratio compares runs",
+        "measured side by side in one invocation; medians over the runs. Targets are from the",
+        "benchmark issue. Machine: "
+        f"{box['cores']} cores, {box['memory_gb']} GB, {box['os']}, Python {box['python']}"
+        + (" (quick run: fewer samples)." if quick else "."),
+        "",
+        "| group | metric | ours | baseline | ratio | unit | target | verdict |",
+        "| --- | --- | ---: | ---: | ---: | --- | --- | --- |",
+    ]
+    for row in rows:
+        verdict = {True: "pass", False: "**miss**", None: ""}[row["passed"]]
+        lines.append(
+            f"| {row['group']} | {row['metric']} | {fmt(row['ours'])} | {fmt(row['baseline'])} |"
+            f" {fmt(row['ratio'])} | {row['unit']} | {row['target']} | {verdict} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def machine() -> dict[str, Any]:
@@ -320,6 +346,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="Fewer samples (a smoke run).")
     parser.add_argument("--only", nargs="*", choices=list(BENCHES), default=list(BENCHES))
     parser.add_argument("--out", default=str(RESULTS / "latest.json"))
+    parser.add_argument(
+        "--write-docs", action="store_true", help="Also write the table to docs/benchmarks.md."
+    )
     args = parser.parse_args()
 
     harness.prepare_database()
@@ -346,6 +375,9 @@ def main() -> None:
         )
     )
     print(f"\nwrote {out}")
+    if args.write_docs:
+        DOCS.write_text(markdown(report.rows, machine(), args.quick))
+        print(f"wrote {DOCS}")
 
 
 if __name__ == "__main__":
