@@ -11,9 +11,15 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dify_platform.settings.base")
 django_asgi_app = get_asgi_application()
 
-# Both need Django set up first.
+# These need Django set up first.
 from channels.routing import ProtocolTypeRouter  # noqa: E402
+from django.conf import settings  # noqa: E402
+from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
 from apps.conversations.routing import websocket_router  # noqa: E402
 
-application = ProtocolTypeRouter({"http": django_asgi_app, "websocket": websocket_router})
+# The admin's CSS and JS: served by the platform itself unless a proxy in front serves the
+# collected files (SERVE_STATIC=false, see deploy/); only paths under STATIC_URL are intercepted.
+http_app = ASGIStaticFilesHandler(django_asgi_app) if settings.SERVE_STATIC else django_asgi_app
+
+application = ProtocolTypeRouter({"http": http_app, "websocket": websocket_router})

@@ -114,6 +114,9 @@ USE_TZ = True
 MESSAGE_STORAGE = "django.contrib.messages.storage.session.SessionStorage"
 
 STATIC_URL = "static/"
+# Whether daphne serves static files (the admin's CSS and JS) itself; a proxy serving the output
+# of `collectstatic` from STATIC_ROOT can take that over.
+SERVE_STATIC = env.bool("SERVE_STATIC", default=True)
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = BASE_DIR / "staticfiles"
 
