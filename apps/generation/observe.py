@@ -1,28 +1,30 @@
-"""After an answer is committed: tell the client, title a new conversation, record metrics."""
+"""After an answer ends: tell the client, title a new conversation, record metrics."""
 
 from apps.conversations.models import Message
 from apps.conversations.services import conversation_name_request
 from apps.core.priorities import Priority
-from apps.generation.answer import answer_final_failure, answer_succeeded
+from apps.generation.answer import answer_final_failure
+from apps.generation.events import AnswerPublisher
 from apps.operations.metrics import TOKEN_BUCKETS, MetricsBatch
 from apps.scheduling.kinds import FinalFailure
 from apps.scheduling.models import Task
 
 
-def answer_succeeded_observed(task: Task) -> None:
-    answer_succeeded(task)
-    message = (
-        Message.objects.select_related("conversation")
+def _answer_message(task: Task) -> Message | None:
+    return (
+        Message.objects.select_related("conversation__app")
         .filter(id=task.payload.get("message_id"))
         .first()
     )
+
+
+def answer_succeeded_observed(task: Task) -> None:
+    """The answer and the task are committed: the client hears `message_end` only now."""
+    message = _answer_message(task)
     if message is None:
         return
-    if task.payload.get("name_conversation") and message.conversation is not None:
-        # Only now: titling works from the first exchange, and never competes with the answer.
-        conversation_name_request(
-            conversation=message.conversation, requested_priority=Priority.LOW
-        )
+    AnswerPublisher(task_id=str(task.id), message=message).end()
+    _name_conversation(task, message)
     labels = {"provider": message.provider or "unknown"}
     metrics = MetricsBatch()
     metrics.inc("dp_completion_tokens_total", labels, message.completion_tokens)
@@ -37,11 +39,7 @@ def answer_succeeded_observed(task: Task) -> None:
 
 def answer_failed_observed(task: Task, failure: FinalFailure) -> None:
     answer_final_failure(task, failure)
-    message = (
-        Message.objects.select_related("conversation")
-        .filter(id=task.payload.get("message_id"))
-        .first()
-    )
+    message = _answer_message(task)
     if message is not None:
         _name_conversation(task, message)
 
