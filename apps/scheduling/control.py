@@ -10,10 +10,17 @@ def stop_flag_key(task_id: str) -> str:
 
 
 def task_request_stop(*, task_id: str, reason: str = "stop") -> None:
-    """Ask the worker running the task to stop between two tokens (`stop` or `cancel`)."""
+    """Ask the worker running the task to stop between two tokens: `stop` (the end user's),
+    `cancel` (an operator's) or `deadline` (an operator expired it: it ends as expired)."""
     sync_client().set(stop_flag_key(task_id), reason, ex=STOP_FLAG_TTL_S)
 
 
 def task_stop_reason(*, task_id: str) -> str | None:
     value = sync_client().get(stop_flag_key(task_id))
     return value.decode() if isinstance(value, bytes) else value
+
+
+def task_stop_clear(*, task_id: str) -> None:
+    """Forget a stop request, so that a task sent back to the queue is not stopped again by the
+    flag that ended its last run."""
+    sync_client().delete(stop_flag_key(task_id))

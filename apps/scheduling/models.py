@@ -74,6 +74,12 @@ class Task(models.Model):
         indexes = [
             models.Index(fields=["status", "priority", "created_at"]),
             models.Index(fields=["app", "status"]),
+            # The queue dashboard reads the last minutes of finished tasks every few seconds.
+            models.Index(fields=["finished_at"], name="task_finished_at_idx"),
+        ]
+        permissions = [
+            ("operate_task", "Can retry, cancel, expire and reprioritize tasks"),
+            ("purge_task", "Can purge dead-letter tasks"),
         ]
         constraints = [
             models.UniqueConstraint(

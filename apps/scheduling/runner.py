@@ -47,7 +47,8 @@ class WorkerRunContext:
     @property
     def stop_reason(self) -> str | None:
         """`stop` (the end user's: keep the partial answer), `cancel` (an operator's) or
-        `deadline` (the task's time window closed)."""
+        `deadline` (the task's time window closed, or an operator expired it: the flag carries
+        it, because this context holds the row as it was when the task started)."""
         return self._stop_reason
 
     def time_left_s(self) -> float | None:
@@ -173,7 +174,10 @@ def _run_started(task: Task, worker_name: str) -> None:
     except TaskCancelled as error:
         _finish_failed(task, TaskStatus.CANCELLED, "cancelled", error, worker_name)
     except Exception as error:
-        handle_attempt_failure(task, error, worker_name)
+        if context.stop_reason == "deadline":  # an error on the way out of an expired run
+            _finish_failed(task, TaskStatus.EXPIRED, "deadline_exceeded", error, worker_name)
+        else:
+            handle_attempt_failure(task, error, worker_name)
     else:
         if context.stop_reason == "deadline":
             overrun = TimeoutError("the deadline passed while the task ran")

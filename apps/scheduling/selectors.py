@@ -1,14 +1,19 @@
-"""Reads for operators: queue depth and age, workers, load, dead letters."""
+"""Reads for operators: queue depth and age, workers, load, dead letters, recent throughput."""
 
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from datetime import timedelta
 from typing import Any
 
-from django.db.models import QuerySet
+from django.conf import settings
+from django.db import connection
+from django.db.models import Count, QuerySet
+from django.utils import timezone
 from rq import Worker
 from rq.job import Job
 
-from apps.core.redis import sync_client
+from apps.core.redis import key, sync_client
+from apps.operations.metrics import _metrics_key
 from apps.scheduling.load import LoadState, hosts_cpu, load_state_read
 from apps.scheduling.models import Task, TaskStatus
 from apps.scheduling.queues import QUEUE_ORDER, delayed_count, queue_for
@@ -95,3 +100,143 @@ def scheduler_status() -> SchedulerStatus:
         hosts_cpu=hosts_cpu(),
         dead_letters=Task.objects.filter(status=TaskStatus.DEAD).count(),
     )
+
+
+@dataclass(frozen=True)
+class QueueActivity:
+    """What a queue's tasks did lately (from Task rows: the queue is the effective priority)."""
+
+    finished_5m: int
+    finished_15m: int
+    unsuccessful_5m: int
+    wait_p50_s: float | None
+    wait_p95_s: float | None
+    run_p50_s: float | None
+    run_p95_s: float | None
+
+
+NO_ACTIVITY = QueueActivity(0, 0, 0, None, None, None, None)
+
+# Wait is enqueue to the start of the last attempt, run is that start to the end, both over tasks
+# that finished in the last five minutes; the index on finished_at keeps this cheap to poll.
+_ACTIVITY_SQL = f"""
+    SELECT priority,
+        count(*) FILTER (WHERE finished_at >= %(since_5m)s),
+        count(*),
+        count(*) FILTER (WHERE finished_at >= %(since_5m)s AND status <> %(succeeded)s),
+        percentile_cont(ARRAY[0.5, 0.95]) WITHIN GROUP (
+            ORDER BY EXTRACT(EPOCH FROM started_at - enqueued_at)
+        ) FILTER (WHERE finished_at >= %(since_5m)s AND started_at IS NOT NULL),
+        percentile_cont(ARRAY[0.5, 0.95]) WITHIN GROUP (
+            ORDER BY EXTRACT(EPOCH FROM finished_at - started_at)
+        ) FILTER (WHERE finished_at >= %(since_5m)s AND started_at IS NOT NULL)
+    FROM {Task._meta.db_table}
+    WHERE finished_at >= %(since_15m)s
+    GROUP BY priority
+"""
+
+
+def _pair(values: list[float] | None) -> tuple[float | None, float | None]:
+    if not values:
+        return None, None
+    return float(values[0]), float(values[1])
+
+
+def queues_activity() -> dict[str, QueueActivity]:
+    """Per queue: tasks finished in the last 5 and 15 minutes, and wait and run time p50/p95
+    over the last 5 minutes."""
+    now = timezone.now()
+    params: dict[str, Any] = {
+        "since_5m": now - timedelta(minutes=5),
+        "since_15m": now - timedelta(minutes=15),
+        "succeeded": TaskStatus.SUCCEEDED.value,
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(_ACTIVITY_SQL, params)
+        rows = cursor.fetchall()
+    activity = {}
+    for priority, finished_5m, finished_15m, unsuccessful_5m, wait, run in rows:
+        activity[priority] = QueueActivity(
+            finished_5m, finished_15m, unsuccessful_5m, *_pair(wait), *_pair(run)
+        )
+    return activity
+
+
+def running_by_queue() -> dict[str, int]:
+    rows = (
+        Task.objects.filter(status=TaskStatus.RUNNING)
+        .values_list("priority")
+        .annotate(count=Count("id"))
+        .order_by()
+    )
+    return dict(rows)
+
+
+def priority_changes() -> dict[str, int]:
+    """How many tasks had their priority changed since the metrics were reset, by change
+    (`downgraded`, `deferred`, `aged`, `operator`)."""
+    totals: dict[str, int] = {}
+    prefix = "dp_priority_changes_total|"
+    for field, value in sync_client().hscan_iter(_metrics_key(), match=f"{prefix}*"):
+        labels = dict(
+            part.split("=", 1) for part in field.decode().removeprefix(prefix).split(",") if part
+        )
+        change = labels.get("change", '""').strip('"')
+        totals[change] = totals.get(change, 0) + int(float(value))
+    return totals
+
+
+def _seconds(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
+def dashboard_snapshot() -> dict[str, Any]:
+    """Everything the queue dashboard shows, as plain JSON-ready data."""
+    status = scheduler_status()
+    activity = queues_activity()
+    running = running_by_queue()
+    queues = []
+    for queue in status.queues:
+        recent = activity.get(queue.name, NO_ACTIVITY)
+        queues.append(
+            {
+                "name": queue.name,
+                "depth": queue.depth,
+                "oldest_age_s": _seconds(queue.oldest_age_s),
+                "running": running.get(queue.name, 0),
+                "finished_per_min_5m": round(recent.finished_5m / 5, 2),
+                "finished_per_min_15m": round(recent.finished_15m / 15, 2),
+                "unsuccessful_5m": recent.unsuccessful_5m,
+                "wait_p50_s": _seconds(recent.wait_p50_s),
+                "wait_p95_s": _seconds(recent.wait_p95_s),
+                "run_p50_s": _seconds(recent.run_p50_s),
+                "run_p95_s": _seconds(recent.run_p95_s),
+            }
+        )
+    workers = [
+        {**asdict(worker), "heartbeat_age_s": _seconds(worker.heartbeat_age_s)}
+        | {"cpu_percent": status.hosts_cpu.get(worker.hostname)}
+        for worker in status.workers
+    ]
+    load = status.load
+    return {
+        "generated_at": timezone.now().isoformat(),
+        "queues": queues,
+        "delayed": status.delayed,
+        "workers": workers,
+        "hosts_cpu": status.hosts_cpu,
+        "load": {
+            "overloaded": load.overloaded,
+            "reason": load.reason,
+            "cpu_percent": round(load.cpu_percent, 1),
+            "queued": load.queued,
+            "since": load.since,
+            "since_age_s": round(max(0.0, time.time() - load.since), 1),
+            # No state stored means no scheduler process has evaluated the load yet.
+            "evaluated": bool(sync_client().exists(key("load", "state"))),
+        },
+        "priority_changes": priority_changes(),
+        "dead_letters": status.dead_letters,
+        # A worker silent for longer is presumed dead by RQ.
+        "worker_ttl_s": settings.PLATFORM["WORKER_TTL_S"],
+    }

@@ -400,3 +400,43 @@ def task_wait_for_slot(*, task: Task, worker_name: str) -> Task | None:
         started_at=None,
         worker_name="",
     )
+
+
+def task_expire(*, task_id: uuid.UUID | str, actor: str) -> str:
+    """Expire a task now (an operator's decision). Waiting: ended as expired at once. Running: its
+    deadline becomes now and its worker stops it as expired within a token or two.
+
+    Returns what happened: "expired", "stopping" or "not active".
+    """
+    task = Task.objects.filter(id=task_id).first()
+    if task is None or task.status not in ACTIVE_STATUSES:
+        return "not active"
+    if task.status == TaskStatus.RUNNING:
+        from apps.scheduling.control import task_request_stop
+
+        now = timezone.now()
+        if not Task.objects.filter(id=task.id, status=TaskStatus.RUNNING).update(deadline_at=now):
+            return task_expire(task_id=task_id, actor=actor)  # it ended or went back meanwhile
+        # The worker holds the row it started with: the flag, not the new deadline, tells it.
+        task_request_stop(task_id=str(task.id), reason="deadline")
+        TaskEvent.objects.create(
+            task=task,
+            from_status=task.status,
+            to_status=task.status,
+            reason=f"expiry requested by {actor}",
+            attempt=task.attempts,
+            worker_name=actor,
+            detail={"deadline_at": now.isoformat()},
+        )
+        return "stopping"
+    ended = task_end_unsuccessfully(
+        task=task,
+        status=TaskStatus.EXPIRED,
+        code="deadline_exceeded",
+        error=TaskExpired(f"expired by {actor}"),
+        actor=actor,
+    )
+    if ended is None:
+        return task_expire(task_id=task_id, actor=actor)  # it started meanwhile: stop it
+    job_remove(task_id=str(task.id), priority=task.priority)
+    return "expired"
