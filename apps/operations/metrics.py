@@ -156,5 +156,19 @@ def render_recorded() -> list[str]:
     return lines
 
 
+def counter_totals(name: str, label: str) -> dict[str, float]:
+    """A counter's values summed by one of its labels, e.g. counter_totals(
+    "dp_priority_changes_total", "change") -> {"downgraded": 3.0, "aged": 1.0}."""
+    totals: dict[str, float] = {}
+    prefix = f"{name}|"
+    for field, value in sync_client().hscan_iter(_metrics_key(), match=f"{prefix}*"):
+        labels = dict(
+            part.split("=", 1) for part in field.decode().removeprefix(prefix).split(",") if part
+        )
+        key_value = labels.get(label, '""').strip('"')
+        totals[key_value] = totals.get(key_value, 0.0) + float(value)
+    return totals
+
+
 def metrics_reset() -> None:
     sync_client().delete(_metrics_key())

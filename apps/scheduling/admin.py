@@ -27,7 +27,6 @@ from django.utils.safestring import SafeString, mark_safe
 from django.views.decorators.cache import never_cache
 
 from apps.core.errors import ApiError, Forbidden, MethodNotAllowed, Unauthorized
-from apps.scheduling.control import task_stop_clear
 from apps.scheduling.models import ACTIVE_STATUSES, Task, TaskEvent, TaskStatus
 from apps.scheduling.queues import QUEUE_ORDER
 from apps.scheduling.selectors import DEAD_LETTER_STATUSES, dashboard_snapshot
@@ -136,8 +135,6 @@ def _move(priority: str) -> Callable[[Task, str], str | None]:
 
 def _retry(priority: str | None) -> Callable[[Task, str], str | None]:
     def perform(task: Task, actor: str) -> str | None:
-        # A task that was stopped while running left its stop flag; the new run must not obey it.
-        task_stop_clear(task_id=str(task.id))
         return "requeued" if task_requeue(task_id=task.id, actor=actor, priority=priority) else None
 
     return perform

@@ -13,7 +13,7 @@ from rq import Worker
 from rq.job import Job
 
 from apps.core.redis import key, sync_client
-from apps.operations.metrics import _metrics_key
+from apps.operations.metrics import counter_totals
 from apps.scheduling.load import LoadState, hosts_cpu, load_state_read
 from apps.scheduling.models import Task, TaskStatus
 from apps.scheduling.queues import QUEUE_ORDER, delayed_count, queue_for
@@ -175,15 +175,8 @@ def running_by_queue() -> dict[str, int]:
 def priority_changes() -> dict[str, int]:
     """How many tasks had their priority changed since the metrics were reset, by change
     (`downgraded`, `deferred`, `aged`, `operator`)."""
-    totals: dict[str, int] = {}
-    prefix = "dp_priority_changes_total|"
-    for field, value in sync_client().hscan_iter(_metrics_key(), match=f"{prefix}*"):
-        labels = dict(
-            part.split("=", 1) for part in field.decode().removeprefix(prefix).split(",") if part
-        )
-        change = labels.get("change", '""').strip('"')
-        totals[change] = totals.get(change, 0) + int(float(value))
-    return totals
+    totals = counter_totals("dp_priority_changes_total", "change")
+    return {change: int(value) for change, value in totals.items()}
 
 
 def _seconds(value: float | None) -> float | None:

@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from apps.applications.models import App
 from apps.operations.metrics import MetricsBatch, metric_inc
+from apps.scheduling.control import task_stop_clear
 from apps.scheduling.kinds import FinalFailure, task_kind_find
 from apps.scheduling.models import ACTIVE_STATUSES, Task, TaskEvent, TaskStatus
 from apps.scheduling.policy import priority_decide
@@ -372,6 +373,8 @@ def task_requeue(
     kind = task_kind_find(task.kind)
     if kind is not None and kind.on_requeue is not None:
         kind.on_requeue(task)
+    # A task stopped while it ran left its stop flag behind: the new run must not obey it.
+    task_stop_clear(task_id=str(task.id))
     _push_after_commit(task)
     return task
 
