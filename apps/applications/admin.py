@@ -103,6 +103,22 @@ class AppAdmin(admin.ModelAdmin):
         ),
         ("Generation parameters", {"fields": ["max_tokens", "temperature", "top_p", "stop"]}),
         ("Scheduling", {"fields": ["default_priority", "max_attempts"]}),
+        (
+            "Input protections",
+            {
+                "description": "Empty: the platform default; 0: no limit. A key may set its own "
+                "rate (on the key's page).",
+                "fields": [
+                    "rate_limit_per_s",
+                    "rate_limit_burst",
+                    "user_rate_limit_per_s",
+                    "user_rate_limit_burst",
+                    "max_active_requests",
+                    "cache_enabled",
+                    "cache_ttl_s",
+                ],
+            },
+        ),
     ]
     inlines = [ApiKeyInline]
 
@@ -133,7 +149,7 @@ class ApiKeyChangeForm(forms.ModelForm):
 
     class Meta:
         model = ApiKey
-        fields = ["name", "max_priority"]
+        fields = ["name", "max_priority", "rate_limit_per_s", "rate_limit_burst"]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -189,6 +205,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
             return [(None, {"fields": ["app", "name", "max_priority"]})]
         return [
             (None, {"fields": ["prefix", "app", "name", "max_priority", "revoke"]}),
+            ("Rate limit", {"fields": ["rate_limit_per_s", "rate_limit_burst"]}),
             ("Use", {"fields": ["created_at", "last_used_at", "revoked_at"]}),
         ]
 

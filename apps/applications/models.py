@@ -61,6 +61,45 @@ class App(TimestampedModel):
     )
     settings_version = models.PositiveIntegerField(default=1)
 
+    # Input protections (apps.gateway). Empty: the platform's default (settings.GATEWAY); 0: none.
+    rate_limit_per_s = models.FloatField(
+        null=True,
+        blank=True,
+        help_text="Requests per second for each of this app's keys (unless the key sets its own); "
+        "empty: the platform default; 0: no limit.",
+    )
+    rate_limit_burst = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Requests a key may send at once above its rate; empty: one second's worth.",
+    )
+    user_rate_limit_per_s = models.FloatField(
+        null=True,
+        blank=True,
+        help_text="Requests per second for each end user (`user`); empty: the platform default; "
+        "0: no limit.",
+    )
+    user_rate_limit_burst = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Requests a user may send at once above the rate; empty: one second's worth.",
+    )
+    max_active_requests = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Answers being served at once (blocking or streaming); beyond: 429. "
+        "Empty: the platform default; 0: no limit.",
+    )
+    cache_enabled = models.BooleanField(
+        default=False,
+        help_text="Answer identical blocking completion requests from a cache.",
+    )
+    cache_ttl_s = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="How long a cached answer is served, in seconds; empty: the platform default.",
+    )
+
     class Meta:
         ordering = ["name"]
 
@@ -85,6 +124,17 @@ class ApiKey(TimestampedModel):
     )
     revoked_at = models.DateTimeField(null=True, blank=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
+    rate_limit_per_s = models.FloatField(
+        null=True,
+        blank=True,
+        help_text="Requests per second with this key; empty: the app's limit; 0: no limit.",
+    )
+    rate_limit_burst = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Requests this key may send at once above its rate; empty: one second's worth.",
+    )
+
 
     class Meta:
         verbose_name = "API key"

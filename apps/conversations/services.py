@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -29,6 +29,8 @@ class SubmittedAnswer:
     task: Task
     message: Message
     conversation: Conversation | None
+    # True when an earlier request with the same Idempotency-Key recorded it.
+    replayed: bool = False
 
 
 def _check_route(app_mode: str, route_mode: str) -> None:
@@ -38,7 +40,6 @@ def _check_route(app_mode: str, route_mode: str) -> None:
         raise AppUnavailable()
 
 
-@transaction.atomic
 def answer_submit(
     *,
     api_key: ApiKey,
@@ -50,10 +51,70 @@ def answer_submit(
     priority: str | None = None,
     deadline_ms: int | None = None,
     auto_generate_name: bool = True,
+    idempotency_key: str | None = None,
+    request_hash: str = "",
 ) -> SubmittedAnswer:
     """Record the question and queue its answer. `route_mode` None means any app (`/api/v1/ask`),
     answered as one turn without history. A new conversation with `auto_generate_name` gets a
-    title after its first answer, from low-priority work that never delays that answer."""
+    title after its first answer, from low-priority work that never delays that answer.
+
+    With an `idempotency_key` already used in this app (also by a request racing this one), the
+    first request's submission comes back instead, `replayed`, with nothing recorded; its
+    `request_hash` (kept in the task's payload) tells the caller whether it was the same request.
+    """
+    try:
+        return _answer_record(
+            api_key=api_key,
+            route_mode=route_mode,
+            end_user=end_user,
+            query=query,
+            inputs=inputs,
+            conversation_id=conversation_id,
+            priority=priority,
+            deadline_ms=deadline_ms,
+            auto_generate_name=auto_generate_name,
+            idempotency_key=idempotency_key,
+            request_hash=request_hash,
+        )
+    except IntegrityError:
+        existing = (
+            answer_submission_by_key(app_id=api_key.app_id, idempotency_key=idempotency_key)
+            if idempotency_key is not None
+            else None
+        )
+        if existing is None:
+            raise
+        return existing
+
+
+def answer_submission_by_key(*, app_id: uuid.UUID, idempotency_key: str) -> SubmittedAnswer | None:
+    """The submission an earlier request with this Idempotency-Key recorded, if any."""
+    task = Task.objects.filter(app_id=app_id, idempotency_key=idempotency_key).first()
+    if task is None:
+        return None
+    message = Message.objects.select_related("conversation").filter(task=task).first()
+    if message is None:
+        return None
+    return SubmittedAnswer(
+        task=task, message=message, conversation=message.conversation, replayed=True
+    )
+
+
+@transaction.atomic
+def _answer_record(
+    *,
+    api_key: ApiKey,
+    route_mode: str | None,
+    end_user: str,
+    query: str,
+    inputs: dict[str, Any],
+    conversation_id: str | None,
+    priority: str | None,
+    deadline_ms: int | None,
+    auto_generate_name: bool,
+    idempotency_key: str | None,
+    request_hash: str,
+) -> SubmittedAnswer:
     app = api_key.app
     if route_mode is not None:
         _check_route(app.mode, route_mode)
@@ -81,6 +142,8 @@ def answer_submit(
     if conversation is not None and not conversation_id and auto_generate_name:
         # Titled after the first answer, by low-priority work (see the answer kind's on_success).
         payload["name_conversation"] = True
+    if request_hash:
+        payload["request_hash"] = request_hash
     requested = priority or app.default_priority
     effective = capped_priority(requested, api_key.max_priority)
     reason = (
@@ -96,6 +159,7 @@ def answer_submit(
         priority_reason=reason,
         max_attempts=app.max_attempts,
         deadline_at=timezone.now() + timedelta(milliseconds=deadline_ms) if deadline_ms else None,
+        idempotency_key=idempotency_key,
     )
     message = Message.objects.create(
         id=message_id,

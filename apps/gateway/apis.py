@@ -2,12 +2,18 @@
 
 They are async views: after the short record-and-enqueue step (in a thread, with the database),
 they wait on the task's event log in Redis, holding neither a thread nor a database connection.
+
+Every request goes through the input layer in this order, each step cheaper than the work it
+saves: the global ceiling (edge middleware, before any database work), the key, the key's and the
+user's rate limits, validation, load shedding, Idempotency-Key, the response cache (blocking
+completions of apps that opt in), the app's cap on answers served at once, then submission.
 """
 
 import re
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from functools import wraps
 from typing import Any
 
@@ -15,42 +21,63 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.http import HttpRequest, HttpResponseBase, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
+from rest_framework import serializers
 
 from apps.applications.models import ApiKey, AppMode
 from apps.conversations.selectors import task_owned_by
-from apps.conversations.services import SubmittedAnswer, answer_stop, answer_submit
+from apps.conversations.services import (
+    SubmittedAnswer,
+    answer_stop,
+    answer_submission_by_key,
+    answer_submit,
+)
 from apps.core.errors import InvalidParam, MethodNotAllowed, NotFound
 from apps.core.exception_handler import to_api_error
-from apps.core.responses import error_response, json_response
-from apps.gateway.authentication import api_key_from_request
+from apps.gateway import cache
+from apps.gateway.admission import admitted, authenticated, rate_limit, shed, slot
+from apps.gateway.caps import Lease, lease_kept, lease_release, leased_stream
+from apps.gateway.idempotency import (
+    REPLAYED_HEADER,
+    collected_from,
+    events_stream,
+    idempotency_key,
+    rebuilt_events,
+    request_hash,
+    same_request,
+)
+from apps.gateway.negotiation import JSON, document_response, error_document, response_type
 from apps.gateway.requests import (
     AskRequestSerializer,
     ChatRequestSerializer,
     CompletionRequestSerializer,
     StopRequestSerializer,
-    json_body,
-    validated,
 )
-from apps.streams.relay import answer_collect, sse_stream
+from apps.gateway.selectors import message_is_complete
+from apps.streams.relay import CollectedAnswer, answer_collect, sse_stream
 
 # django-stubs types `path()` for sync views only; async views are declared loosely to fit it.
 AsyncView = Callable[..., Any]
 
 
 def api_view(method: str) -> Callable[[AsyncView], AsyncView]:
-    """An async JSON API view: one method, no CSRF (keys, not cookies), errors in the envelope."""
+    """An async API view: one method, no CSRF (keys, not cookies), the response type negotiated
+    from Accept (JSON, or XML on request), errors in the envelope in that type.
+
+    The view is called with the negotiated media type after the request."""
 
     def decorate(view: AsyncView) -> AsyncView:
         @csrf_exempt
         @wraps(view)
         async def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+            media = JSON
             try:
+                media = response_type(request)
                 if request.method != method:
                     raise MethodNotAllowed(f'Method "{request.method}" not allowed.')
-                return await view(request, *args, **kwargs)
+                return await view(request, media, *args, **kwargs)
             except Exception as exc:
                 error = to_api_error(exc)
-                response = error_response(error)
+                response = error_document(error, media)
                 if error.status == 401:
                     response["WWW-Authenticate"] = 'Bearer realm="api"'
                 return response
@@ -60,8 +87,19 @@ def api_view(method: str) -> Callable[[AsyncView], AsyncView]:
     return decorate
 
 
-_authenticate = sync_to_async(api_key_from_request)
 _submit = sync_to_async(answer_submit)
+_by_key = sync_to_async(answer_submission_by_key)
+_rebuilt = sync_to_async(rebuilt_events)
+_complete = sync_to_async(message_is_complete)
+
+
+@dataclass(frozen=True)
+class Route:
+    """What differs between the answer routes."""
+
+    serializer: type[serializers.Serializer]
+    mode: str | None  # None: /api/v1/ask, any app
+    shape: Callable[[SubmittedAnswer, CollectedAnswer, float], dict[str, Any]]
 
 
 def blocking_body(
@@ -84,38 +122,33 @@ def blocking_body(
     return body
 
 
-def sse_response(
-    task_id: str, after_id: str = "0-0", *, id_lines: bool = False
-) -> StreamingHttpResponse:
-    response = StreamingHttpResponse(
-        sse_stream(task_id=task_id, after_id=after_id, id_lines=id_lines),
-        content_type="text/event-stream",
-    )
+def _dify_shape(mode: str) -> Callable[[SubmittedAnswer, CollectedAnswer, float], dict[str, Any]]:
+    def shape(submitted: SubmittedAnswer, collected: CollectedAnswer, _: float) -> dict[str, Any]:
+        return blocking_body(submitted, mode, collected.answer, collected.end_event)
+
+    return shape
+
+
+def _ask_shape(
+    submitted: SubmittedAnswer, collected: CollectedAnswer, started: float
+) -> dict[str, Any]:
+    return {
+        "response": collected.answer,
+        "task_id": str(submitted.task.id),
+        "duration_ms": round((time.monotonic() - started) * 1000, 1),
+    }
+
+
+CHAT = Route(ChatRequestSerializer, AppMode.CHAT, _dify_shape(AppMode.CHAT))
+COMPLETION = Route(CompletionRequestSerializer, AppMode.COMPLETION, _dify_shape(AppMode.COMPLETION))
+ASK = Route(AskRequestSerializer, None, _ask_shape)
+
+
+def sse_response(source: AsyncIterator[bytes]) -> StreamingHttpResponse:
+    response = StreamingHttpResponse(source, content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"  # nginx must pass each event on at once
     return response
-
-
-async def _answer(request: HttpRequest, mode: str) -> HttpResponseBase:
-    api_key: ApiKey = await _authenticate(request)
-    serializer = ChatRequestSerializer if mode == AppMode.CHAT else CompletionRequestSerializer
-    data = validated(serializer, json_body(request))
-    submitted = await _submit(
-        api_key=api_key,
-        route_mode=mode,
-        end_user=data["user"],
-        query=data["query"],
-        inputs=data["inputs"],
-        conversation_id=data.get("conversation_id") or None,
-        priority=data.get("priority"),
-        deadline_ms=data.get("deadline_ms"),
-        auto_generate_name=data["auto_generate_name"],
-    )
-    task_id = str(submitted.task.id)
-    if data["response_mode"] == "streaming":
-        return sse_response(task_id)
-    collected = await answer_collect(task_id=task_id, timeout_s=_blocking_timeout(data))
-    return json_response(blocking_body(submitted, mode, collected.answer, collected.end_event))
 
 
 def _blocking_timeout(data: dict[str, Any]) -> float:
@@ -127,41 +160,114 @@ def _blocking_timeout(data: dict[str, Any]) -> float:
     return timeout
 
 
-@api_view("POST")
-async def chat_messages_create(request: HttpRequest) -> HttpResponseBase:
-    return await _answer(request, AppMode.CHAT)
+def _streaming(data: dict[str, Any]) -> bool:
+    return data.get("response_mode") == "streaming"
 
 
-@api_view("POST")
-async def completion_messages_create(request: HttpRequest) -> HttpResponseBase:
-    return await _answer(request, AppMode.COMPLETION)
-
-
-@api_view("POST")
-async def ask_create(request: HttpRequest) -> HttpResponseBase:
-    """The simplest call: a query in, the answer out, one turn on any app."""
+async def _answer(request: HttpRequest, media: str, route: Route) -> HttpResponseBase:
     started = time.monotonic()
-    api_key: ApiKey = await _authenticate(request)
-    data = validated(AskRequestSerializer, json_body(request))
-    submitted = await _submit(
+    api_key, body, data = await admitted(request, route.serializer)
+    await shed(api_key, data)
+    key = idempotency_key(request)
+    fingerprint = request_hash(request.path, body) if key else ""
+    if key is not None:
+        earlier = await _by_key(app_id=api_key.app_id, idempotency_key=key)
+        if earlier is not None:
+            same_request(earlier, fingerprint, key)
+            return await _replay(earlier, route, data, media, started)
+    # A keyed request promises the result of its own run, so it is never served from the cache.
+    use_cache = (
+        route.mode == AppMode.COMPLETION
+        and not _streaming(data)
+        and api_key.app.cache_enabled
+        and key is None
+    )
+    if use_cache:
+        cached = await cache.cache_get(api_key.app, data["query"], data["inputs"])
+        if cached is not None:
+            return document_response(cache.hit_body(cached), media)
+    lease = await slot(api_key.app)
+    try:
+        submitted = await _submitted(api_key, route, data, key, fingerprint)
+    except BaseException:
+        if lease is not None:
+            await lease_release(lease)
+        raise
+    if submitted.replayed:  # a request with the same key won the race to record it
+        if lease is not None:
+            await lease_release(lease)
+        same_request(submitted, fingerprint, str(key))
+        return await _replay(submitted, route, data, media, started)
+    task_id = str(submitted.task.id)
+    if _streaming(data):
+        return sse_response(leased_stream(lease, sse_stream(task_id=task_id)))
+    collected = await _collect(task_id, data, lease)
+    answer = route.shape(submitted, collected, started)
+    if use_cache and await _complete(message_id=submitted.message.id):
+        await cache.cache_put(api_key.app, data["query"], data["inputs"], answer)
+        answer = cache.miss_body(answer)
+    return document_response(answer, media)
+
+
+async def _collect(task_id: str, data: dict[str, Any], lease: Lease | None) -> CollectedAnswer:
+    async with lease_kept(lease):
+        return await answer_collect(task_id=task_id, timeout_s=_blocking_timeout(data))
+
+
+async def _submitted(
+    api_key: ApiKey, route: Route, data: dict[str, Any], key: str | None, fingerprint: str
+) -> SubmittedAnswer:
+    return await _submit(
         api_key=api_key,
-        route_mode=None,
+        route_mode=route.mode,
         end_user=data["user"],
         query=data["query"],
-        inputs={},
+        inputs=data.get("inputs", {}),
+        conversation_id=data.get("conversation_id") or None,
         priority=data.get("priority"),
+        deadline_ms=data.get("deadline_ms"),
+        auto_generate_name=data.get("auto_generate_name", True),
+        idempotency_key=key,
+        request_hash=fingerprint,
     )
+
+
+async def _replay(
+    submitted: SubmittedAnswer, route: Route, data: dict[str, Any], media: str, started: float
+) -> HttpResponseBase:
+    """The first run's answer for a retried request: followed live while it runs, the same
+    result after; rebuilt from PostgreSQL once its event log has lapsed."""
     task_id = str(submitted.task.id)
-    collected = await answer_collect(
-        task_id=task_id, timeout_s=settings.PLATFORM["BLOCKING_TIMEOUT_S"]
-    )
-    return json_response(
-        {
-            "response": collected.answer,
-            "task_id": task_id,
-            "duration_ms": round((time.monotonic() - started) * 1000, 1),
-        }
-    )
+    events = await _rebuilt(submitted)
+    response: HttpResponseBase
+    if _streaming(data):
+        source = sse_stream(task_id=task_id) if events is None else events_stream(events)
+        response = sse_response(source)
+    else:
+        collected = (
+            await answer_collect(task_id=task_id, timeout_s=_blocking_timeout(data))
+            if events is None
+            else collected_from(events)
+        )
+        response = document_response(route.shape(submitted, collected, started), media)
+    response[REPLAYED_HEADER] = "true"
+    return response
+
+
+@api_view("POST")
+async def chat_messages_create(request: HttpRequest, media: str) -> HttpResponseBase:
+    return await _answer(request, media, CHAT)
+
+
+@api_view("POST")
+async def completion_messages_create(request: HttpRequest, media: str) -> HttpResponseBase:
+    return await _answer(request, media, COMPLETION)
+
+
+@api_view("POST")
+async def ask_create(request: HttpRequest, media: str) -> HttpResponseBase:
+    """The simplest call: a query in, the answer out, one turn on any app."""
+    return await _answer(request, media, ASK)
 
 
 _stop = sync_to_async(answer_stop)
@@ -170,19 +276,21 @@ _EVENT_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
 
 
 @api_view("POST")
-async def answer_stop_create(request: HttpRequest, task_id: uuid.UUID) -> HttpResponseBase:
+async def answer_stop_create(
+    request: HttpRequest, media: str, task_id: uuid.UUID
+) -> HttpResponseBase:
     """Stop a generation: the worker stops within a token or two and keeps the partial answer."""
-    api_key: ApiKey = await _authenticate(request)
-    data = validated(StopRequestSerializer, json_body(request))
+    api_key, _, data = await admitted(request, StopRequestSerializer)
     await _stop(api_key=api_key, task_id=str(task_id), end_user=data["user"])
-    return json_response({"result": "success"})
+    return document_response({"result": "success"}, media)
 
 
 @api_view("GET")
-async def answer_events(request: HttpRequest, task_id: uuid.UUID) -> HttpResponseBase:
+async def answer_events(request: HttpRequest, media: str, task_id: uuid.UUID) -> HttpResponseBase:
     """(ext) The task's events as SSE from after `Last-Event-ID`: resume without loss or repeat."""
-    api_key: ApiKey = await _authenticate(request)
+    api_key = await authenticated(request)
     user = request.GET.get("user", "")
+    await rate_limit(api_key, user or None)
     if not user:
         raise InvalidParam("Arg user must be provided.")
     after_id = request.headers.get("Last-Event-ID") or request.GET.get("last_event_id") or "0-0"
@@ -190,4 +298,4 @@ async def answer_events(request: HttpRequest, task_id: uuid.UUID) -> HttpRespons
         raise InvalidParam("Last-Event-ID must be an event id from this stream.")
     if not await _task_owned(app_id=api_key.app_id, task_id=str(task_id), end_user=user):
         raise NotFound("Task Not Exists.")
-    return sse_response(str(task_id), after_id=after_id, id_lines=True)
+    return sse_response(sse_stream(task_id=str(task_id), after_id=after_id, id_lines=True))

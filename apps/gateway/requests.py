@@ -1,6 +1,9 @@
 """Parsing and validating request bodies for the /v1 routes, before anything is recorded."""
 
+import itertools
 import json
+import re
+import unicodedata
 import uuid
 from typing import Any
 
@@ -9,7 +12,7 @@ from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest
 from rest_framework import serializers
 
-from apps.core.errors import InvalidJson, InvalidParam, RequestTooLarge
+from apps.core.errors import InvalidJson, InvalidParam, RequestTooLarge, UnsupportedMediaType
 from apps.core.exception_handler import to_api_error
 from apps.core.priorities import Priority
 
@@ -21,26 +24,125 @@ USER_ERRORS: dict[str, Any] = {
 }
 
 
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+# Possessive, and a lone trailing backslash allowed: no backtracking, so the scan stays linear.
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*+(?:"|\\?\Z)', re.DOTALL)
+_NOT_BRACKETS = bytes(byte for byte in range(256) if byte not in b"[]{}")
+_DEPTH_STEP = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
+
+
+def body_size_check(request: HttpRequest) -> None:
+    """Refuse a body declared too large from its Content-Length alone, before reading it."""
+    try:
+        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        declared = 0
+    if declared > settings.DATA_UPLOAD_MAX_MEMORY_SIZE:
+        raise _too_large()
+
+
+def _too_large() -> RequestTooLarge:
+    return RequestTooLarge(f"Request body exceeds {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes.")
+
+
+def json_depth(raw: bytes) -> int:
+    """How deeply arrays and objects nest in `raw`, counted without parsing it (so without
+    recursion): strings are cut out (an unterminated one runs to the end, keeping the scan
+    linear), then the brackets left are summed."""
+    brackets = _STRING.sub(b"", raw).translate(None, _NOT_BRACKETS)
+    opened = brackets.count(b"[") + brackets.count(b"{")
+    if opened <= 1:
+        return opened
+    return max(0, max(itertools.accumulate(map(_DEPTH_STEP.__getitem__, brackets)), default=0))
+
+
 def json_body(request: HttpRequest) -> dict[str, Any]:
     """The request's JSON object, or the envelope error that explains what is wrong with it."""
-    # `curl -d` labels a JSON body as a form; like Dify we accept JSON under any content type.
+    # `curl -d` labels a JSON body as a form; like Dify we accept JSON under any content type,
+    # but a body that really is a form gets told so.
     try:
         raw = request.body
     except RequestDataTooBig:
-        raise RequestTooLarge(
-            f"Request body exceeds {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes."
-        ) from None
+        raise _too_large() from None
+    content_type = (request.content_type or "").lower()
     if not raw:
         raise InvalidJson()
+    max_depth = settings.GATEWAY["MAX_JSON_DEPTH"]
+    # Counting brackets is nearly free; only a body with more of them than the limit is scanned.
+    if raw.count(b"[") + raw.count(b"{") > max_depth and json_depth(raw) > max_depth:
+        raise InvalidParam(f"Request JSON nests deeper than {max_depth} levels.")
     try:
         data = json.loads(raw)
     except UnicodeDecodeError:
         raise InvalidJson("Request body is not valid UTF-8.") from None
     except (json.JSONDecodeError, RecursionError):
+        if content_type in FORM_TYPES:
+            raise UnsupportedMediaType(
+                f"The request body is {content_type}, not JSON: send a JSON object "
+                "(Content-Type: application/json)."
+            ) from None
         raise InvalidJson() from None
     if not isinstance(data, dict):
         raise InvalidJson()
+    if _SUSPECT_ESCAPE.search(raw):
+        _text_check(data)
     return data
+
+
+# Escapes that decode to text PostgreSQL cannot store: NUL, and UTF-16 surrogates (a lone one is
+# not a character at all). Only bodies that contain one are walked.
+_SUSPECT_ESCAPE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])")
+_BAD_TEXT = re.compile("[\x00\ud800-\udfff]")
+
+
+def _text_check(data: Any) -> None:
+    pending = [data]
+    while pending:
+        value = pending.pop()
+        if isinstance(value, dict):
+            pending.extend(value.keys())
+            pending.extend(value.values())
+        elif isinstance(value, list):
+            pending.extend(value)
+        elif isinstance(value, str) and _BAD_TEXT.search(value):
+            raise InvalidJson(
+                "Request body has text that is not valid UTF-8 (a NUL character or an unpaired "
+                "surrogate escape)."
+            )
+
+
+MAX_INPUT_NAME_CHARS = 255
+
+
+def _longest_text(value: Any) -> int:
+    pending, longest = [value], 0
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            longest = max(longest, len(item))
+        elif isinstance(item, dict):
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return longest
+
+
+def inputs_limits_check(inputs: dict[str, Any]) -> dict[str, Any]:
+    """At most MAX_INPUTS variables, names of at most 255 characters, text of at most
+    MAX_INPUT_CHARS characters (the app's form may be stricter per variable)."""
+    limits = settings.GATEWAY
+    if len(inputs) > limits["MAX_INPUTS"]:
+        raise serializers.ValidationError(f"must have at most {limits['MAX_INPUTS']} variables")
+    for name, value in inputs.items():
+        if len(name) > MAX_INPUT_NAME_CHARS:
+            raise serializers.ValidationError(
+                f"variable names must be at most {MAX_INPUT_NAME_CHARS} characters"
+            )
+        if _longest_text(value) > limits["MAX_INPUT_CHARS"]:
+            raise serializers.ValidationError(
+                f"{name} must be at most {limits['MAX_INPUT_CHARS']} characters"
+            )
+    return inputs
 
 
 class StrictCharField(serializers.CharField):
@@ -52,9 +154,48 @@ class StrictCharField(serializers.CharField):
         return str(super().to_internal_value(data))
 
 
+# Control characters (Unicode category Cc) other than \t and \n: invisible, and they confuse
+# tokenizers and terminals. \r is kept as a line break (\r\n and a lone \r become \n).
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def text_clean(value: str) -> str:
+    """Text as the model should see it: Unicode NFC, line breaks as \n, no control characters but
+    \n and \t. Length limits apply to the cleaned text."""
+    value = value.replace("\r\n", "\n").replace("\r", "\n")
+    return _CONTROL.sub("", unicodedata.normalize("NFC", value))
+
+
+def _texts_clean(value: Any) -> Any:
+    if isinstance(value, str):
+        return text_clean(value)
+    if isinstance(value, dict):
+        return {key: _texts_clean(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_texts_clean(item) for item in value]
+    return value
+
+
+class CleanTextField(StrictCharField):
+    """Free text for the model (see `text_clean`); text that cleans away to nothing is blank."""
+
+    def to_internal_value(self, data: Any) -> str:
+        value = text_clean(super().to_internal_value(data))
+        if not value and not self.allow_blank:
+            self.fail("blank")
+        return value
+
+
+class CleanInputsField(serializers.DictField):
+    """The `inputs` object, every text in it cleaned like the query."""
+
+    def to_internal_value(self, data: Any) -> dict[str, Any]:
+        return dict(_texts_clean(super().to_internal_value(data)))
+
+
 class AnswerRequestSerializer(serializers.Serializer):
-    inputs = serializers.DictField(required=True)
-    query = StrictCharField(required=True, allow_blank=False, trim_whitespace=False)
+    inputs = CleanInputsField(required=True)
+    query = CleanTextField(required=True, allow_blank=False, trim_whitespace=False)
     response_mode = serializers.ChoiceField(
         choices=["blocking", "streaming"], required=False, default="blocking"
     )
@@ -64,6 +205,9 @@ class AnswerRequestSerializer(serializers.Serializer):
     auto_generate_name = serializers.BooleanField(required=False, default=True)
     priority = serializers.ChoiceField(choices=Priority.values, required=False)
     deadline_ms = serializers.IntegerField(required=False, min_value=1, max_value=24 * 3600 * 1000)
+
+    def validate_inputs(self, value: dict[str, Any]) -> dict[str, Any]:
+        return inputs_limits_check(value)
 
     def validate_query(self, value: str) -> str:
         if len(value) > settings.PLATFORM["MAX_QUERY_CHARS"]:
@@ -86,13 +230,20 @@ class ChatRequestSerializer(AnswerRequestSerializer):
 
 
 class CompletionRequestSerializer(AnswerRequestSerializer):
-    query = StrictCharField(required=False, allow_blank=True, default="", trim_whitespace=False)
+    query = CleanTextField(required=False, allow_blank=True, default="", trim_whitespace=False)
 
 
 class AskRequestSerializer(serializers.Serializer):
-    query = StrictCharField(required=True, allow_blank=False)
+    query = CleanTextField(required=True, allow_blank=False)
     priority = serializers.ChoiceField(choices=Priority.values, required=False)
     user = StrictCharField(max_length=MAX_USER_CHARS, required=False, default="api-ask")
+
+    def validate_query(self, value: str) -> str:
+        if len(value) > settings.PLATFORM["MAX_QUERY_CHARS"]:
+            raise serializers.ValidationError(
+                f"must be at most {settings.PLATFORM['MAX_QUERY_CHARS']} characters"
+            )
+        return value
 
 
 class StopRequestSerializer(serializers.Serializer):

@@ -1,6 +1,7 @@
 from django.urls import path
+from drf_spectacular.views import SpectacularSwaggerView
 
-from apps.gateway import apis
+from apps.gateway import apis, docs
 
 urlpatterns = [
     path("v1/chat-messages", apis.chat_messages_create, name="chat-messages"),
@@ -16,4 +17,7 @@ urlpatterns = [
     path(
         "v1/completion-messages/<uuid:task_id>/events", apis.answer_events, name="completion-events"
     ),
+    path("api/schema/", docs.OpenApiDocumentApi.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    path("api/docs/assets/<str:name>", docs.swagger_asset, name="api-docs-asset"),
 ]

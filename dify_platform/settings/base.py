@@ -182,6 +182,76 @@ PLATFORM = {
     "MAX_QUERY_CHARS": env.int("MAX_QUERY_CHARS", default=8000),
 }
 
+# --- Input protections (apps.gateway) ---------------------------------------------------------
+# Rate limits, concurrency caps, load shedding, the response cache, request limits, the OpenAPI
+# document and XML output. Per-app and per-key values live on App / ApiKey rows; these are the
+# platform-wide ceilings and the defaults for rows that leave a value empty (0 means no limit).
+INSTALLED_APPS += ["drf_spectacular", "drf_spectacular_sidecar"]
+# Right after the request id and HTTP metrics, so refusals are logged and counted, and before
+# anything that could touch PostgreSQL.
+MIDDLEWARE.insert(2, "apps.gateway.middleware.api_edge_middleware")
+REST_FRAMEWORK.update(
+    {
+        "DEFAULT_RENDERER_CLASSES": [
+            "rest_framework.renderers.JSONRenderer",
+            "apps.gateway.renderers.XmlRenderer",
+        ],
+        "DEFAULT_THROTTLE_CLASSES": ["apps.gateway.throttles.KeyAndUserRateThrottle"],
+        "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+        # Responses are negotiated from Accept alone, as on the async routes; `?format=` is an
+        # ordinary query parameter (the OpenAPI document view reads it itself).
+        "URL_FORMAT_OVERRIDE": None,
+    }
+)
+GATEWAY = {
+    # Requests per second across every web process, refused with 429 before any database work.
+    "GLOBAL_RATE_LIMIT_PER_S": env.float("GLOBAL_RATE_LIMIT_PER_S", default=1000.0),
+    "GLOBAL_RATE_LIMIT_BURST": env.int("GLOBAL_RATE_LIMIT_BURST", default=0),  # 0: one second's
+    # Defaults for keys and end users whose app (or key) sets no rate of its own.
+    "KEY_RATE_LIMIT_PER_S": env.float("KEY_RATE_LIMIT_PER_S", default=0.0),
+    "KEY_RATE_LIMIT_BURST": env.int("KEY_RATE_LIMIT_BURST", default=0),
+    "USER_RATE_LIMIT_PER_S": env.float("USER_RATE_LIMIT_PER_S", default=0.0),
+    "USER_RATE_LIMIT_BURST": env.int("USER_RATE_LIMIT_BURST", default=0),
+    # Answers served at once per app (Dify's max_active_requests) when the app sets none.
+    "MAX_ACTIVE_REQUESTS": env.int("MAX_ACTIVE_REQUESTS", default=0),
+    # A served answer's slot lapses this long after its web process stopped renewing it (crash).
+    "CAP_LEASE_TTL_S": env.float("CAP_LEASE_TTL_S", default=30.0),
+    # Load shedding: a request whose wait for a worker (queue depth ahead of it / recent
+    # throughput) exceeds its deadline_ms, or this default wait for its priority, is refused with
+    # 503 before anything is recorded. `high` is never shed.
+    "SHED_ENABLED": env.bool("SHED_ENABLED", default=True),
+    "SHED_MAX_WAIT_S": {
+        "low": env.float("SHED_MAX_WAIT_LOW_S", default=30.0),
+        "medium": env.float("SHED_MAX_WAIT_MEDIUM_S", default=120.0),
+    },
+    # Throughput assumed when too little was measured (tasks finished per second, cluster-wide).
+    "SHED_MIN_THROUGHPUT_PER_S": env.float("SHED_MIN_THROUGHPUT_PER_S", default=1.0),
+    "SHED_WINDOW_S": env.float("SHED_WINDOW_S", default=30.0),
+    # Response cache (apps that opt in): how long an answer is served when the app sets no TTL.
+    "CACHE_TTL_S": env.int("CACHE_TTL_S", default=3600),
+    # Request limits (besides MAX_REQUEST_BYTES and MAX_QUERY_CHARS above).
+    "MAX_JSON_DEPTH": env.int("MAX_JSON_DEPTH", default=32),
+    "MAX_INPUTS": env.int("MAX_INPUTS", default=100),
+    "MAX_INPUT_CHARS": env.int("MAX_INPUT_CHARS", default=100_000),
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "dify-platform API",
+    "DESCRIPTION": "Dify-compatible Service API for chat and completion apps, with extensions.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    # The document and its viewer are public; the API itself needs an app key.
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "SERVE_AUTHENTICATION": [],
+    # Swagger UI from the drf-spectacular-sidecar package, served by the platform (no CDN).
+    "SWAGGER_UI_DIST": "/api/docs/assets",
+    "SWAGGER_UI_FAVICON_HREF": "/api/docs/assets/favicon-32x32.png",
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "apps.gateway.openapi.add_answer_routes",
+    ],
+}
+# --- end of input protections -----------------------------------------------------------------
+
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
 LOG_FORMAT = env.str("LOG_FORMAT", default="json")
 LOGGING = {

@@ -1,0 +1,83 @@
+"""The checks a request passes before any work is recorded, cheapest first.
+
+The global ceiling runs earlier still, in the API edge middleware. Then: body size (from the
+header), the key (one indexed read), the key's and the end user's rate limits (one Redis call),
+validation, and for answers load shedding. Each refusal is counted by reason in
+`dp_requests_refused_total`.
+"""
+
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.http import HttpRequest
+from rest_framework import serializers
+
+from apps.applications.models import ApiKey, App
+from apps.core.errors import ApiError, Overloaded, TooManyRequests
+from apps.core.priorities import capped_priority
+from apps.gateway.authentication import api_key_from_request
+from apps.gateway.caps import Lease, lease_acquire
+from apps.gateway.ratelimit import refusal, request_buckets, take_async
+from apps.gateway.refusals import refusal_count_async
+from apps.gateway.requests import body_size_check, json_body, validated
+from apps.gateway.shedding import shed_check
+
+_authenticate = sync_to_async(api_key_from_request)
+_shed_check = sync_to_async(shed_check, thread_sensitive=False)
+
+
+async def authenticated(request: HttpRequest) -> ApiKey:
+    body_size_check(request)
+    return await _authenticate(request)
+
+
+async def rate_limit(api_key: ApiKey, end_user: str | None) -> None:
+    verdict = await take_async(request_buckets(api_key, end_user))
+    if not verdict.allowed:
+        assert verdict.bucket is not None
+        await refusal_count_async(verdict.bucket.reason)
+        raise refusal(verdict)
+
+
+async def admitted(
+    request: HttpRequest, serializer: type[serializers.Serializer]
+) -> tuple[ApiKey, dict[str, Any], dict[str, Any]]:
+    """The key, the JSON body and its validated data, once the key and user are within their
+    rates. A body that does not parse still costs the key a token: garbage floods are limited."""
+    api_key = await authenticated(request)
+    body: dict[str, Any] = {}
+    problem: ApiError | None = None
+    try:
+        body = json_body(request)
+    except ApiError as error:
+        problem = error
+    user = body.get("user")
+    await rate_limit(api_key, user if isinstance(user, str) else None)
+    if problem is not None:
+        raise problem
+    return api_key, body, validated(serializer, body)
+
+
+def effective_priority(api_key: ApiKey, data: dict[str, Any]) -> str:
+    """The priority the request will run at (before load policy): asked or the app's, capped by
+    the key."""
+    return capped_priority(
+        data.get("priority") or api_key.app.default_priority, api_key.max_priority
+    )
+
+
+async def shed(api_key: ApiKey, data: dict[str, Any]) -> None:
+    priority = effective_priority(api_key, data)
+    try:
+        await _shed_check(priority=priority, deadline_ms=data.get("deadline_ms"))
+    except Overloaded:
+        await refusal_count_async(f"shed_{priority}")
+        raise
+
+
+async def slot(app: App) -> Lease | None:
+    try:
+        return await lease_acquire(app)
+    except TooManyRequests:
+        await refusal_count_async("cap")
+        raise

@@ -1,0 +1,79 @@
+"""The API's edge, before authentication, parsing or any database work:
+- the global request-rate ceiling across every web process: 429 with Retry-After, so a flood
+  costs one Redis call per request;
+- a URL that carries a NUL character (which no id or parameter can contain, and PostgreSQL cannot
+  store): 400."""
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from asgiref.sync import iscoroutinefunction
+from django.http import HttpRequest, HttpResponseBase
+from django.utils.decorators import sync_and_async_middleware
+
+from apps.core.errors import ApiError, InvalidParam
+from apps.gateway.errors import NotAcceptable
+from apps.gateway.negotiation import JSON, error_document, response_type
+from apps.gateway.ratelimit import global_bucket, refusal, take, take_async
+from apps.gateway.refusals import refusal_count, refusal_count_async
+
+# The API; probes, metrics, the admin and the API's own documentation stay reachable.
+API_PREFIXES = ("/v1/", "/api/v1/")
+
+
+def _limited(request: HttpRequest) -> bool:
+    return request.path.startswith(API_PREFIXES)
+
+
+def _malformed(request: HttpRequest) -> ApiError | None:
+    if "\x00" in request.path or "%00" in request.META.get("QUERY_STRING", ""):
+        return InvalidParam("The URL contains a NUL character.")
+    return None
+
+
+def _refused(request: HttpRequest, error: ApiError) -> HttpResponseBase:
+    try:
+        media = response_type(request)
+    except NotAcceptable:
+        media = JSON
+    return error_document(error, media)
+
+
+@sync_and_async_middleware
+def api_edge_middleware(
+    get_response: Callable[[HttpRequest], Any],
+) -> Callable[[HttpRequest], Any]:
+    if iscoroutinefunction(get_response):
+        async_get_response: Callable[[HttpRequest], Awaitable[HttpResponseBase]] = get_response
+
+        async def async_middleware(request: HttpRequest) -> HttpResponseBase:
+            if not _limited(request):
+                return await async_get_response(request)
+            bucket = global_bucket()
+            if bucket is not None:
+                verdict = await take_async([bucket])
+                if not verdict.allowed:
+                    await refusal_count_async(bucket.reason)
+                    return _refused(request, refusal(verdict))
+            malformed = _malformed(request)
+            if malformed is not None:
+                return _refused(request, malformed)
+            return await async_get_response(request)
+
+        return async_middleware
+
+    def middleware(request: HttpRequest) -> HttpResponseBase:
+        if _limited(request):
+            bucket = global_bucket()
+            if bucket is not None:
+                verdict = take([bucket])
+                if not verdict.allowed:
+                    refusal_count(bucket.reason)
+                    return _refused(request, refusal(verdict))
+            malformed = _malformed(request)
+            if malformed is not None:
+                return _refused(request, malformed)
+        response: HttpResponseBase = get_response(request)
+        return response
+
+    return middleware

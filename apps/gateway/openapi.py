@@ -1,0 +1,319 @@
+"""The OpenAPI 3 document of the API, served at /api/schema/ and shown at /api/docs/.
+
+drf-spectacular generates it from the same serializers that validate requests, so requests stay
+documented as they are checked. The DRF routes (apps.conversations.apis) are described through
+spectacular's view extensions, without touching their code; the async answer routes are not DRF
+views, so the document is generated from `documented_patterns()`: the real DRF routes plus one
+schema-only view per async route (same paths, same methods, never routed). Responses are
+described as they are rendered; tests check the routes against the document (tests/gateway).
+"""
+
+from typing import Any
+
+from django.urls import URLPattern, URLResolver, path
+from drf_spectacular.extensions import (
+    OpenApiAuthenticationExtension,
+    OpenApiSerializerFieldExtension,
+    OpenApiViewExtension,
+)
+from drf_spectacular.openapi import AutoSchema
+from drf_spectacular.plumbing import build_basic_type
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from apps.conversations import apis as conversation_apis
+from apps.conversations import urls as conversation_urls
+from apps.gateway.openapi_schemas import (
+    ASK_ANSWER,
+    BLOCKING_ANSWER,
+    CONVERSATION,
+    ERROR,
+    MESSAGE,
+    SSE_STREAM,
+    add_components,
+    ref,
+)
+from apps.gateway.requests import (
+    AskRequestSerializer,
+    ChatRequestSerializer,
+    CompletionRequestSerializer,
+    StopRequestSerializer,
+)
+
+# Statuses each kind of route can answer with besides its success (all in the error envelope).
+READ_ERRORS = (400, 401, 403, 406, 429)
+WRITE_ERRORS = (400, 401, 403, 404, 406, 413, 415, 429)
+ANSWER_ERRORS = (400, 401, 403, 404, 406, 413, 415, 422, 429, 503, 504)
+ERROR_TEXT = {
+    400: "Invalid request (`invalid_param`, `not_chat_app`, `app_unavailable`, ...)",
+    401: "Missing or unknown key (`unauthorized`)",
+    403: "The app is disabled (`forbidden`)",
+    404: "Not found (`not_found`)",
+    406: "Accept allows nothing the route sends (`not_acceptable`)",
+    413: "Body too large (`request_too_large`)",
+    415: "A form-encoded body that is not JSON (`unsupported_media_type`)",
+    422: "Idempotency-Key reused with a different request (`idempotency_key_reused`)",
+    429: "Rate limit (`rate_limit_error`) or too many answers at once (`too_many_requests`)",
+    503: "Overloaded: the wait for a worker exceeds the request's budget (`overloaded`)",
+    504: "Not ready within the deadline (`deadline_exceeded`)",
+}
+USER_QUERY = OpenApiParameter(
+    "user", str, OpenApiParameter.QUERY, required=True, description="The end user's id."
+)
+IDEMPOTENCY_HEADER = OpenApiParameter(
+    "Idempotency-Key",
+    str,
+    OpenApiParameter.HEADER,
+    required=False,
+    description="(ext) A retried request with the same key gets the first one's result.",
+)
+
+
+def responses(success: dict[Any, Any], errors: tuple[int, ...]) -> dict[Any, Any]:
+    documented: dict[Any, Any] = dict(success)
+    for status in errors:
+        documented[status] = OpenApiResponse(ref(ERROR), description=ERROR_TEXT[status])
+    return documented
+
+
+def _page(rows: str) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["limit", "has_more", "data"],
+        "properties": {
+            "limit": {"type": "integer"},
+            "has_more": {"type": "boolean"},
+            "data": {"type": "array", "items": ref(rows)},
+        },
+    }
+
+
+RESULT = {
+    "type": "object",
+    "required": ["result"],
+    "properties": {"result": {"type": "string", "enum": ["success"]}},
+}
+
+
+class AppKeyScheme(OpenApiAuthenticationExtension):  # type: ignore[no-untyped-call]
+    target_class = "apps.gateway.authentication.AppKeyAuthentication"
+    name = "AppKey"
+
+    def get_security_definition(self, auto_schema: AutoSchema) -> dict[str, str]:
+        return {"type": "http", "scheme": "bearer", "description": "`Bearer app-...`"}
+
+
+class TimestampFieldSchema(OpenApiSerializerFieldExtension):  # type: ignore[no-untyped-call]
+    target_class = "apps.conversations.apis.TimestampField"
+
+    def map_serializer_field(self, auto_schema: AutoSchema, direction: str) -> Any:
+        return build_basic_type(OpenApiTypes.INT)
+
+
+def _described(view: type[APIView], **methods: dict[str, Any]) -> type[APIView]:
+    """A subclass of `view` whose handlers carry the given extend_schema arguments."""
+    attrs = {
+        name: extend_schema(**kwargs)(_delegate(view, name)) for name, kwargs in methods.items()
+    }
+    return type(view.__name__, (view,), attrs)
+
+
+def _delegate(view: type[APIView], name: str) -> Any:
+    """A new function calling the view's handler: extend_schema marks the function it is given,
+    and the view's own handlers stay untouched."""
+    handler = getattr(view, name)
+
+    def delegate(self: APIView, *args: Any, **kwargs: Any) -> Any:
+        return handler(self, *args, **kwargs)
+
+    return delegate
+
+
+def _named(serializer: type, name: str) -> type:
+    """The serializer under a component name of its own (the views' serializers share names)."""
+    return type(f"{name}Serializer", (serializer,), {})
+
+
+def _view_extension(view: type[APIView], **methods: dict[str, Any]) -> type[OpenApiViewExtension]:
+    def view_replacement(self: OpenApiViewExtension) -> type[APIView]:
+        return _described(view, **methods)
+
+    return type(
+        f"{view.__name__}Schema",
+        (OpenApiViewExtension,),
+        {
+            "target_class": f"{view.__module__}.{view.__qualname__}",
+            "view_replacement": view_replacement,
+        },
+    )
+
+
+_view_extension(
+    conversation_apis.ConversationListApi,
+    get={
+        "operation_id": "conversation_list",
+        "parameters": [
+            _named(conversation_apis.ConversationListApi.InputSerializer, "ConversationListQuery")
+        ],
+        "responses": responses({200: _page(CONVERSATION)}, (*READ_ERRORS, 404)),
+    },
+)
+_view_extension(
+    conversation_apis.ConversationDeleteApi,
+    delete={
+        "operation_id": "conversation_delete",
+        "request": _named(conversation_apis.UserSerializer, "EndUser"),
+        "responses": responses({204: None}, WRITE_ERRORS),
+    },
+)
+_view_extension(
+    conversation_apis.ConversationRenameApi,
+    post={
+        "operation_id": "conversation_rename",
+        "request": _named(
+            conversation_apis.ConversationRenameApi.InputSerializer, "ConversationRename"
+        ),
+        "responses": responses({200: ref(CONVERSATION)}, (*WRITE_ERRORS, 504)),
+    },
+)
+_view_extension(
+    conversation_apis.MessageListApi,
+    get={
+        "operation_id": "message_list",
+        "parameters": [
+            USER_QUERY,
+            OpenApiParameter("conversation_id", OpenApiTypes.UUID, required=True),
+            OpenApiParameter("first_id", OpenApiTypes.UUID, required=False),
+            OpenApiParameter("limit", int, required=False, description="1 to 100; default 20."),
+        ],
+        "responses": responses({200: _page(MESSAGE)}, (*READ_ERRORS, 404)),
+    },
+)
+_view_extension(
+    conversation_apis.MessageFeedbackApi,
+    post={
+        "operation_id": "message_feedback",
+        "request": _named(conversation_apis.MessageFeedbackApi.InputSerializer, "MessageFeedback"),
+        "responses": responses({200: RESULT}, WRITE_ERRORS),
+    },
+)
+_view_extension(
+    conversation_apis.AppParametersApi,
+    get={
+        "operation_id": "app_parameters",
+        "responses": responses({200: ref("AppParameters")}, READ_ERRORS),
+    },
+)
+_view_extension(
+    conversation_apis.AppInfoApi,
+    get={"operation_id": "app_info", "responses": responses({200: ref("AppInfo")}, READ_ERRORS)},
+)
+_view_extension(
+    conversation_apis.AppMetaApi,
+    get={"operation_id": "app_meta", "responses": responses({200: ref("AppMeta")}, READ_ERRORS)},
+)
+
+
+class _Documented(APIView):
+    # Schema-only stand-ins for the async answer routes (apps.gateway.apis): never routed.
+    pass
+
+
+def _stand_in(name: str, method: str, **kwargs: Any) -> type[APIView]:
+    # A function of its own: extend_schema records the schema on the function object.
+    def not_routed(self: APIView, request: Request, *args: Any, **kw: Any) -> Response:
+        raise NotImplementedError("schema-only view")
+
+    return type(name, (_Documented,), {method: extend_schema(**kwargs)(not_routed)})
+
+
+def _answer_stand_in(
+    name: str, serializer: type, success: dict[Any, Any], description: str
+) -> type[APIView]:
+    return _stand_in(
+        name,
+        "post",
+        operation_id=name,
+        description=description,
+        request=serializer,
+        parameters=[IDEMPOTENCY_HEADER],
+        responses=responses(success, ANSWER_ERRORS),
+    )
+
+
+TASK_ID = OpenApiParameter("task_id", OpenApiTypes.UUID, OpenApiParameter.PATH)
+ANSWER_TEXT = (
+    "`response_mode` blocking: one JSON document (XML with `Accept: application/xml`); "
+    "streaming: Server-Sent Events."
+)
+
+
+def _stop(route: str) -> type[APIView]:
+    return _stand_in(
+        f"{route}_stop",
+        "post",
+        operation_id=f"{route}_stop",
+        parameters=[TASK_ID],
+        request=StopRequestSerializer,
+        responses=responses({200: RESULT}, (400, 401, 403, 406, 413, 415, 429)),
+    )
+
+
+def _events(route: str) -> type[APIView]:
+    return _stand_in(
+        f"{route}_events",
+        "get",
+        operation_id=f"{route}_events",
+        parameters=[
+            TASK_ID,
+            USER_QUERY,
+            OpenApiParameter("Last-Event-ID", str, OpenApiParameter.HEADER, required=False),
+        ],
+        responses=responses(
+            {(200, "text/event-stream"): OpenApiResponse(SSE_STREAM, description="The events.")},
+            (*READ_ERRORS, 404),
+        ),
+    )
+
+
+def documented_patterns() -> list[URLPattern | URLResolver]:
+    """What the document describes: the DRF routes as routed, and the async answer routes."""
+    answer = {
+        (200, "application/json"): ref(BLOCKING_ANSWER),
+        (200, "application/xml"): ref(BLOCKING_ANSWER),
+        (200, "text/event-stream"): SSE_STREAM,
+    }
+    chat = _answer_stand_in(
+        "chat_message", ChatRequestSerializer, answer, "A chat answer. " + ANSWER_TEXT
+    )
+    completion = _answer_stand_in(
+        "completion_message",
+        CompletionRequestSerializer,
+        answer,
+        "A completion. " + ANSWER_TEXT + " Apps may answer blocking completions from a cache.",
+    )
+    ask = _answer_stand_in(
+        "ask",
+        AskRequestSerializer,
+        {(200, "application/json"): ref(ASK_ANSWER), (200, "application/xml"): ref(ASK_ANSWER)},
+        "(ext) The simplest call: one turn on any app, the moderated answer as `response`.",
+    )
+    return [
+        path("v1/chat-messages", chat.as_view()),
+        path("v1/completion-messages", completion.as_view()),
+        path("api/v1/ask", ask.as_view()),
+        path("v1/chat-messages/<uuid:task_id>/stop", _stop("chat").as_view()),
+        path("v1/completion-messages/<uuid:task_id>/stop", _stop("completion").as_view()),
+        path("v1/chat-messages/<uuid:task_id>/events", _events("chat").as_view()),
+        path("v1/completion-messages/<uuid:task_id>/events", _events("completion").as_view()),
+        *conversation_urls.urlpatterns,
+    ]
+
+
+def add_answer_routes(result: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+    """Postprocessing hook: the hand-written components the operations refer to."""
+    add_components(result)
+    return result

@@ -1,0 +1,73 @@
+"""Helpers for the input-layer tests that run against real servers: extra daphne processes with
+their own settings (a second web process, a low global ceiling, a short lease TTL) and concurrent
+calls through httpx."""
+
+import asyncio
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+
+from tests.processes import ROOT, WebServer, free_port, process_env
+
+TIMEOUT = httpx.Timeout(60.0)
+
+
+@contextmanager
+def extra_web(**env: str) -> Iterator[WebServer]:
+    """Another daphne process on the same database and Redis, with extra environment."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port)]
+        + ["dify_platform.asgi:application"],
+        cwd=ROOT,
+        env=process_env(**env),
+    )
+    server = WebServer(process, port)
+    try:
+        give_up_at = time.monotonic() + 60
+        while not _healthy(server.url):
+            if process.poll() is not None or time.monotonic() > give_up_at:
+                raise RuntimeError("the extra daphne did not start")
+            time.sleep(0.05)
+        yield server
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/healthz", timeout=1.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+async def post_all(
+    calls: list[tuple[str, dict[str, Any], dict[str, str]]],
+) -> list[httpx.Response]:
+    """POST every (url, json, headers) at once, each on its own connection."""
+    limits = httpx.Limits(max_connections=len(calls) + 1, max_keepalive_connections=0)
+    async with httpx.AsyncClient(timeout=TIMEOUT, limits=limits) as client:
+        return list(
+            await asyncio.gather(
+                *(client.post(url, json=body, headers=headers) for url, body, headers in calls)
+            )
+        )
+
+
+def run(coroutine: Any) -> Any:
+    return asyncio.run(coroutine)
