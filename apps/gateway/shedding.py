@@ -19,7 +19,8 @@ from django.conf import settings
 
 from apps.core.errors import Overloaded
 from apps.core.priorities import PRIORITY_RANK, Priority
-from apps.core.redis import key, sync_client
+from apps.core.redis import sync_client
+from apps.operations.metrics import counter_totals
 from apps.scheduling.queues import QUEUE_ORDER, queue_for
 
 # Read at most this often per process: a request pays for Redis only when they are stale.
@@ -46,12 +47,8 @@ def max_wait_s(priority: str) -> float | None:
 
 
 def finished_total() -> float:
-    """Tasks finished so far, all kinds and outcomes (the counter lives in the metrics hash of
-    apps.operations.metrics: one field per label set)."""
-    total = 0.0
-    for _, value in sync_client().hscan_iter(key("metrics"), match=f"{FINISHED_COUNTER}|*"):
-        total += float(value)
-    return total
+    """Tasks finished so far, all kinds and outcomes, cluster-wide."""
+    return sum(counter_totals(FINISHED_COUNTER, "status").values())
 
 
 class ThroughputMeter:

@@ -3,6 +3,7 @@
 import time
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.db.models import Count
 from django.http import HttpRequest, HttpResponse
 
@@ -82,7 +83,32 @@ def gauges() -> list[str]:
         "Clients reading an answer stream now.",
         [("", active_streams())],
     )
+    _input_thresholds(lines)
     return lines
+
+
+def _input_thresholds(lines: list[str]) -> None:
+    """The input layer's limits (apps.gateway), so dashboards can draw them beside the load."""
+    gateway = settings.GATEWAY
+    _gauge(
+        lines,
+        "dp_shed_max_wait_seconds",
+        "Load shedding: the longest expected wait for a worker a request accepts, by priority "
+        "(without deadline_ms; high is never shed).",
+        [(f'priority="{name}"', value) for name, value in gateway["SHED_MAX_WAIT_S"].items()],
+    )
+    _gauge(
+        lines,
+        "dp_shed_min_throughput_per_second",
+        "Load shedding: the throughput assumed when less was measured.",
+        [("", gateway["SHED_MIN_THROUGHPUT_PER_S"])],
+    )
+    _gauge(
+        lines,
+        "dp_global_rate_limit_per_second",
+        "Requests per second accepted across all web processes (0: no ceiling).",
+        [("", gateway["GLOBAL_RATE_LIMIT_PER_S"])],
+    )
 
 
 def _render() -> str:
