@@ -1,0 +1,197 @@
+"""What a well-behaved client does during a failure: follow an answer's stream, and when the
+connection breaks, resume it from the last event id it saw, through the load balancer, so it
+reaches whichever web process is alive."""
+
+import json
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+RESUME_ATTEMPTS = 20
+RESUME_PAUSE_S = 0.25
+
+
+@dataclass
+class StreamResult:
+    """What one client saw of one answer."""
+
+    task_id: str = ""
+    text: str = ""
+    event_ids: list[str] = field(default_factory=list)
+    kinds: list[str] = field(default_factory=list)
+    breaks: int = 0
+    error: str = ""
+    done: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def ended(self) -> str | None:
+        """The final event (`message_end` or `error`), if it arrived."""
+        final = [kind for kind in self.kinds if kind in ("message_end", "error")]
+        return final[-1] if final else None
+
+
+def _events(response: httpx.Response) -> Any:
+    for line in response.iter_lines():
+        if line.startswith("data: "):
+            yield json.loads(line.removeprefix("data: "))
+
+
+def _take(result: StreamResult, event: dict[str, Any]) -> bool:
+    """Record one event; True when it was the last one."""
+    result.task_id = result.task_id or str(event.get("task_id", ""))
+    result.event_ids.append(str(event["event_id"]))
+    kind = str(event["event"])
+    result.kinds.append(kind)
+    if kind == "message":
+        result.text += event.get("answer", "")
+    elif kind == "message_replace":
+        result.text = event.get("answer", "")
+    return kind in ("message_end", "error")
+
+
+def stream_answer(
+    base_url: str,
+    key: str,
+    query: str,
+    *,
+    priority: str = "medium",
+    user: str = "u1",
+    result: StreamResult | None = None,
+) -> StreamResult:
+    """POST a streaming chat request and follow it to its end, resuming after every break."""
+    result = result if result is not None else StreamResult()
+    headers = {"Authorization": f"Bearer {key}"}
+    body = {
+        "inputs": {},
+        "query": query,
+        "user": user,
+        "response_mode": "streaming",
+        "priority": priority,
+        # No title task beside each answer: the drills count the answers' tasks only.
+        "auto_generate_name": False,
+    }
+    try:
+        try:
+            with httpx.stream(
+                "POST", f"{base_url}/v1/chat-messages", json=body, headers=headers, timeout=60
+            ) as response:
+                if response.status_code != 200:
+                    response.read()
+                    result.error = f"{response.status_code} {response.text[:200]}"
+                    return result
+                for event in _events(response):
+                    if _take(result, event):
+                        return result
+        except httpx.HTTPError:
+            pass
+        result.breaks += 1
+        _resume(base_url, headers, user, result)
+        return result
+    finally:
+        result.done.set()
+
+
+def _resume(base_url: str, headers: dict[str, str], user: str, result: StreamResult) -> None:
+    if not result.task_id:
+        result.error = "the stream broke before its first event: the task id is unknown"
+        return
+    for _ in range(RESUME_ATTEMPTS):
+        after = result.event_ids[-1] if result.event_ids else "0-0"
+        try:
+            with httpx.stream(
+                "GET",
+                f"{base_url}/v1/chat-messages/{result.task_id}/events",
+                params={"user": user},
+                headers={**headers, "Last-Event-ID": after},
+                timeout=60,
+            ) as response:
+                if response.status_code == 200:
+                    for event in _events(response):
+                        if _take(result, event):
+                            return
+        except httpx.HTTPError:
+            pass
+        result.breaks += 1
+        time.sleep(RESUME_PAUSE_S)
+    result.error = f"gave up resuming after {RESUME_ATTEMPTS} tries"
+
+
+def stream_in_background(base_url: str, key: str, query: str, **options: Any) -> StreamResult:
+    """Start `stream_answer` in a thread; the returned result fills in as events arrive."""
+    result = StreamResult()
+    threading.Thread(
+        target=stream_answer,
+        args=(base_url, key, query),
+        kwargs={**options, "result": result},
+        daemon=True,
+    ).start()
+    return result
+
+
+def blocking_answer(
+    base_url: str,
+    key: str,
+    query: str,
+    *,
+    idempotency_key: str | None = None,
+    deadline_ms: int | None = None,
+    timeout_s: float = 60,
+) -> httpx.Response:
+    body: dict[str, Any] = {
+        "inputs": {},
+        "query": query,
+        "user": "u1",
+        "auto_generate_name": False,
+    }
+    if deadline_ms is not None:
+        body["deadline_ms"] = deadline_ms
+    headers = {"Authorization": f"Bearer {key}"}
+    if idempotency_key is not None:
+        headers["Idempotency-Key"] = idempotency_key
+    return httpx.post(f"{base_url}/v1/chat-messages", json=body, headers=headers, timeout=timeout_s)
+
+
+@dataclass
+class BlockingResult:
+    response: httpx.Response | None = None
+    failures: list[str] = field(default_factory=list)
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+def blocking_with_retries(
+    base_url: str, key: str, query: str, *, tries: int = 20, result: BlockingResult | None = None
+) -> BlockingResult:
+    """A blocking request retried with the same Idempotency-Key until it gets an answer: a
+    retry gets the first run's result, never a second run. Records each failed try."""
+    result = result if result is not None else BlockingResult()
+    idempotency_key = uuid.uuid4().hex
+    try:
+        for _ in range(tries):
+            try:
+                response = blocking_answer(base_url, key, query, idempotency_key=idempotency_key)
+            except httpx.HTTPError as error:
+                result.failures.append(type(error).__name__)
+            else:
+                if response.status_code < 500:
+                    result.response = response
+                    return result
+                result.failures.append(str(response.status_code))
+            time.sleep(RESUME_PAUSE_S)
+        return result
+    finally:
+        result.done.set()
+
+
+def blocking_in_background(base_url: str, key: str, query: str) -> BlockingResult:
+    result = BlockingResult()
+    threading.Thread(
+        target=blocking_with_retries,
+        args=(base_url, key, query),
+        kwargs={"result": result},
+        daemon=True,
+    ).start()
+    return result
