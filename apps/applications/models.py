@@ -1,9 +1,13 @@
 """AI apps and the API keys that call them."""
 
+from decimal import Decimal
+
+from django.core.validators import MinValueValidator
 from django.db import models
 
 from apps.core.models import TimestampedModel
 from apps.core.priorities import Priority
+from apps.generation.moderation import keywords_validate, patterns_validate
 
 
 class AppMode(models.TextChoices):
@@ -100,6 +104,77 @@ class App(TimestampedModel):
         help_text="How long a cached answer is served, in seconds; empty: the platform default.",
     )
 
+    # The processing pipeline (apps.generation): context window, moderation, prices.
+    context_window = models.PositiveIntegerField(
+        default=8192,
+        validators=[MinValueValidator(16)],
+        help_text="The model's context window in tokens, for OpenAI-compatible (and scripted) "
+        "apps; the built-in model uses its own (LOCAL_MODEL_CONTEXT). Conversation history that "
+        "does not fit beside the prompt and max tokens is dropped, oldest first.",
+    )
+    moderation_input_keywords = models.TextField(
+        blank=True,
+        default="",
+        validators=[keywords_validate],
+        help_text="One per line, case-insensitive, matched anywhere in the query and inputs: a "
+        "match is answered with the preset reply, without calling the model.",
+    )
+    moderation_input_patterns = models.TextField(
+        blank=True,
+        default="",
+        validators=[patterns_validate],
+        help_text="Regular expressions (Python syntax), one per line, like the input keywords. "
+        "Case-sensitive unless the pattern starts with (?i).",
+    )
+    moderation_input_reply = models.TextField(
+        blank=True,
+        default="",
+        help_text="The answer to a question that matched the input rules; empty: a standard "
+        "refusal.",
+    )
+    moderation_output_keywords = models.TextField(
+        blank=True,
+        default="",
+        validators=[keywords_validate],
+        help_text="One per line, case-insensitive: redacted from answers as they stream.",
+    )
+    moderation_output_patterns = models.TextField(
+        blank=True,
+        default="",
+        validators=[patterns_validate],
+        help_text="Regular expressions (Python syntax), one per line, redacted from answers. "
+        "Case-sensitive unless the pattern starts with (?i).",
+    )
+    moderation_output_replacement = models.CharField(
+        max_length=64,
+        blank=True,
+        default="***",
+        help_text="What a redacted match in an answer is replaced with.",
+    )
+    prompt_unit_price = models.DecimalField(
+        max_digits=20,
+        decimal_places=10,
+        default=Decimal(0),
+        validators=[MinValueValidator(Decimal(0))],
+        help_text="Price of prompt tokens, per price unit (Dify's input price).",
+    )
+    completion_unit_price = models.DecimalField(
+        max_digits=20,
+        decimal_places=10,
+        default=Decimal(0),
+        validators=[MinValueValidator(Decimal(0))],
+        help_text="Price of completion tokens, per price unit (Dify's output price).",
+    )
+    price_unit = models.DecimalField(
+        max_digits=20,
+        decimal_places=10,
+        default=Decimal("0.000001"),
+        validators=[MinValueValidator(Decimal(0))],
+        help_text="The tokens a unit price is for, as a fraction: 0.000001 prices per million "
+        "tokens, 0.001 per thousand (Dify's price unit).",
+    )
+    currency = models.CharField(max_length=8, default="USD")
+
     class Meta:
         ordering = ["name"]
 
@@ -134,7 +209,6 @@ class ApiKey(TimestampedModel):
         blank=True,
         help_text="Requests this key may send at once above its rate; empty: one second's worth.",
     )
-
 
     class Meta:
         verbose_name = "API key"

@@ -1,17 +1,28 @@
-"""The `chat` and `completion` task kinds: turn a task into an answer, streamed as events."""
+"""The `chat` and `completion` task kinds: turn a task into an answer, streamed as events.
+
+Input moderation first (a matching question gets the app's preset reply and the model is never
+called), then the prompt within the model's context window, then the model's stream through
+output moderation to the client; usage is recorded on the message.
+"""
 
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
-
-from django.conf import settings
 
 from apps.conversations.models import Message, MessageStatus
 from apps.generation.events import AnswerPublisher
-from apps.generation.prompts import build_messages
-from apps.providers.base import GenerationRequest, GenerationResult, ProviderError
+from apps.generation.moderation import input_refusal, output_rules
+from apps.generation.prompts import Prompt, PromptTooLong, prompt_build
+from apps.generation.stream import AnswerStream
+from apps.providers.base import GenerationRequest, Provider, ProviderError
 from apps.providers.registry import provider_for
-from apps.scheduling.errors import PermanentTaskError, RetryableTaskError, TaskCancelled
+from apps.scheduling.errors import (
+    PermanentTaskError,
+    RetryableTaskError,
+    TaskCancelled,
+    TaskError,
+)
 from apps.scheduling.kinds import FinalFailure, RunContext
 from apps.scheduling.models import Task
 
@@ -20,30 +31,35 @@ logger = logging.getLogger(__name__)
 # HTTP status the client sees for each final error code.
 STATUS_BY_CODE = {
     "completion_request_error": 400,
+    "rate_limit_error": 429,
     "deadline_exceeded": 504,
     "cancelled": 499,
     "internal_server_error": 500,
 }
 
 
+@dataclass(frozen=True)
+class Outcome:
+    answer: str
+    finish_reason: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    first_token_s: float | None = None
+
+
 def _message_for(task: Task) -> Message:
     return Message.objects.select_related("app").get(id=task.payload["message_id"])
 
 
-def _generation_request(task: Task, message: Message, context: RunContext) -> GenerationRequest:
-    app = message.app
-    return GenerationRequest(
-        messages=build_messages(
-            app=app, message=message, context_tokens=settings.PLATFORM["LOCAL_MODEL_CONTEXT"]
-        ),
-        model=app.model_name,
-        max_tokens=app.max_tokens,
-        temperature=app.temperature,
-        top_p=app.top_p,
-        stop=list(app.stop or []),
-        attempt=context.attempt,
-        timeout_s=context.time_left_s(),
-    )
+def task_error(error: ProviderError) -> TaskError:
+    """The scheduler's view of a provider failure: retry it or fail at once, and with which code
+    the client is told if this is the last attempt."""
+    if error.retryable:
+        retryable = RetryableTaskError(str(error))
+        if error.code:
+            retryable.code = error.code
+        return retryable
+    return PermanentTaskError(str(error), code=error.code or "completion_request_error")
 
 
 def answer_run(task: Task, context: RunContext) -> dict[str, Any]:
@@ -53,54 +69,105 @@ def answer_run(task: Task, context: RunContext) -> dict[str, Any]:
     if context.attempt > 1 and publisher.text_already_sent():
         publisher.replace("", reason="retry")
 
-    pieces: list[str] = []
     started = time.monotonic()
+    if context.should_stop():
+        # Stopped while still queued: there is nothing to generate.
+        outcome = Outcome(answer="", finish_reason="user_stop")
+    else:
+        refusal = input_refusal(app=message.app, query=message.query, inputs=message.inputs)
+        if refusal is not None:
+            publisher.text(refusal)
+            outcome = Outcome(
+                answer=refusal,
+                finish_reason="moderated",
+                first_token_s=time.monotonic() - started,
+            )
+        else:
+            outcome = _generate(message, publisher, context, started)
+    if context.stop_reason == "cancel":
+        raise TaskCancelled("cancelled by an operator")
+
+    message.answer = outcome.answer
+    message.status = (
+        MessageStatus.STOPPED if outcome.finish_reason == "user_stop" else MessageStatus.NORMAL
+    )
+    message.provider = message.app.provider
+    message.model_name = message.app.model_name
+    message.prompt_tokens = outcome.prompt_tokens
+    message.completion_tokens = outcome.completion_tokens
+    message.latency_s = time.monotonic() - started
+    message.first_token_s = outcome.first_token_s
+    message.error = ""
+    message.save()
+    return {
+        "message_id": str(message.id),
+        "finish_reason": outcome.finish_reason,
+        "completion_tokens": outcome.completion_tokens,
+    }
+
+
+def _prompt(message: Message, provider: Provider) -> Prompt:
+    app = message.app
+    try:
+        return prompt_build(
+            app=app,
+            message=message,
+            count=provider.count_prompt_tokens,
+            context_tokens=provider.context_window() or app.context_window,
+        )
+    except PromptTooLong as error:
+        raise PermanentTaskError(str(error)) from error
+
+
+def _generate(
+    message: Message, publisher: AnswerPublisher, context: RunContext, started: float
+) -> Outcome:
+    app = message.app
+    provider = provider_for(kind=app.provider, config=app.provider_config)
+    stream = AnswerStream(publisher, output_rules(app), app.moderation_output_replacement)
     first_token_at: float | None = None
 
     def on_delta(text: str) -> bool:
         nonlocal first_token_at
         if first_token_at is None:
             first_token_at = time.monotonic()
-        pieces.append(text)
-        publisher.text(text)
+        stream.feed(text)
         return context.should_stop()
 
-    if context.should_stop():
-        # Stopped while still queued: there is nothing to generate.
-        result = GenerationResult(prompt_tokens=0, completion_tokens=0, finish_reason="user_stop")
-    else:
-        provider = provider_for(kind=message.app.provider, config=message.app.provider_config)
-        try:
-            result = provider.generate(_generation_request(task, message, context), on_delta)
-        except ProviderError as error:
-            if error.retryable:
-                raise RetryableTaskError(str(error)) from error
-            raise PermanentTaskError(str(error)) from error
-    if context.stop_reason == "cancel":
-        raise TaskCancelled("cancelled by an operator")
-
-    message.answer = "".join(pieces)
-    message.status = (
-        MessageStatus.STOPPED if result.finish_reason == "user_stop" else MessageStatus.NORMAL
+    try:
+        prompt = _prompt(message, provider)
+        request = GenerationRequest(
+            messages=prompt.messages,
+            model=app.model_name,
+            max_tokens=prompt.max_tokens,
+            temperature=app.temperature,
+            top_p=app.top_p,
+            stop=list(app.stop or []),
+            attempt=context.attempt,
+            timeout_s=context.time_left_s(),
+        )
+        result = provider.generate(request, on_delta)
+        answer = stream.finish()
+        # The provider's own numbers when it sent them; otherwise counted here.
+        completion_tokens = result.completion_tokens
+        if completion_tokens is None:
+            completion_tokens = provider.count_text_tokens(stream.raw)
+    except ProviderError as error:
+        raise task_error(error) from error
+    if prompt.history_dropped:
+        logger.info(
+            "conversation history trimmed to the context window",
+            extra={"turns_kept": prompt.history_turns, "turns_dropped": prompt.history_dropped},
+        )
+    return Outcome(
+        answer=answer,
+        finish_reason=result.finish_reason,
+        prompt_tokens=result.prompt_tokens
+        if result.prompt_tokens is not None
+        else prompt.prompt_tokens,
+        completion_tokens=completion_tokens,
+        first_token_s=(first_token_at - started) if first_token_at is not None else None,
     )
-    message.provider = message.app.provider
-    message.model_name = message.app.model_name
-    message.prompt_tokens = result.prompt_tokens
-    message.completion_tokens = result.completion_tokens
-    message.latency_s = time.monotonic() - started
-    message.first_token_s = (first_token_at - started) if first_token_at is not None else None
-    message.error = ""
-    message.save()
-    return {
-        "message_id": str(message.id),
-        "finish_reason": result.finish_reason,
-        "completion_tokens": result.completion_tokens,
-    }
-
-
-def answer_succeeded(task: Task) -> None:
-    """The answer and the task are committed: tell the client the answer is complete."""
-    AnswerPublisher(task_id=str(task.id), message=_message_for(task)).end()
 
 
 def answer_final_failure(task: Task, failure: FinalFailure) -> None:

@@ -1,27 +1,38 @@
 """The events of one answer, in Dify's streaming shapes, appended to the task's event log."""
 
+import json
 from typing import Any
 
 from apps.conversations.models import Message
 from apps.core.redis import sync_client
+from apps.generation.pricing import prices_for
 from apps.streams.log import event_append, stream_key
 
 
 def usage_metadata(message: Message) -> dict[str, Any]:
+    """Dify's `usage`: token counts, prices as decimal strings (priced with the app's current
+    prices), latency and time to first token in seconds."""
+    prices = prices_for(
+        app=message.app,
+        prompt_tokens=message.prompt_tokens,
+        completion_tokens=message.completion_tokens,
+    )
     return {
         "prompt_tokens": message.prompt_tokens,
-        "prompt_unit_price": "0",
-        "prompt_price_unit": "0",
-        "prompt_price": "0",
+        "prompt_unit_price": prices.prompt_unit_price,
+        "prompt_price_unit": prices.prompt_price_unit,
+        "prompt_price": prices.prompt_price,
         "completion_tokens": message.completion_tokens,
-        "completion_unit_price": "0",
-        "completion_price_unit": "0",
-        "completion_price": "0",
+        "completion_unit_price": prices.completion_unit_price,
+        "completion_price_unit": prices.completion_price_unit,
+        "completion_price": prices.completion_price,
         "total_tokens": message.total_tokens,
-        "total_price": "0",
-        "currency": "USD",
+        "total_price": prices.total_price,
+        "currency": prices.currency,
         "latency": round(message.latency_s or 0.0, 3),
-        "time_to_first_token": round(message.first_token_s, 3) if message.first_token_s else None,
+        "time_to_first_token": (
+            round(message.first_token_s, 3) if message.first_token_s is not None else None
+        ),
     }
 
 
@@ -44,9 +55,14 @@ class AnswerPublisher:
         return event_append(task_id=self.task_id, event={"event": event, **self.base, **fields})
 
     def text_already_sent(self) -> bool:
-        """Whether an earlier attempt left text on the stream that a retry must take back."""
+        """Whether an earlier attempt left text on the stream that a retry must take back: its
+        last event is a piece of text, or a replacement (moderation) that left some."""
         last: Any = sync_client().xrevrange(stream_key(self.task_id), count=1)
-        return bool(last) and b'"event":"message"' in last[0][1][b"d"]
+        if not last:
+            return False
+        event = json.loads(last[0][1][b"d"])
+        kind = event.get("event")
+        return kind == "message" or (kind == "message_replace" and bool(event.get("answer")))
 
     def text(self, text: str) -> str:
         return self._append("message", answer=text)

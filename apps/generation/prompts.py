@@ -1,6 +1,9 @@
-"""Turning an app, its inputs and a conversation into the messages a model sees."""
+"""Turning an app, its inputs and a conversation into the messages a model sees, within the
+model's context window."""
 
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from apps.applications.models import App, AppMode
@@ -8,18 +11,33 @@ from apps.conversations.models import Message, MessageStatus
 from apps.providers.base import ChatMessage
 
 _VARIABLE = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
-# A rough budget: about four characters per token for English text with this tokenizer family.
-CHARS_PER_TOKEN = 4
 MAX_HISTORY_TURNS = 50
+# An answer needs some room: a prompt that leaves less than this is refused, not cut.
+MIN_ANSWER_TOKENS = 16
+# Before the exact count, history far beyond the window is cut on characters alone: no real text
+# packs more than this many characters into one token, so nothing that could fit is lost.
+MAX_CHARS_PER_TOKEN = 16
+
+TokenCounter = Callable[[list[ChatMessage]], int]
+
+
+class PromptTooLong(Exception):
+    """The instructions and the question alone leave the model no room to answer."""
+
+
+@dataclass(frozen=True)
+class Prompt:
+    messages: list[ChatMessage]
+    prompt_tokens: int
+    # The answer's budget: the app's max tokens, or what the window has left when that is less.
+    max_tokens: int
+    history_turns: int
+    history_dropped: int
 
 
 def render_template(template: str, inputs: dict[str, Any]) -> str:
     """Replace `{{variable}}` with the input's value; unknown variables become empty."""
     return _VARIABLE.sub(lambda match: str(inputs.get(match.group(1), "")), template)
-
-
-def _estimate_tokens(text: str) -> int:
-    return len(text) // CHARS_PER_TOKEN + 1
 
 
 def conversation_history(message: Message) -> list[Message]:
@@ -32,35 +50,84 @@ def conversation_history(message: Message) -> list[Message]:
             created_at__lt=message.created_at,
             status__in=(MessageStatus.NORMAL, MessageStatus.STOPPED),
         )
+        .exclude(answer="")
         .order_by("-created_at")
         .only("query", "answer")[:MAX_HISTORY_TURNS]
     )
     return list(reversed(earlier))
 
 
-def build_messages(*, app: App, message: Message, context_tokens: int) -> list[ChatMessage]:
-    """System prompt, as many recent turns as fit the context window, then the new question.
+def prompt_build(*, app: App, message: Message, count: TokenCounter, context_tokens: int) -> Prompt:
+    """The system prompt, as many of the most recent turns as fit, then the new question.
 
-    The oldest turns are dropped first; the system prompt and the question are always kept.
+    The oldest turns are dropped first; the system prompt and the question are always kept, and
+    prompt plus answer never exceed `context_tokens` as `count` measures them.
     """
     instructions = render_template(app.system_prompt, message.inputs).strip()
     if app.mode == AppMode.COMPLETION:
         parts = [part for part in (instructions, message.query.strip()) if part]
-        return [ChatMessage("user", "\n\n".join(parts) or " ")]
+        messages = [ChatMessage("user", "\n\n".join(parts) or " ")]
+        return _fitted(app, messages, count(messages), context_tokens, turns=0, dropped=0)
 
     head = [ChatMessage("system", instructions)] if instructions else []
     question = ChatMessage("user", message.query)
-    budget = (
-        context_tokens
-        - app.max_tokens
-        - sum(_estimate_tokens(m.content) for m in [*head, question])
-    )
-    turns: list[ChatMessage] = []
-    for earlier in reversed(conversation_history(message)):
-        pair = [ChatMessage("user", earlier.query), ChatMessage("assistant", earlier.answer)]
-        cost = sum(_estimate_tokens(m.content) for m in pair)
-        if cost > budget:
+    turns = [
+        (ChatMessage("user", earlier.query), ChatMessage("assistant", earlier.answer))
+        for earlier in conversation_history(message)
+    ]
+    room = context_tokens - app.max_tokens  # what the prompt may take
+
+    def build(kept: int) -> list[ChatMessage]:
+        recent = turns[len(turns) - kept :] if kept else []
+        return [*head, *(m for pair in recent for m in pair), question]
+
+    kept = _loose_fit(turns, room * MAX_CHARS_PER_TOKEN)
+    tokens = count(build(kept))
+    if tokens > room and kept > 0:
+        # The most recent `low` turns fit and `high` do not: halve the gap with exact counts.
+        low, high = 0, kept
+        tokens_low = count(build(0))
+        while high - low > 1:
+            middle = (low + high) // 2
+            tokens_middle = count(build(middle))
+            if tokens_middle <= room:
+                low, tokens_low = middle, tokens_middle
+            else:
+                high = middle
+        kept, tokens = low, tokens_low
+    return _fitted(app, build(kept), tokens, context_tokens, turns=kept, dropped=len(turns) - kept)
+
+
+def _loose_fit(turns: list[tuple[ChatMessage, ChatMessage]], max_chars: int) -> int:
+    """How many recent turns could possibly fit in `max_chars` characters."""
+    kept, chars = 0, 0
+    for question, answer in reversed(turns):
+        chars += len(question.content) + len(answer.content)
+        if chars > max_chars:
             break
-        budget -= cost
-        turns[:0] = pair
-    return [*head, *turns, question]
+        kept += 1
+    return kept
+
+
+def _fitted(
+    app: App,
+    messages: list[ChatMessage],
+    tokens: int,
+    context_tokens: int,
+    *,
+    turns: int,
+    dropped: int,
+) -> Prompt:
+    left = context_tokens - tokens
+    if left < min(MIN_ANSWER_TOKENS, app.max_tokens):
+        raise PromptTooLong(
+            f"The prompt takes {tokens} tokens and the model's context window is "
+            f"{context_tokens}: shorten the query, the inputs or the app's instructions."
+        )
+    return Prompt(
+        messages=messages,
+        prompt_tokens=tokens,
+        max_tokens=min(app.max_tokens, left),
+        history_turns=turns,
+        history_dropped=dropped,
+    )

@@ -1,5 +1,6 @@
-"""The provider interface: stream text for a chat, report usage, and say whether a failure is worth
-another attempt. Providers know nothing about Django: they get plain values and return plain values.
+"""The provider interface: stream text for a chat, count tokens, report usage, and say whether a
+failure is worth another attempt. Providers know nothing about Django: they get plain values and
+return plain values.
 """
 
 from collections.abc import Callable
@@ -26,29 +27,60 @@ class GenerationRequest:
     stop: list[str] = field(default_factory=list)
     # Which attempt this is (1-based): lets the scripted provider fail the first N on purpose.
     attempt: int = 1
+    # The most this attempt may take (the task's time left); None: the provider's own timeout.
     timeout_s: float | None = None
     options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class GenerationResult:
-    prompt_tokens: int
-    completion_tokens: int
-    finish_reason: str  # "stop" | "length" | "user_stop"
+    """How a generation ended. A token count is None when the provider did not report it (a
+    stream cut short, a server that sends no usage): the caller counts it instead."""
+
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    finish_reason: str  # "stop" | "length" | "user_stop" | the provider's own reason
 
 
 class ProviderError(Exception):
-    """A provider failed. `retryable` tells the scheduler whether another attempt may succeed."""
+    """A provider failed. `retryable` tells the scheduler whether another attempt may succeed;
+    `code` is the API error code a client sees if this is the last attempt (None: the
+    platform's default for the kind of failure)."""
 
-    def __init__(self, message: str, *, retryable: bool, status: int | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool,
+        status: int | None = None,
+        code: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.retryable = retryable
         self.status = status
+        self.code = code
 
 
 class Provider(Protocol):
-    """A model client. `generate` blocks until the answer is complete or `on_delta` asks to stop."""
+    """A model client. `generate` blocks until the answer is complete or `on_delta` asks to stop.
+
+    Token counts are the model's own where the provider can ask its tokenizer, otherwise a
+    calibrated estimate (apps.providers.tokens).
+    """
 
     name: str
 
     def generate(self, request: GenerationRequest, on_delta: OnDelta) -> GenerationResult: ...
+
+    def count_prompt_tokens(self, messages: list[ChatMessage]) -> int:
+        """Tokens the model will read for these messages, chat template included."""
+        ...
+
+    def count_text_tokens(self, text: str) -> int:
+        """Tokens of a piece of generated text."""
+        ...
+
+    def context_window(self) -> int | None:
+        """The model's context size in tokens if the provider knows it (the built-in model);
+        None when the app's setting decides."""
+        ...

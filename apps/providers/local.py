@@ -2,18 +2,29 @@
 llama.cpp through `xllamacpp`, loaded once per worker process.
 """
 
+import http.client
 import importlib.util
+import json
 import logging
 import secrets
 import threading
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-from apps.providers.base import GenerationRequest, GenerationResult, OnDelta, ProviderError
+from apps.providers.base import (
+    ChatMessage,
+    GenerationRequest,
+    GenerationResult,
+    OnDelta,
+    ProviderError,
+)
 
 logger = logging.getLogger(__name__)
 
 MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# The tokenizer is asked over loopback HTTP; it answers in about a millisecond.
+TOKENIZER_TIMEOUT_S = 10.0
 
 
 def model_path() -> Path:
@@ -31,6 +42,25 @@ def model_path() -> Path:
     return path
 
 
+def server_params(*, threads: int, context: int, api_key: str, port: int = 0) -> Any:
+    """llama.cpp's settings for the built-in model (port 0: any free loopback port)."""
+    import xllamacpp
+
+    params = xllamacpp.CommonParams()
+    params.model.path = str(model_path())
+    params.n_ctx = context
+    params.n_parallel = 1
+    params.cpuparams.n_threads = threads
+    params.cpuparams_batch.n_threads = threads
+    # xllamacpp also starts llama.cpp's HTTP server on a loopback port; a key keeps it closed to
+    # anything that does not know it.
+    params.api_keys = [api_key]
+    params.port = port
+    # llama.cpp logs every slot and request at its default verbosity; keep warnings and errors.
+    params.verbosity = 1
+    return params
+
+
 class LocalModel:
     """One loaded model per process. llama.cpp serves one sequence at a time here (n_parallel=1),
     which is what a worker process needs: it runs one task at a time."""
@@ -41,19 +71,20 @@ class LocalModel:
     def __init__(self, *, threads: int, context: int) -> None:
         import xllamacpp
 
-        params = xllamacpp.CommonParams()
-        params.model.path = str(model_path())
-        params.n_ctx = context
-        params.n_parallel = 1
-        params.cpuparams.n_threads = threads
-        params.cpuparams_batch.n_threads = threads
-        # xllamacpp also starts llama.cpp's HTTP server on a loopback port; a random key keeps it
-        # closed to anything but this process.
-        params.api_keys = [secrets.token_urlsafe(32)]
-        # llama.cpp logs every slot and request at its default verbosity; keep warnings and errors.
-        params.verbosity = 1
+        api_key = secrets.token_urlsafe(32)
         self.context = context
-        self.server = xllamacpp.Server(params)
+        self.server = xllamacpp.Server(
+            server_params(threads=threads, context=context, api_key=api_key)
+        )
+        # The tokenizer and the chat template are reachable only through llama.cpp's HTTP routes
+        # (/tokenize, /apply-template), served by this process on loopback: one kept-alive
+        # connection, used by one thread at a time.
+        address = urlsplit(str(self.server.listening_address))
+        self._http = http.client.HTTPConnection(
+            address.hostname or "127.0.0.1", address.port, timeout=TOKENIZER_TIMEOUT_S
+        )
+        self._http_lock = threading.Lock()
+        self._headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
 
     @classmethod
     def shared(cls) -> "LocalModel":
@@ -69,14 +100,67 @@ class LocalModel:
                     logger.info("built-in model loaded", extra={"model": MODEL_FILE})
         return cls._instance
 
+    def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        payload = json.dumps(body).encode()
+        with self._http_lock:
+            # The server closes idle kept-alive connections: a stale one gets one fresh retry.
+            for attempt in (1, 2):
+                try:
+                    self._http.request("POST", path, body=payload, headers=self._headers)
+                    response = self._http.getresponse()
+                    raw = response.read()
+                    break
+                except (OSError, http.client.HTTPException) as error:
+                    self._http.close()
+                    if attempt == 2:
+                        raise ProviderError(
+                            f"built-in model's {path} failed: {error}", retryable=True
+                        ) from error
+        if response.status != 200:
+            raise ProviderError(
+                f"built-in model's {path} answered {response.status}: {raw[:200]!r}",
+                retryable=True,
+            )
+        data: dict[str, Any] = json.loads(raw)
+        return data
+
+    def prompt_text(self, messages: list[ChatMessage]) -> str:
+        """The prompt as the model reads it: the messages rendered by the model's chat template,
+        ready for the assistant's answer."""
+        body = {"messages": [{"role": m.role, "content": m.content} for m in messages]}
+        return str(self._post("/apply-template", body)["prompt"])
+
+    def token_count(self, text: str, *, special: bool) -> int:
+        """Tokens of `text`; `special` reads template markers as the special tokens they are and
+        adds the model's start token, as a prompt is tokenized."""
+        body = {"content": text, "add_special": special, "parse_special": special}
+        return len(self._post("/tokenize", body)["tokens"])
+
 
 class LocalProvider:
-    """Provider for the built-in model."""
+    """Provider for the built-in model: the process's shared one unless given another."""
 
     name = "local"
 
+    def __init__(self, model: LocalModel | None = None) -> None:
+        self._model = model
+
+    @property
+    def model(self) -> LocalModel:
+        return self._model or LocalModel.shared()
+
+    def context_window(self) -> int | None:
+        return self.model.context
+
+    def count_prompt_tokens(self, messages: list[ChatMessage]) -> int:
+        model = self.model
+        return model.token_count(model.prompt_text(messages), special=True)
+
+    def count_text_tokens(self, text: str) -> int:
+        return self.model.token_count(text, special=False) if text else 0
+
     def generate(self, request: GenerationRequest, on_delta: OnDelta) -> GenerationResult:
-        model = LocalModel.shared()
+        model = self.model
         body: dict[str, Any] = {
             "messages": [{"role": m.role, "content": m.content} for m in request.messages],
             "stream": True,
@@ -87,48 +171,74 @@ class LocalProvider:
         }
         if request.stop:
             body["stop"] = request.stop
-        state: dict[str, Any] = {
-            "usage": None,
-            "finish": "stop",
-            "error": None,
-            "stopped": False,
-            "pieces": 0,
-        }
+        stream = _ChunkReader(on_delta)
+        model.server.handle_chat_completions(body, stream.on_chunk)
+        return stream.result()
 
-        def on_chunk(chunk: dict[str, Any]) -> bool:
-            # xllamacpp swallows exceptions raised here (and stops): keep them to raise after.
-            try:
-                return handle_chunk(chunk)
-            except BaseException as exc:
-                state["exception"] = exc
+
+class _ChunkReader:
+    """Reads llama.cpp's streamed chunks, passing text on and keeping usage and errors."""
+
+    def __init__(self, on_delta: OnDelta) -> None:
+        self.on_delta = on_delta
+        self.usage: dict[str, Any] = {}
+        self.finish = "stop"
+        self.error: dict[str, Any] | None = None
+        self.exception: BaseException | None = None
+        self.stopped = False
+        self.pieces = 0
+
+    def on_chunk(self, chunk: dict[str, Any]) -> bool:
+        # xllamacpp swallows exceptions raised here (and stops): keep them to raise after.
+        try:
+            return self._handle(chunk)
+        except BaseException as exc:
+            self.exception = exc
+            return True
+
+    def _handle(self, chunk: dict[str, Any]) -> bool:
+        if "error" in chunk or ("code" in chunk and "choices" not in chunk):
+            self.error = chunk.get("error", chunk)
+            return True
+        if chunk.get("usage"):
+            self.usage = chunk["usage"]
+        for choice in chunk.get("choices", []):
+            if choice.get("finish_reason"):
+                self.finish = str(choice["finish_reason"])
+            text = (choice.get("delta") or {}).get("content")
+            if not text:
+                continue
+            self.pieces += 1
+            if self.on_delta(text):
+                self.stopped = True
                 return True
+        return False
 
-        def handle_chunk(chunk: dict[str, Any]) -> bool:
-            if "error" in chunk or ("code" in chunk and "choices" not in chunk):
-                state["error"] = chunk
-                return True
-            if chunk.get("usage"):
-                state["usage"] = chunk["usage"]
-            for choice in chunk.get("choices", []):
-                if choice.get("finish_reason"):
-                    state["finish"] = choice["finish_reason"]
-                text = (choice.get("delta") or {}).get("content")
-                if text:
-                    state["pieces"] += 1
-                if text and on_delta(text):
-                    state["stopped"] = True
-                    return True
-            return False
-
-        model.server.handle_chat_completions(body, on_chunk)
-        if state.get("exception") is not None:
-            raise state["exception"]
-        if state["error"] is not None:
-            raise ProviderError(f"built-in model error: {state['error']}", retryable=True)
-        # A stopped stream ends before llama.cpp's usage chunk; each streamed piece is one token.
-        usage = state["usage"] or {}
+    def result(self) -> GenerationResult:
+        if self.exception is not None:
+            raise self.exception
+        if self.error is not None:
+            raise _error_from(self.error)
+        if self.stopped:
+            # A stopped stream ends before llama.cpp's usage chunk; each streamed piece is one
+            # token, and the prompt is counted by the caller.
+            return GenerationResult(None, self.pieces, "user_stop")
         return GenerationResult(
-            prompt_tokens=int(usage.get("prompt_tokens", 0)),
-            completion_tokens=int(usage.get("completion_tokens", state["pieces"])),
-            finish_reason="user_stop" if state["stopped"] else str(state["finish"]),
+            prompt_tokens=_int_or_none(self.usage.get("prompt_tokens")),
+            completion_tokens=_int_or_none(self.usage.get("completion_tokens", self.pieces)),
+            finish_reason=self.finish,
         )
+
+
+def _error_from(error: dict[str, Any]) -> ProviderError:
+    """llama.cpp's error chunk: a 4xx (the prompt exceeds the context, a bad parameter) fails the
+    same way again; anything else may pass on another attempt."""
+    code = error.get("code")
+    status = code if isinstance(code, int) else None
+    message = str(error.get("message") or error)
+    retryable = status is None or not 400 <= status < 500
+    return ProviderError(f"built-in model error: {message}", retryable=retryable, status=status)
+
+
+def _int_or_none(value: Any) -> int | None:
+    return int(value) if isinstance(value, int | float) else None

@@ -2,19 +2,30 @@
 
 provider_config keys (all optional):
 - `text`: the answer (default: "Hello from the scripted provider."), streamed word by word;
+- `pieces`: the answer as an explicit list of pieces, streamed one by one (instead of `text`:
+  e.g. a word split over several pieces, as a tokenizer would);
 - `tokens_per_s`: pace (0 or absent: as fast as possible);
-- `first_token_delay_s`: extra wait before the first piece;
+- `first_token_delay_s`: extra wait before the first piece (a slow first token);
 - `fail_attempts`: fail this many first attempts with a retryable error;
 - `fail_after_pieces`: fail after streaming this many pieces (with `fail_attempts`);
-- `permanent_error`: fail every attempt with a non-retryable error;
-- `stall_s`: hang this long before answering (a provider that stops responding).
+- `permanent_error`: fail every attempt with a non-retryable error (the model is never reached);
+- `stall_s`: hang this long (after `stall_after_pieces` pieces, default 0), like a provider that
+  stops responding; past `timeout_s` (or the task's time left) it gives up with a retryable
+  timeout, as a real client would.
 """
 
 import re
 import time
 from typing import Any
 
-from apps.providers.base import GenerationRequest, GenerationResult, OnDelta, ProviderError
+from apps.providers.base import (
+    ChatMessage,
+    GenerationRequest,
+    GenerationResult,
+    OnDelta,
+    ProviderError,
+)
+from apps.providers.tokens import prompt_tokens_estimate, text_tokens_estimate
 
 DEFAULT_TEXT = "Hello from the scripted provider."
 
@@ -32,33 +43,60 @@ class ScriptedProvider:
     def __init__(self, config: dict[str, Any]) -> None:
         self.config = config
 
+    def context_window(self) -> int | None:
+        return None
+
+    def count_prompt_tokens(self, messages: list[ChatMessage]) -> int:
+        return prompt_tokens_estimate(messages)
+
+    def count_text_tokens(self, text: str) -> int:
+        return text_tokens_estimate(text)
+
+    def _pieces(self) -> list[str]:
+        pieces = self.config.get("pieces")
+        if isinstance(pieces, list) and pieces:
+            return [str(piece) for piece in pieces]
+        return split_pieces(str(self.config.get("text", DEFAULT_TEXT)))
+
+    def _stall(self, request: GenerationRequest) -> None:
+        stall = float(self.config.get("stall_s") or 0)
+        limits = [float(self.config["timeout_s"])] if self.config.get("timeout_s") else []
+        if request.timeout_s is not None:
+            limits.append(max(0.0, request.timeout_s))
+        if limits and min(limits) < stall:
+            time.sleep(min(limits))
+            raise ProviderError(
+                f"scripted provider timed out after {min(limits):g} s", retryable=True
+            )
+        time.sleep(stall)
+
     def generate(self, request: GenerationRequest, on_delta: OnDelta) -> GenerationResult:
         cfg = self.config
         if cfg.get("permanent_error"):
             raise ProviderError(str(cfg["permanent_error"]), retryable=False, status=400)
-        if cfg.get("stall_s"):
-            time.sleep(float(cfg["stall_s"]))
         failing = request.attempt <= int(cfg.get("fail_attempts", 0))
         fail_after = int(cfg.get("fail_after_pieces", 0))
+        stall_after = int(cfg.get("stall_after_pieces", 0)) if cfg.get("stall_s") else -1
+        if stall_after == 0:
+            self._stall(request)
         if failing and fail_after == 0:
             raise ProviderError(f"scripted failure on attempt {request.attempt}", retryable=True)
         if cfg.get("first_token_delay_s"):
             time.sleep(float(cfg["first_token_delay_s"]))
         pace = float(cfg.get("tokens_per_s", 0))
-        pieces = split_pieces(str(cfg.get("text", DEFAULT_TEXT)))[: request.max_tokens]
         sent = 0
-        for piece in pieces:
+        pieces = self._pieces()
+        for piece in pieces[: request.max_tokens]:
             if pace > 0 and sent > 0:
                 time.sleep(1 / pace)
             if failing and sent == fail_after:
                 raise ProviderError(
                     f"scripted failure on attempt {request.attempt}", retryable=True
                 )
+            if sent > 0 and sent == stall_after:
+                self._stall(request)
             sent += 1
             if on_delta(piece):
-                return GenerationResult(_prompt_tokens(request), sent, "user_stop")
-        return GenerationResult(_prompt_tokens(request), sent, "stop")
-
-
-def _prompt_tokens(request: GenerationRequest) -> int:
-    return sum(len(split_pieces(m.content)) for m in request.messages)
+                return GenerationResult(None, sent, "user_stop")
+        finish = "length" if len(pieces) > request.max_tokens else "stop"
+        return GenerationResult(prompt_tokens_estimate(request.messages), sent, finish)
