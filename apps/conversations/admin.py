@@ -11,7 +11,7 @@ from django.utils.text import Truncator
 
 from apps.applications.models import ProviderKind
 from apps.conversations.models import Conversation, Feedback, Message
-from apps.scheduling.admin import EMPTY, moment_column, seconds_display
+from apps.core.admin_display import EMPTY, moment_column, seconds_display
 
 
 def _short(text: str, length: int = 60) -> str:

@@ -19,7 +19,7 @@ from apps.applications.models import ApiKey, App
 from apps.applications.selectors import api_key_get_active
 from apps.applications.services import api_key_digest
 from apps.conversations.models import Conversation, Feedback, Message, MessageStatus
-from apps.scheduling.admin import moment_display, seconds_display
+from apps.core.admin_display import moment_display, seconds_display
 from apps.scheduling.models import Task, TaskStatus
 from apps.scheduling.services import task_create, task_mark_running, task_mark_succeeded
 from tests.factories import make_app, make_key
