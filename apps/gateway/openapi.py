@@ -258,7 +258,8 @@ def _stop(route: str) -> type[APIView]:
         operation_id=f"{route}_stop",
         parameters=[TASK_ID],
         request=StopRequestSerializer,
-        responses=responses({200: RESULT}, (400, 401, 403, 406, 413, 415, 429)),
+        # 404: a task id that is not a UUID matches no route.
+        responses=responses({200: RESULT}, (400, 401, 403, 404, 406, 413, 415, 429)),
     )
 
 

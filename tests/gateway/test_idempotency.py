@@ -159,7 +159,7 @@ def test_malformed_keys_are_invalid_param(platform: WebServer, slow_key: str, va
     response = httpx.post(
         f"{platform.url}{CHAT}",
         json=BODY,
-        headers=[*auth(slow_key).items(), ("Idempotency-Key", value)],
+        headers=[(b"Authorization", f"Bearer {slow_key}".encode()), (b"Idempotency-Key", value)],
         timeout=TIMEOUT,
     )
     assert response.status_code == 400, response.text
