@@ -19,12 +19,14 @@ BOOTSTRAP := $(strip VENV=$(VENV) $(if $(filter-out file,$(origin PYTHON)),PYTHO
 
 .DEFAULT_GOAL := help
 .PHONY: help bootstrap bootstrap-dev tools run worker migrate test check check-format check-lint \
-	check-types check-migrations lint typecheck bench clean
+	check-types check-migrations lint typecheck bench clean cluster
 
 help:
 	@echo "dify-platform make targets:"
 	@echo "  run            bootstrap, migrate, seed demo data, serve the platform"
 	@echo "  worker         run the background job workers only (manage.py run_workers)"
+	@echo "  cluster        nginx in front of 2 web processes, plus 2 workers, on port 8080"
+	@echo "                 (CLUSTER_ARGS='--web 3 --workers 4 --port 8080'; needs nginx)"
 	@echo "  migrate        apply database migrations"
 	@echo "  test           run the test suite (extra args: PYTEST_ARGS='-k foo -x')"
 	@echo "  check          what CI checks: ruff format --check, ruff check, mypy, missing migrations"
@@ -56,6 +58,12 @@ run: bootstrap
 
 worker: bootstrap
 	exec $(PY) manage.py run_workers
+
+# Several web processes behind nginx and a worker pool, as on a small multi-process deployment.
+CLUSTER_ARGS ?= --web 2 --workers 2 --port 8080
+cluster: bootstrap
+	$(PY) manage.py migrate --noinput
+	exec $(PY) manage.py run_cluster $(CLUSTER_ARGS)
 
 migrate: bootstrap
 	$(PY) manage.py migrate --noinput

@@ -190,7 +190,7 @@ class Cluster:
                 raise RuntimeError(f"{what} exited with {process.returncode} while starting")
             if condition():
                 return
-            time.sleep(0.05)
+            time.sleep(0.2)
         raise TimeoutError(f"timed out waiting for {what}")
 
     # --- running ------------------------------------------------------------------------------

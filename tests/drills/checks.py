@@ -100,7 +100,7 @@ def assert_stream_complete(result: StreamResult, expected: str) -> None:
     assert result.done.wait(45), f"stream of {result.task_id} did not end"
     assert not result.error, result.error
     assert result.ended == "message_end", result.kinds[-3:]
-    assert result.text == expected
+    assert result.text == expected, f"{result.task_id}: {result.text!r}"
     assert len(set(result.event_ids)) == len(result.event_ids)
     as_pairs = [tuple(int(part) for part in event_id.split("-")) for event_id in result.event_ids]
     assert as_pairs == sorted(as_pairs)

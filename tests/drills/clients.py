@@ -13,6 +13,7 @@ import httpx
 
 RESUME_ATTEMPTS = 20
 RESUME_PAUSE_S = 0.25
+SILENCE_S = 15.0
 
 
 @dataclass
@@ -62,9 +63,11 @@ def stream_answer(
     user: str = "u1",
     result: StreamResult | None = None,
 ) -> StreamResult:
-    """POST a streaming chat request and follow it to its end, resuming after every break."""
+    """POST a streaming chat request and follow it to its end. A request that failed before its
+    first event is sent again with the same Idempotency-Key (so it is never run twice); a stream
+    that broke later is resumed from its last event id."""
     result = result if result is not None else StreamResult()
-    headers = {"Authorization": f"Bearer {key}"}
+    headers = {"Authorization": f"Bearer {key}", "Idempotency-Key": uuid.uuid4().hex}
     body = {
         "inputs": {},
         "query": query,
@@ -75,49 +78,48 @@ def stream_answer(
         "auto_generate_name": False,
     }
     try:
-        try:
-            with httpx.stream(
-                "POST", f"{base_url}/v1/chat-messages", json=body, headers=headers, timeout=60
-            ) as response:
-                if response.status_code != 200:
-                    response.read()
-                    result.error = f"{response.status_code} {response.text[:200]}"
-                    return result
-                for event in _events(response):
-                    if _take(result, event):
-                        return result
-        except httpx.HTTPError:
-            pass
-        result.breaks += 1
-        _resume(base_url, headers, user, result)
+        for _ in range(RESUME_ATTEMPTS):
+            if _follow(result, "POST", f"{base_url}/v1/chat-messages", headers, json=body):
+                return result
+            result.breaks += 1
+            if result.task_id:
+                _resume(base_url, headers, user, result)
+                return result
+            time.sleep(RESUME_PAUSE_S)
+        result.error = result.error or f"no stream after {RESUME_ATTEMPTS} tries"
         return result
     finally:
         result.done.set()
 
 
+def _follow(
+    result: StreamResult, method: str, url: str, headers: dict[str, str], **kw: Any
+) -> bool:
+    """Read one response's events into `result`; True once the final event arrived. A stream
+    that stays silent past two keep-alive periods (a ping every 10 s) is taken as dead."""
+    try:
+        with httpx.stream(method, url, headers=headers, timeout=SILENCE_S, **kw) as response:
+            if response.status_code != 200:
+                response.read()
+                result.error = f"{response.status_code} {response.text[:200]}"
+                return False
+            result.error = ""
+            return any(_take(result, event) for event in _events(response))
+    except httpx.HTTPError as error:
+        result.error = type(error).__name__
+        return False
+
+
 def _resume(base_url: str, headers: dict[str, str], user: str, result: StreamResult) -> None:
-    if not result.task_id:
-        result.error = "the stream broke before its first event: the task id is unknown"
-        return
+    url = f"{base_url}/v1/chat-messages/{result.task_id}/events"
     for _ in range(RESUME_ATTEMPTS):
         after = result.event_ids[-1] if result.event_ids else "0-0"
-        try:
-            with httpx.stream(
-                "GET",
-                f"{base_url}/v1/chat-messages/{result.task_id}/events",
-                params={"user": user},
-                headers={**headers, "Last-Event-ID": after},
-                timeout=60,
-            ) as response:
-                if response.status_code == 200:
-                    for event in _events(response):
-                        if _take(result, event):
-                            return
-        except httpx.HTTPError:
-            pass
+        resume_headers = {"Authorization": headers["Authorization"], "Last-Event-ID": after}
+        if _follow(result, "GET", url, resume_headers, params={"user": user}):
+            return
         result.breaks += 1
         time.sleep(RESUME_PAUSE_S)
-    result.error = f"gave up resuming after {RESUME_ATTEMPTS} tries"
+    result.error = f"gave up resuming after {RESUME_ATTEMPTS} tries: {result.error}"
 
 
 def stream_in_background(base_url: str, key: str, query: str, **options: Any) -> StreamResult:
