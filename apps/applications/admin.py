@@ -89,7 +89,10 @@ class AppAdmin(admin.ModelAdmin):
                 ]
             },
         ),
-        ("Model and provider", {"fields": ["provider", "model_name", "provider_config"]}),
+        (
+            "Model and provider",
+            {"fields": ["provider", "model_name", "provider_config", "context_window"]},
+        ),
         (
             "Prompt and inputs form",
             {
@@ -103,6 +106,28 @@ class AppAdmin(admin.ModelAdmin):
         ),
         ("Generation parameters", {"fields": ["max_tokens", "temperature", "top_p", "stop"]}),
         ("Scheduling", {"fields": ["default_priority", "max_attempts"]}),
+        (
+            "Moderation",
+            {
+                "description": "One keyword or pattern per line. Keywords ignore case; patterns "
+                "are regular expressions (case-sensitive unless they start with (?i)).",
+                "fields": [
+                    "moderation_input_keywords",
+                    "moderation_input_patterns",
+                    "moderation_input_reply",
+                    "moderation_output_keywords",
+                    "moderation_output_patterns",
+                    "moderation_output_replacement",
+                ],
+            },
+        ),
+        (
+            "Prices",
+            {
+                "description": "Per token unit: price_unit 0.000001 means prices per 1M tokens.",
+                "fields": ["prompt_unit_price", "completion_unit_price", "price_unit", "currency"],
+            },
+        ),
         (
             "Input protections",
             {

@@ -38,7 +38,6 @@ FEATURES_OFF = (
     "retriever_resource",
     "annotation_reply",
     "more_like_this",
-    "sensitive_word_avoidance",
 )
 
 
@@ -303,6 +302,16 @@ class AppParametersApi(APIView):
             "suggested_questions": list(app.suggested_questions or []),
         }
         body.update({feature: {"enabled": False} for feature in FEATURES_OFF})
+        moderated = any(
+            (getattr(app, field) or "").strip()
+            for field in (
+                "moderation_input_keywords",
+                "moderation_input_patterns",
+                "moderation_output_keywords",
+                "moderation_output_patterns",
+            )
+        )
+        body["sensitive_word_avoidance"] = {"enabled": moderated}
         body.update(
             user_input_form=list(app.user_input_form or []),
             file_upload={
