@@ -314,7 +314,7 @@ def documented_patterns() -> list[URLPattern | URLResolver]:
     ]
 
 
-def add_answer_routes(result: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
-    """Postprocessing hook: the hand-written components the operations refer to."""
+def add_response_components(result: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+    """Postprocessing hook: the response schemas the operations refer to."""
     add_components(result)
     return result

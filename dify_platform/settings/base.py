@@ -247,7 +247,7 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "/api/docs/assets/favicon-32x32.png",
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
-        "apps.gateway.openapi.add_answer_routes",
+        "apps.gateway.openapi.add_response_components",
     ],
 }
 # --- end of input protections -----------------------------------------------------------------

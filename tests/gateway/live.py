@@ -22,8 +22,16 @@ def extra_web(**env: str) -> Iterator[WebServer]:
     """Another daphne process on the same database and Redis, with extra environment."""
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port)]
-        + ["dify_platform.asgi:application"],
+        [
+            sys.executable,
+            "-m",
+            "daphne",
+            "-b",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "dify_platform.asgi:application",
+        ],
         cwd=ROOT,
         env=process_env(**env),
     )
