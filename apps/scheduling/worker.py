@@ -5,8 +5,7 @@ import socket
 from typing import Any
 
 from django.conf import settings
-from django.db.backends.base.base import BaseDatabaseWrapper
-from django.db.backends.signals import connection_created
+from django.db import connections
 from rq import SimpleWorker
 
 from apps.scheduling.queues import QUEUE_ORDER, queue_for
@@ -31,16 +30,15 @@ class PlatformWorker(SimpleWorker):
         super().__init__(*args, **kwargs)
 
 
-def _set_commit_mode(sender: object, connection: BaseDatabaseWrapper, **kwargs: object) -> None:
-    mode = settings.PLATFORM["WORKER_SYNCHRONOUS_COMMIT"]
-    if connection.vendor == "postgresql" and mode in ("on", "off", "local", "remote_write"):
-        with connection.cursor() as cursor:
-            cursor.execute(f"SET synchronous_commit = {mode}")
-
-
 def worker_connections_configure() -> None:
-    """Worker database connections use WORKER_SYNCHRONOUS_COMMIT (see settings)."""
-    connection_created.connect(_set_commit_mode, dispatch_uid="worker-synchronous-commit")
+    """Worker database connections use WORKER_SYNCHRONOUS_COMMIT (see settings), set once per
+    connection as a libpq option, before the first connection (and the pool) is made."""
+    mode = settings.PLATFORM["WORKER_SYNCHRONOUS_COMMIT"]
+    database = connections["default"]
+    if database.vendor != "postgresql" or mode not in ("on", "off", "local", "remote_write"):
+        return
+    options = database.settings_dict.setdefault("OPTIONS", {})
+    options["options"] = f"{options.get('options', '')} -c synchronous_commit={mode}".strip()
 
 
 def worker_build(

@@ -75,10 +75,16 @@ TEMPLATES = [
 DATABASES = {
     "default": env.db("DATABASE_URL", default="postgres://postgres@127.0.0.1:5432/dify_platform"),
 }
-# Web requests hold a connection only for the short record-and-enqueue step; keeping it open between
-# requests saves the ~2 ms connect on the hot path. Health checks drop connections that died.
-DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=60)
-DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# A connection pool per process (psycopg's), not persistent connections: under ASGI Django runs
+# each request's database work in a thread of its own, and persistent connections then pile up,
+# one per finished thread, until PostgreSQL refuses new clients (seen here under load). The pool
+# bounds them and still saves the connect on the hot path.
+DATABASES["default"]["CONN_MAX_AGE"] = 0
+DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+    "min_size": env.int("DB_POOL_MIN_SIZE", default=1),
+    "max_size": env.int("DB_POOL_MAX_SIZE", default=8),
+    "timeout": env.float("DB_POOL_TIMEOUT_S", default=10.0),
+}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")

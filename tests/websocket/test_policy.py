@@ -52,6 +52,8 @@ def test_listed_origins(settings: Any) -> None:
     assert origin_allowed(scope("https://anything.example", host="api.example.com"))
 
 
+# Channels' database_sync_to_async tidies connections around each call; allow it here.
+@pytest.mark.django_db
 def test_a_socket_that_never_authenticates_is_closed_with_4401(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
