@@ -60,8 +60,10 @@ worker: bootstrap
 	exec $(PY) manage.py run_workers
 
 # Several web processes behind nginx and a worker pool, as on a small multi-process deployment.
+# BOOTSTRAP_NGINX=1: bootstrap installs Debian's nginx if it is missing.
 CLUSTER_ARGS ?= --web 2 --workers 2 --port 8080
-cluster: bootstrap
+cluster:
+	@BOOTSTRAP_NGINX=1 $(BOOTSTRAP) run
 	$(PY) manage.py migrate --noinput
 	exec $(PY) manage.py run_cluster $(CLUSTER_ARGS)
 
