@@ -80,10 +80,15 @@ def delayed_pop_due(*, limit: int = 500) -> list[str]:
     return [item.decode() for item in due]
 
 
+# RQ job states that account for a queued task. A job that failed inside RQ (say PostgreSQL was
+# unreachable when it started) lingers in RQ's failed registry but will never run the task: the
+# reconciler must push it again. "finished" stays: a task waiting for a concurrency slot has a
+# finished job and is woken by the slot's release, not by the reconciler.
+_LIVE_JOB_STATES = frozenset({b"queued", b"started", b"scheduled", b"deferred", b"finished"})
+
+
 def job_exists(task_id: str) -> bool:
-    """Whether RQ still holds a job for the task (queued, running or delayed)."""
+    """Whether RQ still holds a live job for the task (queued, running or delayed)."""
     client = sync_client()
-    return (
-        bool(client.exists(f"rq:job:{task_id}"))
-        or client.zscore(DELAYED_KEY(), task_id) is not None
-    )
+    status = client.hget(f"rq:job:{task_id}", "status")
+    return status in _LIVE_JOB_STATES or client.zscore(DELAYED_KEY(), task_id) is not None
