@@ -103,7 +103,8 @@ async def sse_read(
                         event_id = text[4:]
                     elif text.startswith("data: "):
                         data = json.loads(text[6:])
-                        on_event(event_id, data, received_ms)
+                        # The answer stream carries the log id in the JSON (no `id:` lines).
+                        on_event(event_id or data.get("event_id"), data, received_ms)
                         if data.get("event") in ("message_end", "error"):
                             return first_byte or 0.0, pings
                     elif text == "event: ping":
