@@ -17,6 +17,7 @@
 #   REDIS_URL     default redis://127.0.0.1:6379/0
 #                 Both are also read from ./.env when not set, exactly as the settings do.
 #   BOOTSTRAP_SERVICES=0  stop after step 2 (make lint/typecheck need no database)
+#   BOOTSTRAP_NGINX=1     install Debian's nginx in run mode too (make cluster); dev mode always does
 #
 # Idempotent: safe to run before every make target (the Makefile does exactly that).
 set -euo pipefail
@@ -453,9 +454,35 @@ ensure_chromium() {
     fi
 }
 
+# nginx is the load balancer of `make cluster` and of the failure drills in the test suite, which
+# run nginx in front of several daphne processes (Debian's package; no other download).
+ensure_nginx() {
+    [[ "$MODE" == dev || "${BOOTSTRAP_NGINX:-0}" == 1 ]] || return 0
+    if command -v nginx >/dev/null 2>&1 || [[ -x /usr/sbin/nginx ]]; then
+        return 0
+    fi
+    if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+        log "installing Debian's nginx for the multi-process setup (apt-get install nginx)"
+        if ! { apt-get update -qq >/dev/null &&
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+                nginx >/dev/null; }; then
+            die "could not install nginx: apt-get install nginx (needed by make cluster and tests/drills)"
+        fi
+        # Only the binary is wanted: the system service Debian starts would hold port 80.
+        if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet nginx 2>/dev/null; then
+            systemctl stop nginx || true
+        elif [[ -f /run/nginx.pid ]]; then
+            /usr/sbin/nginx -s quit 2>/dev/null || true
+        fi
+    else
+        die "nginx is not installed: apt-get install nginx (needed by make cluster and tests/drills)"
+    fi
+}
+
 ensure_venv
 ensure_requirements
 ensure_chromium
+ensure_nginx
 if [[ "${BOOTSTRAP_SERVICES:-1}" == 0 ]]; then
     log "ready ($MODE, services not checked)"
     exit 0
