@@ -56,6 +56,7 @@ from apps.core.errors import (
     InvalidParam,
     NotFound,
     RequestTooLarge,
+    StreamUnavailable,
     TooManyRequests,
     Unauthorized,
 )
@@ -67,7 +68,7 @@ from apps.gateway.requests import (
     StopRequestSerializer,
     validated,
 )
-from apps.streams.log import START_ID, events_follow
+from apps.streams.log import START_ID, EventLogUnavailable, events_follow
 
 logger = logging.getLogger(__name__)
 
@@ -339,6 +340,13 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                 await asyncio.sleep(0)
         except asyncio.CancelledError:
             raise
+        except EventLogUnavailable:
+            if not self.closing:
+                unavailable = StreamUnavailable(
+                    f"The event log of task {task_id} is unreachable for now; the task goes on: "
+                    "resume it from your last event_id."
+                )
+                await self._send_error(unavailable, request_id)
         except Exception:
             logger.exception("websocket relay of task %s failed", task_id)
             if not self.closing:

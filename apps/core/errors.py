@@ -107,6 +107,12 @@ class DeadlineExceeded(ApiError):
     default_message = "The answer was not ready within its deadline."
 
 
+class StreamUnavailable(ApiError):
+    status = 503
+    code = "stream_unavailable"
+    default_message = "The answer's event log is unreachable for now; retry later."
+
+
 class InternalError(ApiError):
     pass
 
@@ -126,6 +132,7 @@ ERRORS_BY_CODE: dict[str, type[ApiError]] = {
         RateLimitError,
         Overloaded,
         DeadlineExceeded,
+        StreamUnavailable,
         InternalError,
     )
 }

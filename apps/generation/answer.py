@@ -66,7 +66,7 @@ def answer_run(task: Task, context: RunContext) -> dict[str, Any]:
     """Generate the answer for the task's message, publishing each piece as it comes."""
     message = _message_for(task)
     publisher = AnswerPublisher(task_id=str(task.id), message=message)
-    if context.attempt > 1 and publisher.text_already_sent():
+    if context.attempt > 1 and publisher.text_may_have_been_sent():
         publisher.replace("", reason="retry")
 
     started = time.monotonic()

@@ -54,12 +54,13 @@ class AnswerPublisher:
     def _append(self, event: str, **fields: Any) -> str:
         return event_append(task_id=self.task_id, event={"event": event, **self.base, **fields})
 
-    def text_already_sent(self) -> bool:
-        """Whether an earlier attempt left text on the stream that a retry must take back: its
-        last event is a piece of text, or a replacement (moderation) that left some."""
+    def text_may_have_been_sent(self) -> bool:
+        """Whether a client may hold text from an earlier attempt that a retry must take back:
+        the log's last event is a piece of text, or a replacement (moderation) that left some;
+        or the log is gone (Redis restarted), so nobody can tell what clients already have."""
         last: Any = sync_client().xrevrange(stream_key(self.task_id), count=1)
         if not last:
-            return False
+            return True
         event = json.loads(last[0][1][b"d"])
         kind = event.get("event")
         return kind == "message" or (kind == "message_replace" and bool(event.get("answer")))

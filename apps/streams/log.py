@@ -5,16 +5,31 @@ event after it, exactly once, from any web process. Entries expire `EVENT_LOG_TT
 last write.
 """
 
+import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
 from django.conf import settings
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from apps.core.redis import async_client, key, sync_client
 
+logger = logging.getLogger(__name__)
+
 FINAL_EVENTS = frozenset({"message_end", "error"})
 START_ID = "0-0"
+# How long a reader rides out a Redis outage (a restart, a failover) before giving up: long
+# enough for a restart, short enough that a client is told well within its own timeouts.
+OUTAGE_BUDGET_S = 10.0
+
+
+class EventLogUnavailable(Exception):
+    """Redis stayed unreachable for longer than the outage budget while a reader followed a log.
+    The task itself goes on (its row is in PostgreSQL); the reader should end its response so
+    that the client resumes from its last event id later."""
 
 
 def stream_key(task_id: str) -> str:
@@ -45,12 +60,10 @@ async def events_follow(
     Yields None when nothing arrived for `block_ms`, so the caller can send a keep-alive or check
     a deadline, then goes on waiting.
     """
-    client = async_client()
     name = stream_key(task_id)
     last_id = after_id
     while True:
-        # redis-py types replies loosely; a stream read is [(name, [(id, {field: value})])].
-        batches: Any = await client.xread({name: last_id}, count=200, block=block_ms)
+        batches = await _read_riding_out_outages(name, last_id, block_ms)
         if not batches:
             yield None
             continue
@@ -61,3 +74,22 @@ async def events_follow(
                 yield last_id, event
                 if event.get("event") in FINAL_EVENTS:
                     return
+
+
+async def _read_riding_out_outages(name: str, last_id: str, block_ms: int) -> Any:
+    """One XREAD after `last_id`. A broken connection is retried with backoff (the pool opens a
+    new one) for up to OUTAGE_BUDGET_S: after a Redis restart the log is empty, and a task run
+    again writes its events with later ids, so reading on from `last_id` loses nothing."""
+    loop = asyncio.get_running_loop()
+    give_up_at = loop.time() + OUTAGE_BUDGET_S
+    pause_s = 0.1
+    while True:
+        try:
+            # redis-py types replies loosely; a stream read is [(name, [(id, {field: value})])].
+            return await async_client().xread({name: last_id}, count=200, block=block_ms)
+        except (RedisConnectionError, RedisTimeoutError) as error:
+            if loop.time() + pause_s > give_up_at:
+                raise EventLogUnavailable(f"Redis unreachable: {error}") from error
+            logger.warning("event log read failed; retrying", extra={"error": repr(error)})
+            await asyncio.sleep(pause_s)
+            pause_s = min(pause_s * 2, 2.0)

@@ -9,9 +9,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from apps.core.errors import ERRORS_BY_CODE, ApiError, DeadlineExceeded
+from apps.core.errors import ERRORS_BY_CODE, ApiError, DeadlineExceeded, StreamUnavailable
 from apps.core.redis import async_client, key
-from apps.streams.log import START_ID, events_follow
+from apps.streams.log import START_ID, EventLogUnavailable, events_follow
 
 logger = logging.getLogger(__name__)
 
@@ -39,20 +39,29 @@ async def answer_collect(*, task_id: str, timeout_s: float) -> CollectedAnswer:
     give_up_at = loop.time() + timeout_s
     parts: list[str] = []
     block_ms = max(1, int(min(timeout_s, 1.0) * 1000))
-    async for item in events_follow(task_id=task_id, block_ms=block_ms):
-        if item is not None:
-            event = item[1]
-            kind = event.get("event")
-            if kind == "message":
-                parts.append(event.get("answer", ""))
-            elif kind == "message_replace":
-                parts = [event.get("answer", "")]
-            elif kind == "message_end":
-                return CollectedAnswer(answer="".join(parts), end_event=event)
-            elif kind == "error":
-                raise error_from_event(event)
-        if loop.time() >= give_up_at:
-            break
+    try:
+        async for item in events_follow(task_id=task_id, block_ms=block_ms):
+            if item is not None:
+                event = item[1]
+                kind = event.get("event")
+                if kind == "message":
+                    parts.append(event.get("answer", ""))
+                elif kind == "message_replace":
+                    parts = [event.get("answer", "")]
+                elif kind == "message_end":
+                    return CollectedAnswer(answer="".join(parts), end_event=event)
+                elif kind == "error":
+                    raise error_from_event(event)
+            if loop.time() >= give_up_at:
+                break
+    except EventLogUnavailable as error:
+        # The task is safe in PostgreSQL and goes on; a retry with the same Idempotency-Key
+        # gets its answer.
+        raise StreamUnavailable(
+            f"The answer's event log is unreachable for now; task {task_id} goes on running: "
+            "retry with the same Idempotency-Key, or read "
+            f"/v1/chat-messages/{task_id}/events."
+        ) from error
     raise DeadlineExceeded(
         f"The answer was not ready within {timeout_s:g} s; task {task_id} goes on running: "
         f"read it from /v1/chat-messages/{task_id}/events."
@@ -93,14 +102,23 @@ async def sse_stream(
                 yield sse_frame(*item, id_line=id_lines)
             # Let the event loop serve other streams between two writes (see DESIGN: streaming).
             await asyncio.sleep(0)
+    except EventLogUnavailable:
+        # End the response cleanly (an exception here would leave the client waiting on a
+        # half-closed body): the client sees the stream end without `message_end` and resumes
+        # from its last `event_id` once Redis is back. The task itself goes on.
+        logger.warning("event log unreachable; ending the stream for the client to resume")
     finally:
         await stream_mark_done(member)
 
 
 async def stream_mark_active(member: str) -> None:
     """Count a stream as active for the next three keep-alive periods: a process that dies
-    mid-stream leaves no stale count behind, its entries simply lapse."""
-    await async_client().zadd(ACTIVE_KEY(), {member: time.time() + 3 * KEEPALIVE_S})
+    mid-stream leaves no stale count behind, its entries simply lapse. Best effort: a gauge is
+    no reason to break a client's stream."""
+    try:
+        await async_client().zadd(ACTIVE_KEY(), {member: time.time() + 3 * KEEPALIVE_S})
+    except Exception:
+        logger.warning("could not mark a stream active", exc_info=True)
 
 
 async def stream_mark_done(member: str) -> None:

@@ -97,7 +97,7 @@ def wait_until(condition: Callable[[], Any], timeout_s: float, what: str) -> Any
 
 def assert_stream_complete(result: StreamResult, expected: str) -> None:
     """The client got the whole answer once: no event twice, in order, ending with message_end."""
-    assert result.done.wait(45), f"stream of {result.task_id} did not end"
+    assert result.done.wait(60), f"stream of {result.task_id} did not end"
     assert not result.error, result.error
     assert result.ended == "message_end", result.kinds[-3:]
     assert result.text == expected, f"{result.task_id}: {result.text!r}"

@@ -11,9 +11,22 @@ from typing import Any
 
 import httpx
 
-RESUME_ATTEMPTS = 20
+# A client keeps trying for this long, not for a number of tries: on a loaded machine a web
+# process restarting (or nginx still trying the dead one) can refuse many quick tries in a row.
+RETRY_BUDGET_S = 45.0
 RESUME_PAUSE_S = 0.25
 SILENCE_S = 15.0
+
+
+def _retrying(budget_s: float = RETRY_BUDGET_S) -> Any:
+    """Yields until the budget is spent, pausing between tries."""
+    give_up_at = time.monotonic() + budget_s
+    first = True
+    while time.monotonic() < give_up_at:
+        if not first:
+            time.sleep(RESUME_PAUSE_S)
+        first = False
+        yield
 
 
 @dataclass
@@ -78,15 +91,14 @@ def stream_answer(
         "auto_generate_name": False,
     }
     try:
-        for _ in range(RESUME_ATTEMPTS):
+        for _ in _retrying():
             if _follow(result, "POST", f"{base_url}/v1/chat-messages", headers, json=body):
                 return result
             result.breaks += 1
             if result.task_id:
                 _resume(base_url, headers, user, result)
                 return result
-            time.sleep(RESUME_PAUSE_S)
-        result.error = result.error or f"no stream after {RESUME_ATTEMPTS} tries"
+        result.error = result.error or f"no stream within {RETRY_BUDGET_S:g} s"
         return result
     finally:
         result.done.set()
@@ -112,14 +124,13 @@ def _follow(
 
 def _resume(base_url: str, headers: dict[str, str], user: str, result: StreamResult) -> None:
     url = f"{base_url}/v1/chat-messages/{result.task_id}/events"
-    for _ in range(RESUME_ATTEMPTS):
+    for _ in _retrying():
         after = result.event_ids[-1] if result.event_ids else "0-0"
         resume_headers = {"Authorization": headers["Authorization"], "Last-Event-ID": after}
         if _follow(result, "GET", url, resume_headers, params={"user": user}):
             return
         result.breaks += 1
-        time.sleep(RESUME_PAUSE_S)
-    result.error = f"gave up resuming after {RESUME_ATTEMPTS} tries: {result.error}"
+    result.error = f"gave up resuming after {RETRY_BUDGET_S:g} s: {result.error}"
 
 
 def stream_in_background(base_url: str, key: str, query: str, **options: Any) -> StreamResult:
@@ -165,14 +176,19 @@ class BlockingResult:
 
 
 def blocking_with_retries(
-    base_url: str, key: str, query: str, *, tries: int = 20, result: BlockingResult | None = None
+    base_url: str,
+    key: str,
+    query: str,
+    *,
+    budget_s: float = RETRY_BUDGET_S,
+    result: BlockingResult | None = None,
 ) -> BlockingResult:
     """A blocking request retried with the same Idempotency-Key until it gets an answer: a
     retry gets the first run's result, never a second run. Records each failed try."""
     result = result if result is not None else BlockingResult()
     idempotency_key = uuid.uuid4().hex
     try:
-        for _ in range(tries):
+        for _ in _retrying(budget_s):
             try:
                 response = blocking_answer(base_url, key, query, idempotency_key=idempotency_key)
             except httpx.HTTPError as error:
@@ -182,7 +198,6 @@ def blocking_with_retries(
                     result.response = response
                     return result
                 result.failures.append(str(response.status_code))
-            time.sleep(RESUME_PAUSE_S)
         return result
     finally:
         result.done.set()

@@ -64,7 +64,7 @@ def test_postgres_restart_under_traffic(start_cluster: Callable[..., Any]) -> No
                     threading.Thread(
                         target=blocking_with_retries,
                         args=(cluster.url, key, f"q{len(calls)}"),
-                        kwargs={"result": call, "tries": 60},
+                        kwargs={"result": call, "budget_s": 60},
                         daemon=True,
                     ).start()
                     time.sleep(0.25)
@@ -87,7 +87,7 @@ def test_postgres_restart_under_traffic(start_cluster: Callable[..., Any]) -> No
             assert_exactly_once(found, dict.fromkeys(accepted, TEXT))
 
             for call in calls:
-                assert call.done.wait(60), f"a client got no answer: {call.failures}"
+                assert call.done.wait(90), f"a client got no answer: {call.failures}"
                 assert call.response is not None, call.failures
                 assert call.response.status_code == 200, call.response.text
                 assert call.response.json()["answer"] == TEXT
