@@ -4,6 +4,7 @@ provider, streaming time to first byte and token relay delay, and many simultane
 import asyncio
 import json
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -56,17 +57,54 @@ async def blocking_load(url: str, key: str, clients: int, seconds: float) -> dic
     }
 
 
-async def idle_latency(url: str, key: str, samples: int) -> list[float]:
-    latencies = []
+@dataclass(frozen=True)
+class IdleSample:
+    latency_s: float
+    sent_at: float  # wall clock, to line up with the task's timestamps
+    received_at: float
+    task_id: str
+
+
+async def idle_latency(url: str, key: str, samples: int, **extra: Any) -> list[IdleSample]:
+    """Blocking requests one after another on an idle system."""
+    taken = []
     async with httpx.AsyncClient(timeout=60) as client:
         for _ in range(samples):
-            started = time.monotonic()
+            sent_at, started = time.time(), time.monotonic()
             response = await client.post(
-                f"{url}/v1/chat-messages", json=_body(), headers={"Authorization": f"Bearer {key}"}
+                f"{url}/v1/chat-messages",
+                json=_body(**extra),
+                headers={"Authorization": f"Bearer {key}"},
             )
+            latency = time.monotonic() - started
             assert response.status_code == 200, response.text
-            latencies.append(time.monotonic() - started)
-    return latencies
+            taken.append(IdleSample(latency, sent_at, time.time(), response.json()["task_id"]))
+    return taken
+
+
+def idle_breakdown(samples: list[IdleSample]) -> dict[str, float]:
+    """Medians of where an idle blocking request's time goes, from the task's own timestamps:
+    `in` (the request to the task's creation: auth, limits, validation), `queue` (creation to the
+    worker's start: INSERTs, commit, push, pick-up), `run` (the answer kind, provider included),
+    `out` (the task's end to the client's last byte: `message_end`, relay, response)."""
+    from apps.scheduling.models import Task
+
+    rows = {
+        str(task.id): task
+        for task in Task.objects.filter(id__in=[sample.task_id for sample in samples])
+    }
+    phases: dict[str, list[float]] = {"in": [], "queue": [], "run": [], "out": []}
+    for sample in samples:
+        task = rows.get(sample.task_id)
+        if task is None or not (task.enqueued_at and task.started_at and task.finished_at):
+            continue
+        enqueued, started = task.enqueued_at.timestamp(), task.started_at.timestamp()
+        finished = task.finished_at.timestamp()
+        phases["in"].append(enqueued - sample.sent_at)
+        phases["queue"].append(started - enqueued)
+        phases["run"].append(finished - started)
+        phases["out"].append(sample.received_at - finished)
+    return {name: percentile(values, 50) * 1000 for name, values in phases.items() if values}
 
 
 def _stream_id_ms(event_id: str) -> float:

@@ -222,13 +222,30 @@ def bench_requests(report: Report, quick: bool) -> None:
     with harness.running(web, *workers):
         instant = rb.make_key(provider_config={"text": "ok"})
         mem = {"web_idle": harness.rss_mb(web.pid), "worker_idle": harness.rss_mb(workers[0].pid)}
-        idle = asyncio.run(rb.idle_latency(url, instant, 50 if quick else 200))
+        # A new conversation without the title task, so that each request meets an idle system;
+        # the same with the title (low-priority work beside each answer) for comparison.
+        idle_samples = asyncio.run(
+            rb.idle_latency(url, instant, 50 if quick else 200, auto_generate_name=False)
+        )
+        idle = [sample.latency_s for sample in idle_samples]
         report.add(
             "request",
             "blocking p50 latency, idle",
             harness.percentile(idle, 50) * 1000,
             target="< 15 ms added",
             passed=harness.percentile(idle, 50) * 1000 < 15,
+            unit="ms",
+        )
+        report.add(
+            "request", "blocking p99 latency, idle", harness.percentile(idle, 99) * 1000, unit="ms"
+        )
+        for phase, value in rb.idle_breakdown(idle_samples).items():
+            report.add("request", f"  of which {phase} (p50)", value, unit="ms")
+        titled = asyncio.run(rb.idle_latency(url, instant, 30 if quick else 100))
+        report.add(
+            "request",
+            "blocking p50, idle, titled conversation",
+            harness.percentile([sample.latency_s for sample in titled], 50) * 1000,
             unit="ms",
         )
         for clients in (10, 100):

@@ -6,7 +6,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db.models import Model, Q
 from django.utils import timezone
 
 from apps.applications.models import ApiKey, AppMode
@@ -14,10 +14,11 @@ from apps.conversations.inputs import inputs_validate
 from apps.conversations.models import Conversation, Feedback, Message
 from apps.conversations.selectors import conversation_first_message, task_owned_by
 from apps.core.errors import AppUnavailable, InvalidParam, NotChatApp, NotFound
+from apps.core.insert import insert_together
 from apps.core.priorities import Priority, capped_priority
 from apps.scheduling.control import task_request_stop
 from apps.scheduling.models import ACTIVE_STATUSES, Task
-from apps.scheduling.services import task_cancel, task_create
+from apps.scheduling.services import task_cancel, task_create, task_created, task_prepare
 
 NEW_CONVERSATION_NAME = "New conversation"
 # The task kind that titles conversations (registered by apps.conversations.naming).
@@ -100,7 +101,6 @@ def answer_submission_by_key(*, app_id: uuid.UUID, idempotency_key: str) -> Subm
     )
 
 
-@transaction.atomic
 def _answer_record(
     *,
     api_key: ApiKey,
@@ -115,12 +115,15 @@ def _answer_record(
     idempotency_key: str | None,
     request_hash: str,
 ) -> SubmittedAnswer:
+    """Everything new (a conversation, the message, the task and its first event) is written in
+    one statement: this is the request path, and one durable commit is most of its cost."""
     app = api_key.app
     if route_mode is not None:
         _check_route(app.mode, route_mode)
     cleaned_inputs = inputs_validate(user_input_form=app.user_input_form, inputs=inputs)
 
     conversation = None
+    new_rows: list[Model] = []
     if route_mode == AppMode.CHAT:
         if conversation_id:
             conversation = Conversation.objects.filter(
@@ -131,12 +134,17 @@ def _answer_record(
             cleaned_inputs = conversation.inputs or cleaned_inputs
             Conversation.objects.filter(id=conversation.id).update(updated_at=timezone.now())
         else:
-            conversation = Conversation.objects.create(
-                app=app, end_user=end_user, name=NEW_CONVERSATION_NAME, inputs=cleaned_inputs
+            conversation = Conversation(
+                id=uuid.uuid4(),
+                app=app,
+                end_user=end_user,
+                name=NEW_CONVERSATION_NAME,
+                inputs=cleaned_inputs,
             )
+            new_rows.append(conversation)
 
     # The message's id is chosen first so that the task can name it and the message can point to
-    # its task with two INSERTs and no UPDATE.
+    # its task, with no UPDATE afterwards.
     message_id = uuid.uuid4()
     payload: dict[str, Any] = {"message_id": str(message_id)}
     if conversation is not None and not conversation_id and auto_generate_name:
@@ -149,7 +157,7 @@ def _answer_record(
     reason = (
         "" if effective == requested else f"capped to the key's maximum ({api_key.max_priority})"
     )
-    task = task_create(
+    prepared = task_prepare(
         kind=app.mode,
         app=app,
         end_user=end_user,
@@ -161,16 +169,18 @@ def _answer_record(
         deadline_at=timezone.now() + timedelta(milliseconds=deadline_ms) if deadline_ms else None,
         idempotency_key=idempotency_key,
     )
-    message = Message.objects.create(
+    message = Message(
         id=message_id,
         app=app,
         conversation=conversation,
         end_user=end_user,
         inputs=cleaned_inputs,
         query=query,
-        task=task,
+        task=prepared.task,
     )
-    return SubmittedAnswer(task=task, message=message, conversation=conversation)
+    insert_together(*new_rows, prepared.task, prepared.event, message)
+    task_created(prepared)
+    return SubmittedAnswer(task=prepared.task, message=message, conversation=conversation)
 
 
 def answer_stop(*, api_key: ApiKey, task_id: str, end_user: str) -> bool:

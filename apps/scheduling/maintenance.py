@@ -24,7 +24,7 @@ from apps.scheduling.load import load_evaluate, load_state_current
 from apps.scheduling.locks import TaskLock
 from apps.scheduling.models import Task, TaskStatus
 from apps.scheduling.policy import PROMOTION, aging_limit_s, waiting_since
-from apps.scheduling.queues import delayed_pop_due, job_exists, job_exists_in_queue, job_push
+from apps.scheduling.queues import JobCensus, delayed_pop_due, job_exists_in_queue, job_push
 from apps.scheduling.services import task_expire_overdue, task_reprioritize
 from apps.scheduling.slots import slot_forget_waiter, slot_wake_next, waiting_keys
 
@@ -116,7 +116,8 @@ def _time_left(task: Task) -> float | None:
 
 
 def reconcile_lost_jobs() -> int:
-    """Re-push queued (or due retrying) tasks that have no job in Redis (e.g. Redis restarted)."""
+    """Re-push queued (or due retrying) tasks that RQ holds no runnable job for: Redis
+    restarted, a push failed, or a worker died between taking the job and starting it."""
     grace = timedelta(seconds=settings.PLATFORM["RECONCILE_GRACE_S"])
     now = timezone.now()
     candidates = Task.objects.filter(
@@ -124,10 +125,11 @@ def reconcile_lost_jobs() -> int:
         enqueued_at__lt=now - grace,
     ).only("id", "status", "priority", "deadline_at", "not_before")[:1000]
     pushed = 0
+    census = JobCensus()
     for task in candidates:
         if task.status == TaskStatus.RETRYING and task.not_before and task.not_before > now - grace:
             continue
-        if job_exists(str(task.id)) or _lock_held(str(task.id)):
+        if census.holds(str(task.id)) or _lock_held(str(task.id)):
             continue
         logger.warning(
             "task had no job in Redis; pushing it again", extra={"task_id": str(task.id)}

@@ -1,6 +1,7 @@
 """The only place that knows queue names and how a task becomes an RQ job."""
 
 import time
+from typing import Any
 
 import django_rq
 from django.conf import settings
@@ -80,15 +81,41 @@ def delayed_pop_due(*, limit: int = 500) -> list[str]:
     return [item.decode() for item in due]
 
 
-# RQ job states that account for a queued task. A job that failed inside RQ (say PostgreSQL was
-# unreachable when it started) lingers in RQ's failed registry but will never run the task: the
-# reconciler must push it again. "finished" stays: a task waiting for a concurrency slot has a
-# finished job and is woken by the slot's release, not by the reconciler.
-_LIVE_JOB_STATES = frozenset({b"queued", b"started", b"scheduled", b"deferred", b"finished"})
+class JobCensus:
+    """Which tasks RQ still holds a job for that will run them, for one reconciler round.
 
+    A job hash alone is not enough: a worker that pops a job id (BLPOP) and is killed before it
+    marks the job started leaves a hash saying `queued` that is in no queue, and a job marked
+    started by a worker that then died says `started` until its timeout. So `queued` counts
+    only when the id is in its queue (or RQ's intermediate list, which RQ cleans itself), and
+    `started` only while its worker is registered. A job that failed inside RQ (say PostgreSQL
+    was unreachable when it started) never runs the task. `finished` counts: a task waiting for
+    a concurrency slot has a finished job and is woken by the slot's release.
+    The queues are read once per round, and only if some job says `queued`.
+    """
 
-def job_exists(task_id: str) -> bool:
-    """Whether RQ still holds a live job for the task (queued, running or delayed)."""
-    client = sync_client()
-    status = client.hget(f"rq:job:{task_id}", "status")
-    return status in _LIVE_JOB_STATES or client.zscore(DELAYED_KEY(), task_id) is not None
+    def __init__(self) -> None:
+        self.client = sync_client()
+        self._waiting: set[bytes] | None = None
+
+    def _waiting_ids(self) -> set[bytes]:
+        if self._waiting is None:
+            pipe = self.client.pipeline(transaction=False)
+            for name in QUEUE_ORDER:
+                queue_key = queue_for(name).key
+                pipe.lrange(queue_key, 0, -1)
+                pipe.lrange(f"{queue_key}:intermediate", 0, -1)
+            self._waiting = {job_id for ids in pipe.execute() for job_id in ids}
+        return self._waiting
+
+    def holds(self, task_id: str) -> bool:
+        """Whether RQ (or our delayed set) holds a job that will run or wake the task."""
+        reply: Any = self.client.hmget(f"rq:job:{task_id}", ["status", "worker_name"])
+        status, worker = reply
+        if status in (b"finished", b"scheduled", b"deferred"):
+            return True
+        if status == b"queued" and task_id.encode() in self._waiting_ids():
+            return True
+        if status == b"started" and worker and self.client.exists(f"rq:worker:{worker.decode()}"):
+            return True
+        return self.client.zscore(DELAYED_KEY(), task_id) is not None

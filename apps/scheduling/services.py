@@ -3,23 +3,28 @@
 import logging
 import random
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, ParamSpec
 
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
 from apps.applications.models import App
+from apps.core.insert import insert_together
 from apps.operations.metrics import MetricsBatch, metric_inc
 from apps.scheduling.control import task_stop_clear
 from apps.scheduling.kinds import FinalFailure, task_kind_find
 from apps.scheduling.models import ACTIVE_STATUSES, Task, TaskEvent, TaskStatus
-from apps.scheduling.policy import priority_decide
+from apps.scheduling.policy import PriorityDecision, priority_decide
 from apps.scheduling.queues import job_push, job_remove
 from apps.scheduling.transitions import Increment, guarded_update
 
 logger = logging.getLogger(__name__)
+
+P = ParamSpec("P")
 
 
 def _time_left_s(deadline_at: datetime | None) -> float | None:
@@ -46,8 +51,16 @@ def _push_after_commit(task: Task, delay_s: float = 0) -> None:
     transaction.on_commit(push)
 
 
-@transaction.atomic
-def task_create(
+@dataclass(frozen=True)
+class PreparedTask:
+    """A new task and its first event, not yet inserted (see task_prepare)."""
+
+    task: Task
+    event: TaskEvent
+    decision: PriorityDecision
+
+
+def task_prepare(
     *,
     kind: str,
     app: App | None,
@@ -59,8 +72,9 @@ def task_create(
     max_attempts: int | None = None,
     deadline_at: datetime | None = None,
     idempotency_key: str | None = None,
-) -> Task:
-    """Record a task as queued and push it to its queue once the transaction commits.
+) -> PreparedTask:
+    """The rows of a new queued task, for a caller that inserts them with its own rows in one
+    statement (`insert_together`) and then calls `task_created`.
 
     `priority` is what the caller allows (the key may cap the request); the load policy may
     lower it further or defer the task, and says why.
@@ -69,7 +83,8 @@ def task_create(
     reasons = [reason for reason in (priority_reason, decision.reason) if reason]
     registered = task_kind_find(kind)
     now = timezone.now()
-    task = Task.objects.create(
+    task = Task(
+        id=uuid.uuid4(),
         kind=kind,
         app=app,
         end_user=end_user,
@@ -88,18 +103,38 @@ def task_create(
         not_before=now + timedelta(seconds=decision.defer_s) if decision.defer_s else None,
         idempotency_key=idempotency_key,
     )
-    TaskEvent.objects.create(
+    event = TaskEvent(
         task=task,
         from_status="",
         to_status=TaskStatus.QUEUED,
         reason="created" + (f"; {task.priority_reason}" if task.priority_reason else ""),
         detail={"requested_priority": requested_priority, "priority": task.priority},
     )
-    _push_after_commit(task, delay_s=decision.defer_s)
+    return PreparedTask(task=task, event=event, decision=decision)
+
+
+def task_created(prepared: PreparedTask) -> None:
+    """The prepared task's rows are written: push it to its queue once that is committed."""
+    decision = prepared.decision
+    _push_after_commit(prepared.task, delay_s=decision.defer_s)
     if decision.reason:
         change = "deferred" if decision.defer_s else "downgraded"
         metric_inc("dp_priority_changes_total", {"change": change, "to": decision.priority})
-    return task
+
+
+def _creating(prepare: Callable[P, PreparedTask]) -> Callable[P, Task]:
+    def create(*args: P.args, **kwargs: P.kwargs) -> Task:
+        prepared = prepare(*args, **kwargs)
+        insert_together(prepared.task, prepared.event)
+        task_created(prepared)
+        return prepared.task
+
+    return create
+
+
+# Record a task as queued (one statement) and push it to its queue once that is committed. Takes
+# the arguments of `task_prepare`.
+task_create = _creating(task_prepare)
 
 
 def task_transition(

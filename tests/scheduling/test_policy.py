@@ -6,6 +6,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.conf import settings
 from django.utils import timezone
 
 from apps.applications.models import ApiKey
@@ -14,7 +15,12 @@ from apps.conversations.services import answer_submit
 from apps.core.redis import sync_client
 from apps.scheduling.control import task_stop_reason
 from apps.scheduling.load import load_evaluate, load_report, load_state_read
-from apps.scheduling.maintenance import expire_overdue, promote_aged, push_due_delayed
+from apps.scheduling.maintenance import (
+    expire_overdue,
+    promote_aged,
+    push_due_delayed,
+    reconcile_lost_jobs,
+)
 from apps.scheduling.models import Task, TaskStatus
 from apps.scheduling.queues import DELAYED_KEY, queue_for
 from apps.scheduling.runner import task_execute
@@ -192,3 +198,33 @@ def test_purge_removes_only_finished_unsuccessful_tasks() -> None:
     assert task_purge(task_id=dead.id, actor="ops") is True
     assert not Task.objects.filter(id=dead.id).exists()
     assert Task.objects.filter(id=live.id).exists()
+
+
+def _age(task: Task) -> None:
+    grace = timedelta(seconds=settings.PLATFORM["RECONCILE_GRACE_S"] + 1)
+    Task.objects.filter(id=task.id).update(enqueued_at=timezone.now() - grace)
+
+
+def test_a_job_taken_by_a_worker_that_died_before_starting_it_is_pushed_again() -> None:
+    # A worker popped the job id (BLPOP) and was killed before RQ marked the job started: the
+    # job hash still says `queued`, but the id is in no queue.
+    task = submit("high")
+    client = sync_client()
+    assert client.lpop(queue_for("high").key) == str(task.id).encode()
+    assert client.hget(f"rq:job:{task.id}", "status") == b"queued"
+    _age(task)
+
+    assert reconcile_lost_jobs() == 1
+    assert queued_ids("high") == [str(task.id)]
+    assert reconcile_lost_jobs() == 0  # waiting in its queue again: left alone
+
+
+def test_a_job_started_by_a_worker_that_is_gone_is_pushed_again() -> None:
+    task = submit("high")
+    client = sync_client()
+    client.lpop(queue_for("high").key)
+    client.hset(f"rq:job:{task.id}", mapping={"status": "started", "worker_name": "gone.1"})
+    _age(task)
+
+    assert reconcile_lost_jobs() == 1
+    assert queued_ids("high") == [str(task.id)]
