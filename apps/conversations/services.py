@@ -147,9 +147,12 @@ def _answer_record(
     # its task, with no UPDATE afterwards.
     message_id = uuid.uuid4()
     payload: dict[str, Any] = {"message_id": str(message_id)}
-    if conversation is not None and not conversation_id and auto_generate_name:
-        # Titled after the first answer, by low-priority work (see the answer kind's on_success).
-        payload["name_conversation"] = True
+    if conversation is not None and not conversation_id:
+        # Nothing earlier to read into the prompt.
+        payload["first_turn"] = True
+        if auto_generate_name:
+            # Titled after the first answer, by low-priority work (the answer kind's on_success).
+            payload["name_conversation"] = True
     if request_hash:
         payload["request_hash"] = request_hash
     requested = priority or app.default_priority

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from apps.conversations.models import Message, MessageStatus
+from apps.generation.attempt import attempt_message
 from apps.generation.events import AnswerPublisher
 from apps.generation.moderation import input_refusal, output_rules
 from apps.generation.prompts import Prompt, PromptTooLong, prompt_build
@@ -38,6 +39,20 @@ STATUS_BY_CODE = {
 }
 
 
+# What an attempt writes on its message.
+ANSWER_FIELDS = (
+    "answer",
+    "status",
+    "provider",
+    "model_name",
+    "prompt_tokens",
+    "completion_tokens",
+    "latency_s",
+    "first_token_s",
+    "error",
+)
+
+
 @dataclass(frozen=True)
 class Outcome:
     answer: str
@@ -45,10 +60,6 @@ class Outcome:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     first_token_s: float | None = None
-
-
-def _message_for(task: Task) -> Message:
-    return Message.objects.select_related("app").get(id=task.payload["message_id"])
 
 
 def task_error(error: ProviderError) -> TaskError:
@@ -64,7 +75,7 @@ def task_error(error: ProviderError) -> TaskError:
 
 def answer_run(task: Task, context: RunContext) -> dict[str, Any]:
     """Generate the answer for the task's message, publishing each piece as it comes."""
-    message = _message_for(task)
+    message = attempt_message(task, context.attempt)
     publisher = AnswerPublisher(task_id=str(task.id), message=message)
     if context.attempt > 1 and publisher.text_may_have_been_sent():
         publisher.replace("", reason="retry")
@@ -83,7 +94,8 @@ def answer_run(task: Task, context: RunContext) -> dict[str, Any]:
                 first_token_s=time.monotonic() - started,
             )
         else:
-            outcome = _generate(message, publisher, context, started)
+            first_turn = bool(task.payload.get("first_turn"))
+            outcome = _generate(message, publisher, context, started, first_turn)
     if context.stop_reason == "cancel":
         raise TaskCancelled("cancelled by an operator")
 
@@ -98,7 +110,7 @@ def answer_run(task: Task, context: RunContext) -> dict[str, Any]:
     message.latency_s = time.monotonic() - started
     message.first_token_s = outcome.first_token_s
     message.error = ""
-    message.save()
+    message.save(update_fields=[*ANSWER_FIELDS, "updated_at"])
     return {
         "message_id": str(message.id),
         "finish_reason": outcome.finish_reason,
@@ -106,7 +118,7 @@ def answer_run(task: Task, context: RunContext) -> dict[str, Any]:
     }
 
 
-def _prompt(message: Message, provider: Provider) -> Prompt:
+def _prompt(message: Message, provider: Provider, first_turn: bool) -> Prompt:
     app = message.app
     try:
         return prompt_build(
@@ -114,13 +126,18 @@ def _prompt(message: Message, provider: Provider) -> Prompt:
             message=message,
             count=provider.count_prompt_tokens,
             context_tokens=provider.context_window() or app.context_window,
+            first_turn=first_turn,
         )
     except PromptTooLong as error:
         raise PermanentTaskError(str(error)) from error
 
 
 def _generate(
-    message: Message, publisher: AnswerPublisher, context: RunContext, started: float
+    message: Message,
+    publisher: AnswerPublisher,
+    context: RunContext,
+    started: float,
+    first_turn: bool,
 ) -> Outcome:
     app = message.app
     provider = provider_for(kind=app.provider, config=app.provider_config)
@@ -135,7 +152,7 @@ def _generate(
         return context.should_stop()
 
     try:
-        prompt = _prompt(message, provider)
+        prompt = _prompt(message, provider, first_turn)
         request = GenerationRequest(
             messages=prompt.messages,
             model=app.model_name,
@@ -172,7 +189,9 @@ def _generate(
 
 def answer_final_failure(task: Task, failure: FinalFailure) -> None:
     """Tell the client the answer will not come, and record why on the message."""
-    message = _message_for(task)
+    message = Message.objects.select_related("app", "conversation").get(
+        id=task.payload["message_id"]
+    )
     Message.objects.filter(id=message.id).update(
         status=MessageStatus.ERROR, error=failure.message[:2000]
     )

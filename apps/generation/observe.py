@@ -4,6 +4,7 @@ from apps.conversations.models import Message
 from apps.conversations.services import conversation_name_request
 from apps.core.priorities import Priority
 from apps.generation.answer import answer_final_failure
+from apps.generation.attempt import attempt_message_saved
 from apps.generation.events import AnswerPublisher
 from apps.operations.metrics import TOKEN_BUCKETS, MetricsBatch
 from apps.scheduling.kinds import FinalFailure
@@ -12,7 +13,7 @@ from apps.scheduling.models import Task
 
 def _answer_message(task: Task) -> Message | None:
     return (
-        Message.objects.select_related("conversation__app")
+        Message.objects.select_related("app", "conversation__app")
         .filter(id=task.payload.get("message_id"))
         .first()
     )
@@ -20,7 +21,7 @@ def _answer_message(task: Task) -> Message | None:
 
 def answer_succeeded_observed(task: Task) -> None:
     """The answer and the task are committed: the client hears `message_end` only now."""
-    message = _answer_message(task)
+    message = attempt_message_saved(task)
     if message is None:
         return
     AnswerPublisher(task_id=str(task.id), message=message).end()

@@ -40,9 +40,10 @@ def render_template(template: str, inputs: dict[str, Any]) -> str:
     return _VARIABLE.sub(lambda match: str(inputs.get(match.group(1), "")), template)
 
 
-def conversation_history(message: Message) -> list[Message]:
-    """Earlier answered turns of the message's conversation, oldest first."""
-    if message.conversation_id is None:
+def conversation_history(message: Message, *, first_turn: bool = False) -> list[Message]:
+    """Earlier answered turns of the message's conversation, oldest first. `first_turn`: the
+    message opened its conversation, so there is nothing to read."""
+    if message.conversation_id is None or first_turn:
         return []
     earlier = (
         Message.objects.filter(
@@ -57,7 +58,14 @@ def conversation_history(message: Message) -> list[Message]:
     return list(reversed(earlier))
 
 
-def prompt_build(*, app: App, message: Message, count: TokenCounter, context_tokens: int) -> Prompt:
+def prompt_build(
+    *,
+    app: App,
+    message: Message,
+    count: TokenCounter,
+    context_tokens: int,
+    first_turn: bool = False,
+) -> Prompt:
     """The system prompt, as many of the most recent turns as fit, then the new question.
 
     The oldest turns are dropped first; the system prompt and the question are always kept, and
@@ -73,7 +81,7 @@ def prompt_build(*, app: App, message: Message, count: TokenCounter, context_tok
     question = ChatMessage("user", message.query)
     turns = [
         (ChatMessage("user", earlier.query), ChatMessage("assistant", earlier.answer))
-        for earlier in conversation_history(message)
+        for earlier in conversation_history(message, first_turn=first_turn)
     ]
     room = context_tokens - app.max_tokens  # what the prompt may take
 

@@ -4,6 +4,7 @@ import time
 from typing import Any
 
 import django_rq
+import redis
 from django.conf import settings
 from rq import Queue
 
@@ -15,8 +16,10 @@ QUEUE_ORDER: tuple[str, ...] = (Priority.HIGH.value, Priority.MEDIUM.value, Prio
 JOB_FUNC = "apps.scheduling.jobs.task_run_job"
 
 
-def queue_for(priority: str) -> Queue:
-    return django_rq.get_queue(priority, commit_mode="auto")
+def queue_for(priority: str, connection: redis.Redis | None = None) -> Queue:
+    """The RQ queue of a priority, on the process's shared Redis client by default (django-rq
+    would open a new client, and so a new TCP connection, on every call)."""
+    return django_rq.get_queue(priority, commit_mode="auto", connection=connection or sync_client())
 
 
 def job_timeout_s(time_left_s: float | None) -> int:

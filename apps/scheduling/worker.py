@@ -4,10 +4,12 @@ import os
 import socket
 from typing import Any
 
+import redis
 from django.conf import settings
 from django.db import connections
 from rq import SimpleWorker
 
+from apps.core.redis import OPTIONS as REDIS_OPTIONS
 from apps.scheduling.queues import QUEUE_ORDER, queue_for
 
 
@@ -45,6 +47,9 @@ def worker_build(
     *, queue_names: list[str] | None = None, name: str | None = None
 ) -> PlatformWorker:
     names = queue_names or list(QUEUE_ORDER)
-    queues = [queue_for(queue_name) for queue_name in names]
+    # A client of its own: RQ raises its socket timeout above the blocking dequeue's, which must
+    # not change the process's shared client.
+    connection = redis.Redis.from_url(settings.REDIS_URL, **REDIS_OPTIONS)
+    queues = [queue_for(queue_name, connection) for queue_name in names]
     worker_name = name or f"{socket.gethostname()}.{os.getpid()}"
     return PlatformWorker(queues, connection=queues[0].connection, name=worker_name)
