@@ -1,10 +1,12 @@
 """AI apps and the API keys that call them."""
 
 from decimal import Decimal
+from typing import Any
 
 from django.core.validators import MinValueValidator
 from django.db import models
 
+from apps.applications.config_cache import config_changed
 from apps.core.models import TimestampedModel
 from apps.core.priorities import Priority
 from apps.generation.moderation import keywords_validate, patterns_validate
@@ -19,6 +21,20 @@ class ProviderKind(models.TextChoices):
     LOCAL = "local", "Built-in model (SmolLM2-135M-Instruct)"
     OPENAI = "openai", "OpenAI-compatible server"
     SCRIPTED = "scripted", "Scripted (tests and benchmarks)"
+
+
+class ConfigQuerySet(models.QuerySet):  # type: ignore[type-arg]
+    """Bulk writes tell every process's config cache, as saves and deletes do (signals)."""
+
+    def update(self, **kwargs: Any) -> int:
+        changed = super().update(**kwargs)
+        config_changed()
+        return changed
+
+    def delete(self) -> tuple[int, dict[str, int]]:
+        deleted = super().delete()
+        config_changed()
+        return deleted
 
 
 class App(TimestampedModel):
@@ -175,6 +191,8 @@ class App(TimestampedModel):
     )
     currency = models.CharField(max_length=8, default="USD")
 
+    objects = ConfigQuerySet.as_manager()
+
     class Meta:
         ordering = ["name"]
 
@@ -209,6 +227,8 @@ class ApiKey(TimestampedModel):
         blank=True,
         help_text="Requests this key may send at once above its rate; empty: one second's worth.",
     )
+
+    objects = ConfigQuerySet.as_manager()
 
     class Meta:
         verbose_name = "API key"

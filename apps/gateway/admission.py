@@ -15,20 +15,19 @@ from rest_framework import serializers
 from apps.applications.models import ApiKey, App
 from apps.core.errors import ApiError, Overloaded, TooManyRequests
 from apps.core.priorities import capped_priority
-from apps.gateway.authentication import api_key_from_request
+from apps.gateway.authentication import api_key_from_request_async
 from apps.gateway.caps import Lease, lease_acquire
 from apps.gateway.ratelimit import refusal, request_buckets, take_async
 from apps.gateway.refusals import refusal_count_async
 from apps.gateway.requests import body_size_check, json_body, validated
 from apps.gateway.shedding import shed_check
 
-_authenticate = sync_to_async(api_key_from_request)
 _shed_check = sync_to_async(shed_check, thread_sensitive=False)
 
 
 async def authenticated(request: HttpRequest) -> ApiKey:
     body_size_check(request)
-    return await _authenticate(request)
+    return await api_key_from_request_async(request)
 
 
 async def rate_limit(api_key: ApiKey, end_user: str | None) -> None:

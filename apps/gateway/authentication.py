@@ -8,18 +8,20 @@ from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 
 from apps.applications.models import ApiKey
-from apps.applications.selectors import api_key_get_active
+from apps.applications.selectors import api_key_get_active, api_key_get_active_async
 from apps.core.errors import Forbidden, Unauthorized
 
 
-def api_key_from_header(authorization: str | None) -> ApiKey:
-    """The active key named by an Authorization header; raises Unauthorized or Forbidden."""
+def _bearer_token(authorization: str | None) -> str:
     if not authorization:
         raise Unauthorized("Authorization header must be provided and start with 'Bearer'")
     scheme, _, token = authorization.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("Authorization scheme must be 'Bearer'")
-    api_key = api_key_get_active(clear_key=token.strip())
+    return token.strip()
+
+
+def _usable(api_key: ApiKey | None) -> ApiKey:
     if api_key is None:
         raise Unauthorized("Access token is invalid")
     if not api_key.app.enabled:
@@ -27,8 +29,21 @@ def api_key_from_header(authorization: str | None) -> ApiKey:
     return api_key
 
 
+def api_key_from_header(authorization: str | None) -> ApiKey:
+    """The active key named by an Authorization header; raises Unauthorized or Forbidden."""
+    return _usable(api_key_get_active(clear_key=_bearer_token(authorization)))
+
+
+async def api_key_from_header_async(authorization: str | None) -> ApiKey:
+    return _usable(await api_key_get_active_async(clear_key=_bearer_token(authorization)))
+
+
 def api_key_from_request(request: HttpRequest) -> ApiKey:
     return api_key_from_header(request.headers.get("Authorization"))
+
+
+async def api_key_from_request_async(request: HttpRequest) -> ApiKey:
+    return await api_key_from_header_async(request.headers.get("Authorization"))
 
 
 class AppKeyAuthentication(BaseAuthentication):

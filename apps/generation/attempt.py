@@ -10,6 +10,7 @@ the row afresh.
 import threading
 from dataclasses import dataclass
 
+from apps.applications.selectors import app_get
 from apps.conversations.models import Message
 from apps.scheduling.models import Task
 
@@ -27,10 +28,16 @@ _held = threading.local()
 def _message_read(message_id: str | None) -> Message | None:
     if message_id is None:
         return None
-    message = Message.objects.select_related("app", "conversation").filter(id=message_id).first()
-    if message is not None and message.conversation is not None:
-        # The same app: saves the title task a query for it.
-        message.conversation.app = message.app
+    message = Message.objects.select_related("conversation").filter(id=message_id).first()
+    if message is None:
+        return None
+    # The app from this process's config cache: the widest row, and it rarely changes.
+    app = app_get(app_id=message.app_id)
+    if app is None:
+        return None
+    message.app = app
+    if message.conversation is not None:
+        message.conversation.app = app  # the same app: saves the title task a query
     return message
 
 

@@ -1,6 +1,7 @@
 """HTTP metrics and the access log: requests and time to the response's start, by route pattern
 and status, and one JSON log line per request (with its request id, like every other line)."""
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -46,6 +47,16 @@ def _record(request: HttpRequest, response: HttpResponseBase, started: float) ->
 
 
 _record_async = sync_to_async(_record, thread_sensitive=False)
+# Recordings under way: the loop keeps only weak references to tasks.
+_recording: set[asyncio.Task[None]] = set()
+
+
+def _record_in_background(request: HttpRequest, response: HttpResponseBase, started: float) -> None:
+    """The response goes out first; its log line and metrics follow (a Redis round trip and a
+    thread hop that the client need not wait for)."""
+    task = asyncio.create_task(_record_async(request, response, started))
+    _recording.add(task)
+    task.add_done_callback(_recording.discard)
 
 
 @sync_and_async_middleware
@@ -58,7 +69,7 @@ def http_metrics_middleware(
         async def async_middleware(request: HttpRequest) -> HttpResponseBase:
             started = time.monotonic()
             response = await async_get_response(request)
-            await _record_async(request, response, started)
+            _record_in_background(request, response, started)
             return response
 
         return async_middleware

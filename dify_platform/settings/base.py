@@ -152,6 +152,9 @@ PLATFORM = {
     "TASK_TIMEOUT_S": env.int("TASK_TIMEOUT_S", default=600),
     # A running task's lock lapses this long after its worker stopped renewing it (crash recovery).
     "TASK_LOCK_TTL_S": env.float("TASK_LOCK_TTL_S", default=15.0),
+    # Apps and keys are cached per process and dropped at once on any change through the ORM;
+    # a change made with raw SQL shows within this long.
+    "CONFIG_CACHE_TTL_S": env.float("CONFIG_CACHE_TTL_S", default=60.0),
     # Queued tasks older than this with no job in Redis are pushed again by the reconciler.
     "RECONCILE_GRACE_S": env.float("RECONCILE_GRACE_S", default=10.0),
     # The load monitor: overloaded above the high marks, normal again only below the low marks.

@@ -1,6 +1,7 @@
 """/metrics after real traffic through real processes (daphne and a worker) shows the counts."""
 
 import re
+import time
 
 import httpx
 import pytest
@@ -36,11 +37,17 @@ def test_metrics_count_real_traffic(live_web: WebServer, live_worker: object) ->
     invalid = httpx.post(url, json={}, headers={"Authorization": f"Bearer {good_key}"}, timeout=60)
     assert invalid.status_code == 400
 
+    route = 'method="POST",route="v1/chat-messages"'
+    # A request's own metrics are recorded just after its response is sent.
+    give_up_at = time.monotonic() + 10
     samples = scrape(live_web)
+    while samples.get(f'dp_http_requests_total{{{route},status="400"}}') != 2:
+        assert time.monotonic() < give_up_at, "HTTP metrics were not recorded"
+        time.sleep(0.05)
+        samples = scrape(live_web)
 
     assert samples['dp_tasks_finished_total{kind="chat",status="succeeded"}'] == 3
     assert samples['dp_tasks_finished_total{kind="chat",status="failed"}'] == 1
-    route = 'method="POST",route="v1/chat-messages"'
     assert samples[f'dp_http_requests_total{{{route},status="200"}}'] == 3
     assert samples[f'dp_http_requests_total{{{route},status="400"}}'] == 2
     assert samples['dp_completion_tokens_total{provider="scripted"}'] == 9
