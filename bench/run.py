@@ -68,8 +68,6 @@ def markdown(rows: list[dict[str, Any]], box: dict[str, Any], quick: bool) -> st
         return "-" if value is None else f"{value:,.2f}"
 
     lines = [
-        "# Benchmarks",
-        "",
         "Produced by `make bench` (`python -m bench.run --write-docs`); every ratio compares runs",
         "measured side by side in one invocation; medians over the runs. Targets are from the",
         "benchmark issue. Machine: "
@@ -86,6 +84,22 @@ def markdown(rows: list[dict[str, Any]], box: dict[str, Any], quick: bool) -> st
             f" {fmt(row['ratio'])} | {row['unit']} | {row['target']} | {verdict} |"
         )
     return "\n".join(lines) + "\n"
+
+
+TABLE_START, TABLE_END = "<!-- bench:table -->", "<!-- /bench:table -->"
+
+
+def write_docs(table: str) -> None:
+    """Replace the generated part of docs/benchmarks.md (between its markers), keeping the
+    written analysis around it."""
+    text = DOCS.read_text() if DOCS.exists() else ""
+    generated = f"{TABLE_START}\n{table}{TABLE_END}"
+    if TABLE_START in text and TABLE_END in text:
+        before, rest = text.split(TABLE_START, 1)
+        after = rest.split(TABLE_END, 1)[1]
+        DOCS.write_text(before + generated + after)
+    else:
+        DOCS.write_text(generated + "\n" + text)
 
 
 def machine() -> dict[str, Any]:
@@ -393,7 +407,7 @@ def main() -> None:
     )
     print(f"\nwrote {out}")
     if args.write_docs:
-        DOCS.write_text(markdown(report.rows, machine(), args.quick))
+        write_docs(markdown(report.rows, machine(), args.quick))
         print(f"wrote {DOCS}")
 
 

@@ -31,6 +31,10 @@ Server frames:
   {"type": "error", "code", "message", "status", "request_id"?}
                                                  a refused frame; the socket stays open
 Several queries run at once on one socket, each relayed by its own asyncio task.
+
+A query passes the REST answer routes' input protections: the key's and the user's rate limits,
+load shedding, and the app's cap on answers at once (its lease is held while the answer is
+relayed), each refused in an error frame with the REST status (429, 503).
 """
 
 import asyncio
@@ -61,7 +65,9 @@ from apps.core.errors import (
     Unauthorized,
 )
 from apps.core.exception_handler import to_api_error
-from apps.gateway.authentication import api_key_from_header
+from apps.gateway.admission import rate_limit, shed, slot
+from apps.gateway.authentication import api_key_from_header, api_key_from_header_async
+from apps.gateway.caps import Lease, lease_kept, lease_release
 from apps.gateway.requests import (
     ChatRequestSerializer,
     CompletionRequestSerializer,
@@ -127,14 +133,10 @@ def _authenticate(authorization: str) -> ApiKey:
 
 
 @database_sync_to_async
-def _submit(authorization: str, frame: dict[str, Any]) -> dict[str, Any]:
-    api_key = api_key_from_header(authorization)
-    mode = api_key.app.mode
-    serializer = ChatRequestSerializer if mode == AppMode.CHAT else CompletionRequestSerializer
-    data = validated(serializer, frame)
+def _submit(api_key: ApiKey, data: dict[str, Any]) -> dict[str, Any]:
     submitted = answer_submit(
         api_key=api_key,
-        route_mode=mode,
+        route_mode=api_key.app.mode,
         end_user=data["user"],
         query=data["query"],
         inputs=data["inputs"],
@@ -151,6 +153,22 @@ def _submit(authorization: str, frame: dict[str, Any]) -> dict[str, Any]:
     if submitted.conversation is not None:
         accepted["conversation_id"] = str(submitted.conversation.id)
     return accepted
+
+
+async def _admitted_query(
+    authorization: str, frame: dict[str, Any]
+) -> tuple[ApiKey, dict[str, Any]]:
+    """A query frame passes the REST answer routes' input protections, in their order: the key
+    (checked again: it may have been revoked since the handshake), the key's and the user's rate
+    limits, validation, load shedding."""
+    api_key = await api_key_from_header_async(authorization)
+    user = frame.get("user")
+    await rate_limit(api_key, user if isinstance(user, str) else None)
+    mode = api_key.app.mode
+    serializer = ChatRequestSerializer if mode == AppMode.CHAT else CompletionRequestSerializer
+    data = validated(serializer, frame)
+    await shed(api_key, data)
+    return api_key, data
 
 
 @database_sync_to_async
@@ -298,9 +316,18 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         if len(self.relays) >= MAX_RELAYS:
             raise TooManyRequests(f"At most {MAX_RELAYS} answers at once on one socket.")
         assert self.authorization is not None
-        accepted = await _submit(self.authorization, frame)
+        api_key, data = await _admitted_query(self.authorization, frame)
+        # The app's cap on answers served at once counts socket answers too: the lease is held
+        # while the answer is relayed.
+        lease = await slot(api_key.app)
+        try:
+            accepted = await _submit(api_key, data)
+        except BaseException:
+            if lease is not None:
+                await lease_release(lease)
+            raise
         await self.send_json(_tagged(accepted, request_id))
-        self._relay_start(accepted["task_id"], START_ID, request_id)
+        self._relay_start(accepted["task_id"], START_ID, request_id, lease)
 
     async def _resume(self, frame: dict[str, Any], request_id: str | int | None) -> None:
         task_id, user = _task_id(frame), _user(frame)
@@ -313,12 +340,18 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         await _check_owned(self.authorization, task_id, user)
         self._relay_start(task_id, after_id, request_id)
 
-    def _relay_start(self, task_id: str, after_id: str, request_id: str | int | None) -> None:
+    def _relay_start(
+        self,
+        task_id: str,
+        after_id: str,
+        request_id: str | int | None,
+        lease: Lease | None = None,
+    ) -> None:
         # A second relay of the same task on this socket replaces the first: no event twice.
         previous = self.relays.pop(task_id, None)
         if previous is not None:
             previous.cancel()
-        relay = asyncio.create_task(self._relay(task_id, after_id, request_id))
+        relay = asyncio.create_task(self._leased_relay(lease, task_id, after_id, request_id))
         self.relays[task_id] = relay
 
         def forget(done: asyncio.Task[None]) -> None:
@@ -326,6 +359,12 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                 del self.relays[task_id]
 
         relay.add_done_callback(forget)
+
+    async def _leased_relay(
+        self, lease: Lease | None, task_id: str, after_id: str, request_id: str | int | None
+    ) -> None:
+        async with lease_kept(lease):
+            await self._relay(task_id, after_id, request_id)
 
     async def _relay(self, task_id: str, after_id: str, request_id: str | int | None) -> None:
         try:

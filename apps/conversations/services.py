@@ -14,11 +14,10 @@ from apps.conversations.inputs import inputs_validate
 from apps.conversations.models import Conversation, Feedback, Message
 from apps.conversations.selectors import conversation_first_message, task_owned_by
 from apps.core.errors import AppUnavailable, InvalidParam, NotChatApp, NotFound
-from apps.core.insert import insert_together
 from apps.core.priorities import Priority, capped_priority
 from apps.scheduling.control import task_request_stop
 from apps.scheduling.models import ACTIVE_STATUSES, Task
-from apps.scheduling.services import task_cancel, task_create, task_created, task_prepare
+from apps.scheduling.services import task_cancel, task_create, task_prepare, task_record
 
 NEW_CONVERSATION_NAME = "New conversation"
 # The task kind that titles conversations (registered by apps.conversations.naming).
@@ -181,8 +180,7 @@ def _answer_record(
         query=query,
         task=prepared.task,
     )
-    insert_together(*new_rows, prepared.task, prepared.event, message)
-    task_created(prepared)
+    task_record(prepared, *new_rows, message)
     return SubmittedAnswer(task=prepared.task, message=message, conversation=conversation)
 
 

@@ -6,18 +6,23 @@ statement is one round trip, atomic on its own, and its foreign keys are checked
 rows may point to each other in any order.
 """
 
+from collections.abc import Sequence
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import connection
 from django.db.models import AutoField, Model
 
 
-def insert_together(*instances: Model) -> None:
-    """INSERT each unsaved instance, all or none, in one statement.
+def insert_together(
+    *instances: Model, then: str = "SELECT 1", then_params: Sequence[Any] = ()
+) -> None:
+    """INSERT each unsaved instance, all or none, in one statement; `then` is the statement's
+    final query (it runs in the same round trip).
 
     Field defaults and `auto_now_add` values are filled in on the instances as `save()` would
     (so `created_at` is readable afterwards); auto-increment keys are left to the database and
-    are not read back.
+    are not read back. Inside a caller's transaction, a failure (a unique key, say) aborts that
+    transaction: callers that want to go on use a savepoint.
     """
     parts: list[str] = []
     params: list[Any] = []
@@ -36,15 +41,8 @@ def insert_together(*instances: Model) -> None:
             f"i{index} AS (INSERT INTO {connection.ops.quote_name(meta.db_table)}"
             f" ({', '.join(columns)}) VALUES ({', '.join(placeholders)}))"
         )
-    sql = f"WITH {', '.join(parts)} SELECT 1"
-    if connection.in_atomic_block:
-        # Inside a caller's transaction, a savepoint keeps that transaction usable when the
-        # statement fails (a unique key, say); on its own, the statement is its own transaction.
-        with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute(sql, params)
-    else:
-        with connection.cursor() as cursor:
-            cursor.execute(sql, params)
+    with connection.cursor() as cursor:
+        cursor.execute(f"WITH {', '.join(parts)} {then}", [*params, *then_params])
     for instance in instances:
         instance._state.adding = False
         instance._state.db = connection.alias

@@ -145,7 +145,12 @@ def _execute_locked(task_id: str, worker_name: str, heartbeat: "_LockHeartbeat")
     """Start, run and record one attempt; returns the concurrency slot it held, if any."""
     task = services.task_mark_running(task_id=task_id, worker_name=worker_name)
     if task is None:
-        logger.info("task is not runnable (finished, cancelled or running); job dropped")
+        # Perhaps the job came before the commit of the task's row: wait for its creator, then
+        # look again (a no-op wait when the task simply is not runnable).
+        services.task_await_creation(task_id=task_id)
+        task = services.task_mark_running(task_id=task_id, worker_name=worker_name)
+    if task is None:
+        logger.info("task is not runnable (finished, cancelled, running or never committed)")
         return None
     may_run, slot = _take_slot(task)
     if not may_run:

@@ -2,21 +2,25 @@
 deadlines, and a task that can never run twice. The scripted provider plays the model."""
 
 import json
+import threading
+import uuid
 from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.db import connection, transaction
 from django.utils import timezone
 
 from apps.applications.models import ApiKey
 from apps.conversations.models import Message, MessageStatus
 from apps.conversations.services import answer_submit
+from apps.core.insert import insert_together
 from apps.core.redis import sync_client
 from apps.scheduling.locks import TaskLock
 from apps.scheduling.models import Task, TaskStatus
 from apps.scheduling.queues import DELAYED_KEY
 from apps.scheduling.runner import task_execute
-from apps.scheduling.services import retry_delay_s
+from apps.scheduling.services import CREATION_LOCK_SQL, retry_delay_s, task_prepare
 from apps.streams.log import stream_key
 from tests.factories import make_app, make_key
 
@@ -149,3 +153,50 @@ def test_retry_delays_grow_with_jitter(settings: Any) -> None:
         delays = {retry_delay_s(attempt) for _ in range(50)}
         assert all(0.5 <= delay <= ceiling for delay in delays)
         assert len(delays) > 1, "delays must be jittered"
+
+
+def test_a_job_taken_before_its_task_is_committed_waits_for_the_commit() -> None:
+    """The job is pushed before the INSERT commits (to overlap the commit's flush with the
+    worker's pick-up): a worker that gets there first waits for the creating transaction on its
+    advisory lock, then runs the task, instead of dropping the job."""
+    created = threading.Event()
+    release = threading.Event()
+    holder: dict[str, str] = {}
+
+    def create_slowly() -> None:
+        # Commit only once the worker below is waiting for it.
+        with transaction.atomic():
+            prepared = task_prepare(kind="noop", app=None, requested_priority="high")
+            insert_together(
+                prepared.task,
+                prepared.event,
+                then=f"SELECT pg_advisory_xact_lock({CREATION_LOCK_SQL})",
+                then_params=[str(prepared.task.id)],
+            )
+            holder["id"] = str(prepared.task.id)
+            created.set()
+            release.wait(10)
+        connection.close()
+
+    creator = threading.Thread(target=create_slowly)
+    creator.start()
+    assert created.wait(10)
+
+    def take_the_job() -> None:
+        task_execute(task_id=holder["id"], worker_name="early")
+        connection.close()
+
+    worker = threading.Thread(target=take_the_job)
+    worker.start()
+    worker.join(0.5)
+    assert worker.is_alive()  # waiting for the creator, not dropped
+    release.set()
+    creator.join(10)
+    worker.join(10)
+    assert Task.objects.get(id=holder["id"]).status == TaskStatus.SUCCEEDED
+
+
+def test_a_job_whose_task_was_never_committed_is_dropped() -> None:
+    never = str(uuid.uuid4())
+    task_execute(task_id=never, worker_name="w")  # returns at once: nothing to wait for
+    assert not Task.objects.filter(id=never).exists()

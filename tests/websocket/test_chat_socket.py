@@ -417,3 +417,46 @@ def test_a_quiet_socket_and_a_slow_first_token_keep_the_socket(
     frames = until_final(ws)
     assert answer_of(frames) == "Late but here."
     assert Message.objects.get(id=accepted["message_id"]).answer == "Late but here."
+
+
+def test_socket_queries_pass_the_rate_limits_and_the_cap(
+    platform: WebServer, open_socket: Any
+) -> None:
+    """Queries over a socket count against the same limits as the REST routes: the key's rate
+    (429 `too_many_requests`, Retry-After in the message) and the app's cap on answers at once."""
+    _, limited = make_app_with_key(
+        provider_config={"text": "ok"}, rate_limit_per_s=0.01, rate_limit_burst=2
+    )
+    ws = open_socket(limited)
+    for index in range(2):
+        send(ws, query_frame(request_id=index))
+        assert receive(ws)["type"] == "accepted"
+        assert answer_of(until_final(ws)) == "ok"
+    send(ws, query_frame(request_id="third"))
+    refused = receive(ws)
+    assert refused["type"] == "error"
+    assert refused["request_id"] == "third"
+    assert refused["status"] == 429
+
+    _, capped = make_app_with_key(
+        provider_config={"text": SLOW_TEXT, "tokens_per_s": 20}, max_active_requests=1
+    )
+    ws = open_socket(capped)
+    send(ws, query_frame(request_id="first"))
+    assert receive(ws)["type"] == "accepted"
+    send(ws, query_frame(request_id="second"))  # the first answer still holds the only slot
+    frames = []
+    while True:
+        frame = receive(ws)
+        frames.append(frame)
+        if frame.get("request_id") == "second" and frame.get("type") in ("error", "accepted"):
+            break
+    assert frames[-1]["type"] == "error"
+    assert frames[-1]["status"] == 429
+    while frames[-1].get("event") != "message_end":
+        frames.append(receive(ws))
+    # The finished answer gave its slot back: the next query is accepted.
+    send(ws, query_frame(request_id="again"))
+    while (frame := receive(ws)).get("request_id") != "again" or "type" not in frame:
+        pass
+    assert frame["type"] == "accepted"
