@@ -88,13 +88,18 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+# BENCH_LOG=path: the processes' output goes there (appended), to see why a run went wrong.
+_LOG = os.environ.get("BENCH_LOG")
+
+
 def start(args: list[str], **env: str) -> subprocess.Popen[bytes]:
+    output = open(_LOG, "ab") if _LOG else subprocess.DEVNULL  # noqa: SIM115
     return subprocess.Popen(
         [PYTHON, *args],
         cwd=ROOT,
         env=bench_env(**env),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=output,
+        stderr=output,
     )
 
 

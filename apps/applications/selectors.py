@@ -2,11 +2,10 @@
 
 import uuid
 
-from asgiref.sync import sync_to_async
-
 from apps.applications.config_cache import ConfigCache, config_version, config_version_async
 from apps.applications.models import ApiKey, App
 from apps.applications.services import api_key_digest
+from apps.core.db import db_sync_to_async
 
 _keys = ConfigCache()
 _apps = ConfigCache()
@@ -29,7 +28,7 @@ def api_key_get_active(*, clear_key: str) -> ApiKey | None:
     return api_key
 
 
-_api_key_read_async = sync_to_async(_api_key_read)
+_api_key_read_async = db_sync_to_async(_api_key_read)
 
 
 async def api_key_get_active_async(*, clear_key: str) -> ApiKey | None:

@@ -40,6 +40,8 @@ def async_client() -> aredis.Redis:
     loop = asyncio.get_running_loop()
     client = _async_clients.get(id(loop))
     if client is None:
-        client = aredis.Redis.from_url(settings.REDIS_URL, **OPTIONS)
+        client = aredis.Redis.from_url(
+            settings.REDIS_URL, max_connections=settings.REDIS_MAX_CONNECTIONS, **OPTIONS
+        )
         _async_clients[id(loop)] = client
     return client

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from functools import wraps
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.http import HttpRequest, HttpResponseBase, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
@@ -31,6 +30,7 @@ from apps.conversations.services import (
     answer_submission_by_key,
     answer_submit,
 )
+from apps.core.db import db_sync_to_async
 from apps.core.errors import InvalidParam, MethodNotAllowed, NotFound
 from apps.core.exception_handler import to_api_error
 from apps.gateway import cache
@@ -87,10 +87,10 @@ def api_view(method: str) -> Callable[[AsyncView], AsyncView]:
     return decorate
 
 
-_submit = sync_to_async(answer_submit)
-_by_key = sync_to_async(answer_submission_by_key)
-_rebuilt = sync_to_async(rebuilt_events)
-_complete = sync_to_async(message_is_complete)
+_submit = db_sync_to_async(answer_submit)
+_by_key = db_sync_to_async(answer_submission_by_key)
+_rebuilt = db_sync_to_async(rebuilt_events)
+_complete = db_sync_to_async(message_is_complete)
 
 
 @dataclass(frozen=True)
@@ -270,8 +270,8 @@ async def ask_create(request: HttpRequest, media: str) -> HttpResponseBase:
     return await _answer(request, media, ASK)
 
 
-_stop = sync_to_async(answer_stop)
-_task_owned = sync_to_async(task_owned_by)
+_stop = db_sync_to_async(answer_stop)
+_task_owned = db_sync_to_async(task_owned_by)
 _EVENT_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
 
 

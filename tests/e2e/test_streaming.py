@@ -1,6 +1,7 @@
 """Server-Sent Events over a real socket against daphne, with a real worker: Dify's event sequence,
 tokens before the answer is complete, resume with Last-Event-ID, stop mid-stream."""
 
+import asyncio
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -193,3 +194,40 @@ def test_the_stream_reads_with_the_dify_clients_documented_loop(platform: WebSer
             if payload.strip():
                 answers.append(json.loads(payload.strip()).get("answer"))
     assert "".join(a for a in answers if a) == "plain compatible stream"
+
+
+def test_many_streams_at_once_hold_no_pooled_resource(platform: WebServer) -> None:
+    """150 clients follow one answer at once through one web process: more than its PostgreSQL
+    pool (8) and more than redis-py's default connection pool (100). Each gets the whole answer;
+    none waits for a connection another stream holds (the answer outlasts the PostgreSQL pool's
+    10 s wait for a free connection)."""
+    long_answer = {"text": " ".join(f"w{i}" for i in range(24)), "tokens_per_s": 2}
+    _, key = make_app_with_key(provider_config=long_answer, max_tokens=64)
+    with open_stream(platform, key, "/v1/chat-messages", {"query": "hi"}) as first:
+        task_id = next(event for _, event in sse_events(first))["task_id"]
+        expected = long_answer["text"]
+
+        async def follow(client: httpx.AsyncClient) -> str:
+            text = ""
+            async with client.stream(
+                "GET",
+                f"{platform.url}/v1/chat-messages/{task_id}/events",
+                params={"user": "u1"},
+                headers={"Authorization": f"Bearer {key}"},
+            ) as response:
+                assert response.status_code == 200, await response.aread()
+                async for line in response.aiter_lines():
+                    if line.startswith("data: "):
+                        event = json.loads(line.removeprefix("data: "))
+                        text += event.get("answer", "") if event["event"] == "message" else ""
+                        if event["event"] in ("message_end", "error"):
+                            return f"{event['event']}:{text}"
+            return f"cut:{text}"
+
+        async def followers() -> list[str]:
+            limits = httpx.Limits(max_connections=200, max_keepalive_connections=0)
+            async with httpx.AsyncClient(limits=limits, timeout=60) as client:
+                return await asyncio.gather(*(follow(client) for _ in range(150)))
+
+        results = asyncio.run(followers())
+    assert results == [f"message_end:{expected}"] * 150
