@@ -199,33 +199,58 @@ async def streaming_relay(port: int, key: str, streams: int) -> dict[str, float]
 
 
 async def concurrent_readers(
-    port: int, key: str, task_ids: list[str], readers_per_task: int
+    port: int, key: str, task_ids: list[str], sse_per_task: int, ws_per_task: int
 ) -> dict[str, float]:
-    """Many clients reading live streams at once (the resume route, from the start)."""
+    """Many clients following live answers at once on one web process: SSE clients on the
+    resume route and WebSocket clients resuming over the socket, all from the first event."""
     delays: list[float] = []
-    complete = 0
+    complete = {"sse": 0, "ws": 0}
     pings_seen = 0
 
-    async def reader(task_id: str) -> None:
-        nonlocal complete, pings_seen
+    def on_event(seen: list[str], event_id: str | None, data: dict[str, Any], at_ms: float) -> None:
+        if event_id:
+            seen.append(data["event"])
+            delays.append(at_ms - _stream_id_ms(event_id))
+
+    async def sse_reader(task_id: str) -> None:
+        nonlocal pings_seen
         seen: list[str] = []
-
-        def on_event(event_id: str | None, data: dict[str, Any], received_ms: float) -> None:
-            if event_id:
-                seen.append(data["event"])
-                delays.append(received_ms - _stream_id_ms(event_id))
-
         request = _get(f"/v1/chat-messages/{task_id}/events?user=bench", key, port)
-        _, pings = await sse_read("127.0.0.1", port, request, on_event, read_limit_s=180)
+        _, pings = await sse_read(
+            "127.0.0.1", port, request, lambda *event: on_event(seen, *event), read_limit_s=180
+        )
         pings_seen += pings
         if seen and seen[-1] == "message_end":
-            complete += 1
+            complete["sse"] += 1
 
-    await asyncio.gather(*(reader(t) for t in task_ids for _ in range(readers_per_task)))
-    total = len(task_ids) * readers_per_task
+    async def ws_reader(task_id: str) -> None:
+        from websockets.asyncio.client import connect
+
+        seen: list[str] = []
+        url = f"ws://127.0.0.1:{port}/ws/v1/chat?api_key={key}"
+        async with asyncio.timeout(180), connect(url, open_timeout=60) as socket:
+            assert json.loads(await socket.recv())["type"] == "ready"
+            await socket.send(json.dumps({"type": "resume", "task_id": task_id, "user": "bench"}))
+            while True:
+                frame = json.loads(await socket.recv())
+                if "event" in frame:
+                    on_event(seen, frame.get("event_id"), frame, time.time() * 1000)
+                    if frame["event"] in ("message_end", "error"):
+                        break
+                elif frame.get("type") == "error":
+                    break
+        if seen and seen[-1] == "message_end":
+            complete["ws"] += 1
+
+    await asyncio.gather(
+        *(sse_reader(t) for t in task_ids for _ in range(sse_per_task)),
+        *(ws_reader(t) for t in task_ids for _ in range(ws_per_task)),
+    )
     return {
-        "clients": float(total),
-        "complete_streams": float(complete),
+        "sse_clients": float(len(task_ids) * sse_per_task),
+        "ws_clients": float(len(task_ids) * ws_per_task),
+        "sse_complete": float(complete["sse"]),
+        "ws_complete": float(complete["ws"]),
         "token_delay_p50_ms": percentile(delays, 50),
         "token_delay_p99_ms": percentile(delays, 99),
         "pings_seen": float(pings_seen),
