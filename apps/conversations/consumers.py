@@ -74,7 +74,8 @@ from apps.gateway.requests import (
     StopRequestSerializer,
     validated,
 )
-from apps.streams.log import START_ID, EventLogUnavailable, events_follow
+from apps.streams.feeds import events_follow
+from apps.streams.log import START_ID, EventLogUnavailable
 
 logger = logging.getLogger(__name__)
 

@@ -8,16 +8,17 @@ last write.
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from django.conf import settings
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from apps.core.redis import async_client, key, sync_client
+from apps.core.redis import key, sync_client
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 FINAL_EVENTS = frozenset({"message_end", "error"})
 START_ID = "0-0"
@@ -52,41 +53,17 @@ def event_log_clear(*, task_id: str) -> None:
     sync_client().delete(stream_key(task_id))
 
 
-async def events_follow(
-    *, task_id: str, after_id: str = START_ID, block_ms: int = 10_000
-) -> AsyncIterator[tuple[str, dict[str, Any]] | None]:
-    """Yield (id, event) from after `after_id` until a final event, forever otherwise.
-
-    Yields None when nothing arrived for `block_ms`, so the caller can send a keep-alive or check
-    a deadline, then goes on waiting.
-    """
-    name = stream_key(task_id)
-    last_id = after_id
-    while True:
-        batches = await _read_riding_out_outages(name, last_id, block_ms)
-        if not batches:
-            yield None
-            continue
-        for _, entries in batches:
-            for raw_id, fields in entries:
-                last_id = raw_id.decode()
-                event = json.loads(fields[b"d"])
-                yield last_id, event
-                if event.get("event") in FINAL_EVENTS:
-                    return
-
-
-async def _read_riding_out_outages(name: str, last_id: str, block_ms: int) -> Any:
-    """One XREAD after `last_id`. A broken connection is retried with backoff (the pool opens a
-    new one) for up to OUTAGE_BUDGET_S: after a Redis restart the log is empty, and a task run
-    again writes its events with later ids, so reading on from `last_id` loses nothing."""
+async def riding_out_outages(call: Callable[[], Awaitable[T]]) -> T:
+    """`call()` (one Redis read), retried with backoff on a broken connection (the pool opens a
+    new one) for up to OUTAGE_BUDGET_S. After a Redis restart the log is empty, and a task run
+    again writes its events with later ids, so a reader that goes on from its last id loses
+    nothing."""
     loop = asyncio.get_running_loop()
     give_up_at = loop.time() + OUTAGE_BUDGET_S
     pause_s = 0.1
     while True:
         try:
-            # redis-py types replies loosely; a stream read is [(name, [(id, {field: value})])].
-            return await async_client().xread({name: last_id}, count=200, block=block_ms)
+            return await call()
         except (RedisConnectionError, RedisTimeoutError) as error:
             if loop.time() + pause_s > give_up_at:
                 raise EventLogUnavailable(f"Redis unreachable: {error}") from error

@@ -11,7 +11,8 @@ from typing import Any
 
 from apps.core.errors import ERRORS_BY_CODE, ApiError, DeadlineExceeded, StreamUnavailable
 from apps.core.redis import async_client, key
-from apps.streams.log import START_ID, EventLogUnavailable, events_follow
+from apps.streams.feeds import events_follow
+from apps.streams.log import START_ID, EventLogUnavailable
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,144 @@
+"""One reader of a task's event log per web process, shared by every client following it.
+
+Before, each follower ran its own blocking XREAD: a Redis connection held per open stream and,
+for every event, one reply to read and one JSON document to parse per follower. A feed reads the
+log once and hands each event to its followers' queues, so a thousand clients of one answer cost
+one connection and one parse per event.
+
+A follower joins first and then reads what the log already holds after its own `after_id`
+(XRANGE); events the feed delivers meanwhile land in its queue, and it skips any it has already
+seen by id. So it misses nothing and sees nothing twice, wherever it starts.
+"""
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any
+
+from apps.core.redis import async_client
+from apps.streams.log import (
+    FINAL_EVENTS,
+    START_ID,
+    EventLogUnavailable,
+    riding_out_outages,
+    stream_key,
+)
+
+logger = logging.getLogger(__name__)
+
+Item = tuple[str, dict[str, Any]]
+# How long the feed's XREAD blocks; followers have their own keep-alive timer.
+READ_BLOCK_MS = 10_000
+
+
+def id_key(event_id: str) -> tuple[int, int]:
+    milliseconds, _, sequence = event_id.partition("-")
+    return int(milliseconds), int(sequence or 0)
+
+
+class _Feed:
+    def __init__(self, task_id: str, start_id: str) -> None:
+        self.task_id = task_id
+        self.name = stream_key(task_id)
+        self.last_id = start_id
+        self.followers: set[asyncio.Queue[Item | BaseException]] = set()
+        self.reader: asyncio.Task[None] | None = None
+        self.ended = False
+
+    async def run(self) -> None:
+        try:
+            while self.followers and not self.ended:
+                name, last_id = self.name, self.last_id
+
+                def read(name: str = name, last_id: str = last_id) -> Awaitable[Any]:
+                    return async_client().xread({name: last_id}, count=200, block=READ_BLOCK_MS)
+
+                batches: Any = await riding_out_outages(read)
+                for _, entries in batches or []:
+                    for raw_id, fields in entries:
+                        self.last_id = raw_id.decode()
+                        item = (self.last_id, json.loads(fields[b"d"]))
+                        for queue in self.followers:
+                            queue.put_nowait(item)
+                        if item[1].get("event") in FINAL_EVENTS:
+                            self.ended = True
+        except asyncio.CancelledError:
+            raise
+        except BaseException as error:  # the followers decide what an outage means to them
+            for queue in self.followers:
+                queue.put_nowait(error)
+        finally:
+            self.ended = True
+            _forget(self)
+
+
+_feeds: dict[tuple[int, str], _Feed] = {}
+
+
+def _forget(feed: _Feed) -> None:
+    loop_key = (id(asyncio.get_running_loop()), feed.task_id)
+    if _feeds.get(loop_key) is feed:
+        del _feeds[loop_key]
+
+
+def _join(task_id: str, after_id: str) -> tuple[_Feed, asyncio.Queue[Item | BaseException]]:
+    loop_key = (id(asyncio.get_running_loop()), task_id)
+    feed = _feeds.get(loop_key)
+    if feed is None or feed.ended:
+        # A new feed starts at this follower's position: whatever it reads twice is skipped.
+        feed = _feeds[loop_key] = _Feed(task_id, after_id)
+    queue: asyncio.Queue[Item | BaseException] = asyncio.Queue()
+    feed.followers.add(queue)
+    if feed.reader is None:
+        feed.reader = asyncio.create_task(feed.run())
+    return feed, queue
+
+
+def _leave(feed: _Feed, queue: asyncio.Queue[Item | BaseException]) -> None:
+    feed.followers.discard(queue)
+    if not feed.followers and feed.reader is not None and not feed.reader.done():
+        feed.reader.cancel()
+        _forget(feed)
+
+
+async def events_follow(
+    *, task_id: str, after_id: str = START_ID, block_ms: int = 10_000
+) -> AsyncIterator[Item | None]:
+    """Yield (id, event) after `after_id` until a final event; None after each quiet `block_ms`."""
+    feed, queue = _join(task_id, after_id)
+    try:
+        seen = id_key(after_id)
+        name = feed.name
+
+        def held(name: str = name, after_id: str = after_id) -> Awaitable[Any]:
+            return async_client().xrange(name, min=f"({after_id}", max="+")
+
+        catch_up: Any = await riding_out_outages(held)
+        for raw_id, fields in catch_up or []:
+            event_id = raw_id.decode()
+            event = json.loads(fields[b"d"])
+            seen = id_key(event_id)
+            yield event_id, event
+            if event.get("event") in FINAL_EVENTS:
+                return
+        wait_s = block_ms / 1000
+        while True:
+            try:
+                item = await asyncio.wait_for(queue.get(), timeout=wait_s)
+            except TimeoutError:
+                yield None
+                continue
+            if isinstance(item, BaseException):
+                if isinstance(item, EventLogUnavailable):
+                    raise item
+                raise EventLogUnavailable(f"the task's feed failed: {item!r}") from item
+            event_id, event = item
+            if id_key(event_id) <= seen:
+                continue
+            seen = id_key(event_id)
+            yield event_id, event
+            if event.get("event") in FINAL_EVENTS:
+                return
+    finally:
+        _leave(feed, queue)
