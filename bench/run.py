@@ -309,8 +309,9 @@ def bench_concurrency(report: Report, quick: bool) -> None:
             provider_config={
                 "text": " ".join(["tok"] * 60),
                 "tokens_per_s": 5,
-                # Quiet for longer than the 10 s keep-alive period once every client is in.
-                "first_token_delay_s": 16,
+                # Quiet for longer than the 10 s keep-alive period once every client is in
+                # (1,000 clients take several seconds to connect here).
+                "first_token_delay_s": 30,
             },
         )
         api_key, clear = api_key_create(app=app)

@@ -73,6 +73,22 @@ async def answer_collect(*, task_id: str, timeout_s: float) -> CollectedAnswer:
 OPEN = b"\n"
 
 
+# Followers of one answer in this process get the same events (apps.streams.feeds): each frame
+# is formatted once, not once per follower. Keyed by task, event id and framing; bounded.
+_FRAMES_KEPT = 4096
+_frames: dict[tuple[str, str, bool], bytes] = {}
+
+
+def shared_sse_frame(task_id: str, event_id: str, event: dict[str, Any], *, id_line: bool) -> bytes:
+    key = (task_id, event_id, id_line)
+    frame = _frames.get(key)
+    if frame is None:
+        if len(_frames) >= _FRAMES_KEPT:
+            _frames.clear()
+        frame = _frames[key] = sse_frame(event_id, event, id_line=id_line)
+    return frame
+
+
 def sse_frame(event_id: str, event: dict[str, Any], *, id_line: bool) -> bytes:
     """One event. Its log id rides in the JSON as `event_id` (ext) for resuming; the SSE `id:`
     line only on our resume route: clients written for Dify parse every non-blank line of the
@@ -100,7 +116,7 @@ async def sse_stream(
                 await stream_mark_active(member)
                 yield PING
             else:
-                yield sse_frame(*item, id_line=id_lines)
+                yield shared_sse_frame(task_id, *item, id_line=id_lines)
             # Let the event loop serve other streams between two writes (see DESIGN: streaming).
             await asyncio.sleep(0)
     except EventLogUnavailable:
