@@ -42,7 +42,7 @@ class _Feed:
         self.task_id = task_id
         self.name = stream_key(task_id)
         self.last_id = start_id
-        self.followers: set[asyncio.Queue[Item | BaseException]] = set()
+        self.followers: set[asyncio.Queue[Item | Exception]] = set()
         self.reader: asyncio.Task[None] | None = None
         self.ended = False
 
@@ -63,9 +63,7 @@ class _Feed:
                             queue.put_nowait(item)
                         if item[1].get("event") in FINAL_EVENTS:
                             self.ended = True
-        except asyncio.CancelledError:
-            raise
-        except BaseException as error:  # the followers decide what an outage means to them
+        except Exception as error:  # the followers decide what an outage means to them
             for queue in self.followers:
                 queue.put_nowait(error)
         finally:
@@ -82,20 +80,20 @@ def _forget(feed: _Feed) -> None:
         del _feeds[loop_key]
 
 
-def _join(task_id: str, after_id: str) -> tuple[_Feed, asyncio.Queue[Item | BaseException]]:
+def _join(task_id: str, after_id: str) -> tuple[_Feed, asyncio.Queue[Item | Exception]]:
     loop_key = (id(asyncio.get_running_loop()), task_id)
     feed = _feeds.get(loop_key)
     if feed is None or feed.ended:
         # A new feed starts at this follower's position: whatever it reads twice is skipped.
         feed = _feeds[loop_key] = _Feed(task_id, after_id)
-    queue: asyncio.Queue[Item | BaseException] = asyncio.Queue()
+    queue: asyncio.Queue[Item | Exception] = asyncio.Queue()
     feed.followers.add(queue)
     if feed.reader is None:
         feed.reader = asyncio.create_task(feed.run())
     return feed, queue
 
 
-def _leave(feed: _Feed, queue: asyncio.Queue[Item | BaseException]) -> None:
+def _leave(feed: _Feed, queue: asyncio.Queue[Item | Exception]) -> None:
     feed.followers.discard(queue)
     if not feed.followers and feed.reader is not None and not feed.reader.done():
         feed.reader.cancel()
@@ -129,7 +127,7 @@ async def events_follow(
             except TimeoutError:
                 yield None
                 continue
-            if isinstance(item, BaseException):
+            if isinstance(item, Exception):
                 if isinstance(item, EventLogUnavailable):
                     raise item
                 raise EventLogUnavailable(f"the task's feed failed: {item!r}") from item
