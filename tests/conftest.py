@@ -1,10 +1,13 @@
 """Fixtures shared by the suite. Tests run on the real PostgreSQL (a test database per pytest
 worker) and the real Redis (a database number per pytest worker, see settings.test)."""
 
+import time
 from collections.abc import Iterator
 
 import pytest
 from django.conf import settings
+from django.core.management.base import CommandError
+from django.test import TransactionTestCase
 
 from apps.core.redis import sync_client
 from tests.processes import WebServer, run_web, run_worker
@@ -24,6 +27,28 @@ def _clean_redis() -> Iterator[None]:
     _delete_platform_keys()
     yield
     _delete_platform_keys()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _flush_retries_deadlocks() -> Iterator[None]:
+    """The session's live daphne and workers keep writing (housekeeping, a task finishing) while
+    a transactional test's tables are flushed. PostgreSQL may then pick the flush's TRUNCATE as
+    the victim of a deadlock with them; it is tried again, as the other side would be."""
+    original = TransactionTestCase._fixture_teardown  # type: ignore[attr-defined]
+
+    def teardown(self: TransactionTestCase) -> None:
+        for attempt in range(5):
+            try:
+                original(self)
+                return
+            except CommandError as error:
+                if "deadlock detected" not in str(error.__cause__) or attempt == 4:
+                    raise
+                time.sleep(0.2)
+
+    TransactionTestCase._fixture_teardown = teardown  # type: ignore[attr-defined]
+    yield
+    TransactionTestCase._fixture_teardown = original  # type: ignore[attr-defined]
 
 
 @pytest.fixture(scope="session", autouse=True)
