@@ -60,23 +60,22 @@ class WebServer:
         self.url = f"http://127.0.0.1:{port}"
 
 
+DAPHNE = [sys.executable, "-m", "daphne", "-b", "127.0.0.1"]
+
+
+def daphne_start(port: int, **env: str) -> subprocess.Popen[bytes]:
+    """daphne serving the platform on a loopback port, with the test environment plus `env`."""
+    return subprocess.Popen(
+        [*DAPHNE, "-p", str(port), "dify_platform.asgi:application"],
+        cwd=ROOT,
+        env=process_env(**env),
+    )
+
+
 @contextmanager
 def run_web() -> Iterator[WebServer]:
     port = free_port()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "daphne",
-            "-b",
-            "127.0.0.1",
-            "-p",
-            str(port),
-            "dify_platform.asgi:application",
-        ],
-        cwd=ROOT,
-        env=process_env(),
-    )
+    process = daphne_start(port)
     server = WebServer(process, port)
     try:
         _wait_for(lambda: _healthy(server.url), "daphne to answer /healthz", process)

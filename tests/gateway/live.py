@@ -4,7 +4,6 @@ calls through httpx."""
 
 import asyncio
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from tests.processes import ROOT, WebServer, free_port, process_env
+from tests.processes import WebServer, daphne_start, free_port
 
 TIMEOUT = httpx.Timeout(60.0)
 
@@ -21,20 +20,7 @@ TIMEOUT = httpx.Timeout(60.0)
 def extra_web(**env: str) -> Iterator[WebServer]:
     """Another daphne process on the same database and Redis, with extra environment."""
     port = free_port()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "daphne",
-            "-b",
-            "127.0.0.1",
-            "-p",
-            str(port),
-            "dify_platform.asgi:application",
-        ],
-        cwd=ROOT,
-        env=process_env(**env),
-    )
+    process = daphne_start(port, **env)
     server = WebServer(process, port)
     try:
         give_up_at = time.monotonic() + 60
