@@ -1,7 +1,7 @@
 """Redis connections from REDIS_URL: one sync client per process, one async client per loop."""
 
 import asyncio
-from functools import cache
+import threading
 from typing import Any
 
 import redis
@@ -27,9 +27,26 @@ OPTIONS: dict[str, Any] = {
 }
 
 
-@cache
+_sync_client: redis.Redis | None = None
+_sync_client_lock = threading.Lock()
+
+
 def sync_client() -> redis.Redis:
-    return redis.Redis.from_url(settings.REDIS_URL, **OPTIONS)
+    """The process's one sync client, shared by its threads.
+
+    Made under a lock: a web process's first requests call this from several threads at once,
+    and a second client made in that race is dropped as soon as its caller is done with it, and
+    a dropped client closes its pool, cutting the connection another thread is still using
+    (seen as 500s on a fresh daphne's first burst of requests). `functools.cache` does not lock.
+    """
+    global _sync_client
+    client = _sync_client
+    if client is None:
+        with _sync_client_lock:
+            if _sync_client is None:
+                _sync_client = redis.Redis.from_url(settings.REDIS_URL, **OPTIONS)
+            client = _sync_client
+    return client
 
 
 _async_clients: dict[int, aredis.Redis] = {}

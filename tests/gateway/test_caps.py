@@ -128,7 +128,10 @@ def test_killed_web_process_leaks_no_slot(live_web: WebServer, worker: Any) -> N
         ) as stream,
     ):
         assert stream.status_code == 200
-        assert any(line.startswith("data:") for line in stream.iter_lines())
+        # Keep the line iterator: dropped, it would close the connection, and the process would
+        # see the client go away (and free the slot) before it is killed.
+        lines = stream.iter_lines()
+        assert any(line.startswith("data:") for line in lines)
         os.kill(doomed.process.pid, signal.SIGKILL)
         killed_at = time.monotonic()
         doomed.process.wait()
