@@ -2,9 +2,12 @@
 
 import hashlib
 import secrets
+import threading
+import time
 from typing import Any
 
-from django.db import transaction
+from django.db import models, transaction
+from django.utils import timezone
 
 from apps.applications.models import ApiKey, App
 
@@ -28,6 +31,32 @@ def api_key_create(*, app: App, name: str = "", max_priority: str = "high") -> t
         max_priority=max_priority,
     )
     return api_key, clear_key
+
+
+# A key's last use is written at most once a minute per key and process: operators see which keys
+# are in use (and which to revoke) without a write on every request.
+KEY_USE_RESOLUTION_S = 60.0
+_key_use_written: dict[Any, float] = {}
+_key_use_lock = threading.Lock()
+
+
+def api_key_use_due(api_key: ApiKey) -> bool:
+    """True at most once per KEY_USE_RESOLUTION_S for each key, in this process."""
+    now = time.monotonic()
+    with _key_use_lock:
+        written = _key_use_written.get(api_key.id)
+        if written is not None and now - written < KEY_USE_RESOLUTION_S:
+            return False
+        if len(_key_use_written) > 10_000:  # bounded, like the config cache
+            _key_use_written.clear()
+        _key_use_written[api_key.id] = now
+    return True
+
+
+def api_key_used(key_id: Any) -> None:
+    """Stamp the key's last use. A plain queryset: a key's use is not a change of its
+    configuration, so no process's config cache is dropped for it."""
+    models.QuerySet(model=ApiKey).filter(id=key_id).update(last_used_at=timezone.now())
 
 
 @transaction.atomic

@@ -119,6 +119,18 @@ class MessageAdmin(admin.ModelAdmin):
                 ]
             },
         ),
+        (
+            "Cost",
+            {
+                "fields": [
+                    "total_price",
+                    "currency",
+                    "prompt_unit_price",
+                    "completion_unit_price",
+                    "price_unit",
+                ]
+            },
+        ),
         ("Feedback", {"fields": ["feedback_display"]}),
     ]
     readonly_fields = flatten_fieldsets(fieldsets)

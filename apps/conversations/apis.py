@@ -20,6 +20,7 @@ from apps.conversations.models import Conversation, Message, MessageStatus
 from apps.conversations.naming import conversation_name_wait
 from apps.core.errors import DeadlineExceeded, NotChatApp
 from apps.gateway.requests import MAX_USER_CHARS, USER_ERRORS, StrictCharField, json_body, validated
+from apps.generation.pricing import decimal_text
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
@@ -108,9 +109,9 @@ class MessageOutputSerializer(serializers.Serializer):
     answer_tokens = serializers.IntegerField(source="completion_tokens")
     total_tokens = serializers.IntegerField()
     provider_response_latency = serializers.SerializerMethodField()
-    # Like the answer's usage: this platform charges nothing per token.
+    # What the answer cost, at the app's rates when it was saved (as in its `usage`).
     total_price = serializers.SerializerMethodField()
-    currency = serializers.SerializerMethodField()
+    currency = serializers.CharField()
 
     def get_parent_message_id(self, message: Message) -> None:
         return None
@@ -141,10 +142,7 @@ class MessageOutputSerializer(serializers.Serializer):
         return round(message.latency_s or 0.0, 3)
 
     def get_total_price(self, message: Message) -> str:
-        return "0"
-
-    def get_currency(self, message: Message) -> str:
-        return "USD"
+        return decimal_text(message.total_price)
 
 
 def _api_key(request: Request) -> ApiKey:

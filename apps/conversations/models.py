@@ -1,5 +1,7 @@
 """Conversations, the messages in them, and feedback on messages."""
 
+from decimal import Decimal
+
 from django.db import models
 
 from apps.applications.models import App
@@ -54,6 +56,15 @@ class Message(TimestampedModel):
     first_token_s = models.FloatField(
         null=True, blank=True, help_text="From task start to the first token."
     )
+    # What the answer cost: the app's rates when it was saved, and the total (see
+    # apps.generation.pricing).
+    prompt_unit_price = models.DecimalField(max_digits=20, decimal_places=10, default=Decimal(0))
+    completion_unit_price = models.DecimalField(
+        max_digits=20, decimal_places=10, default=Decimal(0)
+    )
+    price_unit = models.DecimalField(max_digits=20, decimal_places=10, default=Decimal("0.000001"))
+    total_price = models.DecimalField(max_digits=20, decimal_places=7, default=Decimal(0))
+    currency = models.CharField(max_length=8, default="USD")
     task = models.ForeignKey(
         "scheduling.Task", on_delete=models.SET_NULL, null=True, blank=True, related_name="messages"
     )

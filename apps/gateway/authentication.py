@@ -9,7 +9,12 @@ from rest_framework.request import Request
 
 from apps.applications.models import ApiKey
 from apps.applications.selectors import api_key_get_active, api_key_get_active_async
+from apps.applications.services import api_key_use_due, api_key_used
+from apps.core.background import in_background
+from apps.core.db import db_sync_to_async
 from apps.core.errors import Forbidden, Unauthorized
+
+_api_key_used = db_sync_to_async(api_key_used)
 
 
 def _bearer_token(authorization: str | None) -> str:
@@ -31,11 +36,17 @@ def _usable(api_key: ApiKey | None) -> ApiKey:
 
 def api_key_from_header(authorization: str | None) -> ApiKey:
     """The active key named by an Authorization header; raises Unauthorized or Forbidden."""
-    return _usable(api_key_get_active(clear_key=_bearer_token(authorization)))
+    api_key = _usable(api_key_get_active(clear_key=_bearer_token(authorization)))
+    if api_key_use_due(api_key):
+        api_key_used(api_key.id)
+    return api_key
 
 
 async def api_key_from_header_async(authorization: str | None) -> ApiKey:
-    return _usable(await api_key_get_active_async(clear_key=_bearer_token(authorization)))
+    api_key = _usable(await api_key_get_active_async(clear_key=_bearer_token(authorization)))
+    if api_key_use_due(api_key):
+        in_background(_api_key_used(api_key.id))  # the request need not wait for the stamp
+    return api_key
 
 
 def api_key_from_request(request: HttpRequest) -> ApiKey:

@@ -14,6 +14,7 @@ from apps.conversations.models import Message, MessageStatus
 from apps.generation.attempt import attempt_message
 from apps.generation.events import AnswerPublisher
 from apps.generation.moderation import input_refusal, output_rules
+from apps.generation.pricing import PRICE_FIELDS, message_price
 from apps.generation.prompts import Prompt, PromptTooLong, prompt_build
 from apps.generation.stream import AnswerStream
 from apps.providers.base import GenerationRequest, Provider, ProviderError
@@ -50,6 +51,7 @@ ANSWER_FIELDS = (
     "latency_s",
     "first_token_s",
     "error",
+    *PRICE_FIELDS,
 )
 
 
@@ -110,6 +112,7 @@ def answer_run(task: Task, context: RunContext) -> dict[str, Any]:
     message.latency_s = time.monotonic() - started
     message.first_token_s = outcome.first_token_s
     message.error = ""
+    message_price(message, message.app)
     message.save(update_fields=[*ANSWER_FIELDS, "updated_at"])
     return {
         "message_id": str(message.id),

@@ -10,10 +10,10 @@ from apps.streams.log import event_append, stream_key
 
 
 def usage_metadata(message: Message) -> dict[str, Any]:
-    """Dify's `usage`: token counts, prices as decimal strings (priced with the app's current
-    prices), latency and time to first token in seconds."""
+    """Dify's `usage`: token counts, prices as decimal strings (at the rates the message was
+    priced with), latency and time to first token in seconds."""
     prices = prices_for(
-        app=message.app,
+        rates=message,
         prompt_tokens=message.prompt_tokens,
         completion_tokens=message.completion_tokens,
     )

@@ -1,10 +1,15 @@
 """What an answer's tokens cost, as Dify computes it: tokens * unit price * price unit, in Decimal
-(never float), rounded half-up to seven decimal places; every amount is a decimal string."""
+(never float), rounded half-up to seven decimal places; every amount is a decimal string.
+
+An answer is priced with the app's rates when it is saved, and keeps them: its `usage` (sent
+again on a replay) and its total in `/v1/messages` stay what the user was charged, even after an
+operator changes the app's prices."""
 
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
+from typing import Protocol
 
-from apps.applications.models import App
+from apps.conversations.models import Message
 
 PRICE_QUANTUM = Decimal("0.0000001")
 
@@ -31,21 +36,53 @@ class Prices:
     currency: str
 
 
-def prices_for(*, app: App, prompt_tokens: int, completion_tokens: int) -> Prices:
-    unit = Decimal(app.price_unit)
-    prompt = (Decimal(prompt_tokens) * Decimal(app.prompt_unit_price) * unit).quantize(
+class Rates(Protocol):
+    """Unit prices: an app's (what its next answer costs) or a message's (what it cost)."""
+
+    prompt_unit_price: Decimal
+    completion_unit_price: Decimal
+    price_unit: Decimal
+    currency: str
+
+
+def _price(tokens: int, unit_price: Decimal, unit: Decimal) -> Decimal:
+    return (Decimal(tokens) * Decimal(unit_price) * Decimal(unit)).quantize(
         PRICE_QUANTUM, rounding=ROUND_HALF_UP
     )
-    completion = (Decimal(completion_tokens) * Decimal(app.completion_unit_price) * unit).quantize(
-        PRICE_QUANTUM, rounding=ROUND_HALF_UP
-    )
+
+
+def prices_for(*, rates: Rates, prompt_tokens: int, completion_tokens: int) -> Prices:
+    unit = Decimal(rates.price_unit)
+    prompt = _price(prompt_tokens, rates.prompt_unit_price, unit)
+    completion = _price(completion_tokens, rates.completion_unit_price, unit)
     return Prices(
-        prompt_unit_price=_unit_text(Decimal(app.prompt_unit_price)),
+        prompt_unit_price=_unit_text(Decimal(rates.prompt_unit_price)),
         prompt_price_unit=_unit_text(unit),
         prompt_price=decimal_text(prompt),
-        completion_unit_price=_unit_text(Decimal(app.completion_unit_price)),
+        completion_unit_price=_unit_text(Decimal(rates.completion_unit_price)),
         completion_price_unit=_unit_text(unit),
         completion_price=decimal_text(completion),
         total_price=decimal_text(prompt + completion),
-        currency=app.currency,
+        currency=rates.currency,
+    )
+
+
+PRICE_FIELDS = (
+    "prompt_unit_price",
+    "completion_unit_price",
+    "price_unit",
+    "currency",
+    "total_price",
+)
+
+
+def message_price(message: Message, rates: Rates) -> None:
+    """Price the message's tokens with `rates` (its app's, now) and keep the rates on it."""
+    message.prompt_unit_price = rates.prompt_unit_price
+    message.completion_unit_price = rates.completion_unit_price
+    message.price_unit = rates.price_unit
+    message.currency = rates.currency
+    unit = Decimal(rates.price_unit)
+    message.total_price = _price(message.prompt_tokens, rates.prompt_unit_price, unit) + _price(
+        message.completion_tokens, rates.completion_unit_price, unit
     )

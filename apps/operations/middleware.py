@@ -1,7 +1,6 @@
 """HTTP metrics and the access log: requests and time to the response's start, by route pattern
 and status, and one JSON log line per request (with its request id, like every other line)."""
 
-import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -11,6 +10,7 @@ from asgiref.sync import iscoroutinefunction, sync_to_async
 from django.http import HttpRequest, HttpResponseBase
 from django.utils.decorators import sync_and_async_middleware
 
+from apps.core.background import in_background
 from apps.operations.metrics import MetricsBatch
 
 access_log = logging.getLogger("apps.http")
@@ -47,16 +47,12 @@ def _record(request: HttpRequest, response: HttpResponseBase, started: float) ->
 
 
 _record_async = sync_to_async(_record, thread_sensitive=False)
-# Recordings under way: the loop keeps only weak references to tasks.
-_recording: set[asyncio.Task[None]] = set()
 
 
 def _record_in_background(request: HttpRequest, response: HttpResponseBase, started: float) -> None:
     """The response goes out first; its log line and metrics follow (a Redis round trip and a
     thread hop that the client need not wait for)."""
-    task = asyncio.create_task(_record_async(request, response, started))
-    _recording.add(task)
-    task.add_done_callback(_recording.discard)
+    in_background(_record_async(request, response, started))
 
 
 @sync_and_async_middleware

@@ -3,6 +3,7 @@ and the app's description. Live-server checks (naming through a worker) are in t
 
 import json
 import uuid
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -351,6 +352,8 @@ def test_message_items_have_difys_fields(api: Api, app: App) -> None:
         prompt_tokens=7,
         completion_tokens=3,
         latency_s=0.4567,
+        total_price=Decimal("0.0000425"),
+        currency="EUR",
     )
     item = ok(api.get("/v1/messages", user="u1", conversation_id=str(conversation.id)))["data"][0]
 
@@ -373,8 +376,8 @@ def test_message_items_have_difys_fields(api: Api, app: App) -> None:
         "answer_tokens": 3,
         "total_tokens": 10,
         "provider_response_latency": 0.457,
-        "total_price": "0",
-        "currency": "USD",
+        "total_price": "0.0000425",
+        "currency": "EUR",
     }
 
 

@@ -5,6 +5,8 @@ from decimal import Decimal
 
 import pytest
 
+from apps.applications.models import App
+from apps.generation.events import usage_metadata
 from apps.generation.pricing import prices_for
 from apps.scheduling.models import TaskStatus
 from tests.factories import make_app
@@ -47,6 +49,27 @@ def test_usage_with_prices_per_million_tokens() -> None:
     assert message.first_token_s == pytest.approx(usage["time_to_first_token"], abs=0.001)
 
 
+def test_an_answer_keeps_the_prices_it_was_charged_after_the_app_changes_them() -> None:
+    app = make_app(
+        prompt_unit_price=Decimal("2.5"),
+        completion_unit_price=Decimal("10"),
+        price_unit=Decimal("0.000001"),
+        currency="EUR",
+    )
+    task = run(submit_to(app, "Count to four"))
+    message = message_of(task)
+    charged = events(task)[-1]["metadata"]["usage"]
+    assert message.total_price == Decimal(charged["total_price"]) > 0
+    assert message.currency == "EUR"
+
+    App.objects.filter(id=app.id).update(
+        prompt_unit_price=Decimal("100"), completion_unit_price=Decimal("100"), currency="USD"
+    )
+    message = message_of(task)
+    # A replay of the answer (rebuilt from the message) reports what it cost then.
+    assert usage_metadata(message) == charged
+
+
 def test_an_app_without_prices_costs_nothing() -> None:
     task = run(submit_to(make_app()))
     usage = events(task)[-1]["metadata"]["usage"]
@@ -60,7 +83,7 @@ def test_prices_match_difys_example_per_thousand_tokens() -> None:
         completion_unit_price=Decimal("0.002"),
         price_unit=Decimal("0.001"),
     )
-    prices = prices_for(app=app, prompt_tokens=1033, completion_tokens=128)
+    prices = prices_for(rates=app, prompt_tokens=1033, completion_tokens=128)
 
     assert (prices.prompt_unit_price, prices.prompt_price_unit) == ("0.001", "0.001")
     assert prices.prompt_price == "0.0010330"
@@ -70,5 +93,5 @@ def test_prices_match_difys_example_per_thousand_tokens() -> None:
 
 def test_tiny_amounts_round_half_up_to_seven_places_without_exponents() -> None:
     app = make_app(prompt_unit_price=Decimal("0.15"), price_unit=Decimal("0.000001"))
-    assert prices_for(app=app, prompt_tokens=1, completion_tokens=0).prompt_price == "0.0000002"
-    assert prices_for(app=app, prompt_tokens=3, completion_tokens=0).prompt_price == "0.0000005"
+    assert prices_for(rates=app, prompt_tokens=1, completion_tokens=0).prompt_price == "0.0000002"
+    assert prices_for(rates=app, prompt_tokens=3, completion_tokens=0).prompt_price == "0.0000005"
