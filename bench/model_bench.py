@@ -47,19 +47,25 @@ def raw_tokens_per_s(runs: int) -> list[float]:
 
 
 def platform_tokens_per_s(port: int, key: str, runs: int) -> list[float]:
-    """The same through daphne and a worker, measured at the client from the SSE stream."""
+    """The same through daphne and a worker, measured at the client from the SSE stream: tokens
+    after the first (the answer's usage) over the time from the first text to the last. The
+    first piece goes out alone; later ones may share an event (apps.generation.coalesce)."""
     speeds = []
     for _ in range(runs):
         stamps: list[float] = []
+        tokens: list[int] = []
 
         def on_event(
             event_id: str | None,
             data: dict[str, Any],
             received_ms: float,
             stamps: list[float] = stamps,
+            tokens: list[int] = tokens,
         ) -> None:
             if data.get("event") == "message" and data.get("answer"):
                 stamps.append(received_ms / 1000)
+            elif data.get("event") == "message_end":
+                tokens.append(int(data["metadata"]["usage"]["completion_tokens"]))
 
         body = {
             "inputs": {},
@@ -70,8 +76,8 @@ def platform_tokens_per_s(port: int, key: str, runs: int) -> list[float]:
         asyncio.run(
             sse_read("127.0.0.1", port, _post("/v1/chat-messages", key, body, port), on_event)
         )
-        if len(stamps) > 1:
-            speeds.append((len(stamps) - 1) / (stamps[-1] - stamps[0]))
+        if len(stamps) > 1 and tokens:
+            speeds.append((tokens[0] - 1) / (stamps[-1] - stamps[0]))
     return speeds
 
 

@@ -10,6 +10,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
+
 from apps.conversations.models import Message, MessageStatus
 from apps.generation.attempt import attempt_message
 from apps.generation.events import AnswerPublisher
@@ -144,7 +146,12 @@ def _generate(
 ) -> Outcome:
     app = message.app
     provider = provider_for(kind=app.provider, config=app.provider_config)
-    stream = AnswerStream(publisher, output_rules(app), app.moderation_output_replacement)
+    stream = AnswerStream(
+        publisher,
+        output_rules(app),
+        app.moderation_output_replacement,
+        window_s=float(settings.PLATFORM["STREAM_COALESCE_MS"]) / 1000,
+    )
     first_token_at: float | None = None
 
     def on_delta(text: str) -> bool:
@@ -174,6 +181,8 @@ def _generate(
             completion_tokens = provider.count_text_tokens(stream.raw)
     except ProviderError as error:
         raise task_error(error) from error
+    finally:
+        stream.close()  # no text from this attempt may follow its end
     if prompt.history_dropped:
         logger.info(
             "conversation history trimmed to the context window",

@@ -82,7 +82,9 @@ def message_price(message: Message, rates: Rates) -> None:
     message.completion_unit_price = rates.completion_unit_price
     message.price_unit = rates.price_unit
     message.currency = rates.currency
-    unit = Decimal(rates.price_unit)
-    message.total_price = _price(message.prompt_tokens, rates.prompt_unit_price, unit) + _price(
-        message.completion_tokens, rates.completion_unit_price, unit
+    prices = prices_for(
+        rates=rates,
+        prompt_tokens=message.prompt_tokens,
+        completion_tokens=message.completion_tokens,
     )
+    message.total_price = Decimal(prices.total_price)
