@@ -15,11 +15,18 @@ django_asgi_app = get_asgi_application()
 from channels.routing import ProtocolTypeRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
+from django.urls import get_resolver  # noqa: E402
 
 from apps.conversations.routing import websocket_router  # noqa: E402
+from apps.core.gc_tuning import gc_tune_for_serving  # noqa: E402
 
 # The admin's CSS and JS: served by the platform itself unless a proxy in front serves the
 # collected files (SERVE_STATIC=false, see deploy/); only paths under STATIC_URL are intercepted.
 http_app = ASGIStaticFilesHandler(django_asgi_app) if settings.SERVE_STATIC else django_asgi_app
 
 application = ProtocolTypeRouter({"http": http_app, "websocket": websocket_router})
+
+# Import every view now (Django loads the URLconf on the first request), then freeze start-up's
+# objects out of the collector's way (apps.core.gc_tuning).
+get_resolver().url_patterns  # noqa: B018
+gc_tune_for_serving()

@@ -151,6 +151,9 @@ PLATFORM = {
     # next one (the first piece always at once): fewer events for fast models, less CPU taken
     # from them (apps.generation.coalesce). 0 sends every piece as its own event.
     "STREAM_COALESCE_MS": env.float("STREAM_COALESCE_MS", default=20.0),
+    # Allocations that start a young garbage collection in web and worker processes (Python's
+    # default is 700); see apps.core.gc_tuning.
+    "GC_GEN0_THRESHOLD": env.int("GC_GEN0_THRESHOLD", default=10_000),
     # How long a task's event log stays readable after its last event (resume, late clients).
     "EVENT_LOG_TTL_S": env.int("EVENT_LOG_TTL_S", default=3600),
     # Default number of attempts for a task (the first run plus retries).

@@ -4,6 +4,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
+from apps.core.gc_tuning import gc_tune_for_serving
 from apps.providers.registry import providers_warm_up
 from apps.scheduling.load import LoadReporter
 from apps.scheduling.queues import QUEUE_ORDER
@@ -32,6 +33,7 @@ class Command(BaseCommand):
         if not options["no_warm_up"]:
             providers_warm_up()
         worker = worker_build(queue_names=queues, name=options["name"])
+        gc_tune_for_serving()
         reporter = LoadReporter()
         reporter.start()
         try:
