@@ -14,7 +14,8 @@ from apps.generation.coalesce import TextCoalescer
 from apps.scheduling.models import TaskStatus
 from apps.streams.log import stream_key
 from tests.factories import make_app
-from tests.generation.tasks import run, shown_answer, submit, submit_to
+from tests.generation.tasks import run, shown_answer, submit_to
+from tests.generation.test_moderation import submit_secret_split_over_tokens
 
 WINDOW_S = 0.05
 
@@ -126,14 +127,6 @@ def test_moderation_still_redacts_a_word_split_over_coalesced_pieces(
     settings: Any,
 ) -> None:
     settings.PLATFORM = {**settings.PLATFORM, "STREAM_COALESCE_MS": WINDOW_S * 1000}
-    pieces = ["The ", "password ", "is ", "sec", "ret", "word", ", keep ", "it ", "safe."]
-    task = run(
-        submit(
-            "What is the password?",
-            provider_config={"pieces": pieces},
-            max_tokens=50,
-            moderation_output_keywords="SecretWord",
-        )
-    )
+    task = run(submit_secret_split_over_tokens())
     assert task.status == TaskStatus.SUCCEEDED
     assert shown_answer(task) == "The password is ***, keep it safe."

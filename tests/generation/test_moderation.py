@@ -18,16 +18,19 @@ def texts(task: Any) -> list[tuple[str, str | None]]:
     return [(event["event"], event.get("answer")) for event in events(task)]
 
 
-def test_a_banned_word_split_over_tokens_is_redacted_in_the_stream() -> None:
+def submit_secret_split_over_tokens() -> Any:
+    """An answer whose banned word ("SecretWord") comes in three pieces."""
     pieces = ["The ", "password ", "is ", "sec", "ret", "word", ", keep ", "it ", "safe."]
-    task = run(
-        submit(
-            "What is the password?",
-            provider_config={"pieces": pieces},
-            max_tokens=50,
-            moderation_output_keywords="SecretWord",
-        )
+    return submit(
+        "What is the password?",
+        provider_config={"pieces": pieces},
+        max_tokens=50,
+        moderation_output_keywords="SecretWord",
     )
+
+
+def test_a_banned_word_split_over_tokens_is_redacted_in_the_stream() -> None:
+    task = run(submit_secret_split_over_tokens())
 
     assert task.status == TaskStatus.SUCCEEDED
     assert texts(task) == [
