@@ -196,6 +196,12 @@ class App(TimestampedModel):
     class Meta:
         ordering = ["name"]
 
+    @property
+    def worker_lane(self) -> str:
+        """The worker lane its generations need (apps.scheduling.lanes): the built-in model's
+        sequences are few per worker."""
+        return "local" if self.provider == ProviderKind.LOCAL else ""
+
     def __str__(self) -> str:
         return f"{self.name} ({self.mode})"
 

@@ -63,7 +63,7 @@ def title_fallback(query: str) -> str:
     return _shorten(query, FALLBACK_WORDS) or NEW_CONVERSATION_NAME
 
 
-def _title_from_model(first: Message, context: RunContext) -> str:
+async def _title_from_model(first: Message, context: RunContext) -> str:
     app = first.app
     exchange = f"User: {first.query[:EXCERPT_CHARS]}"
     if first.answer:
@@ -88,7 +88,8 @@ def _title_from_model(first: Message, context: RunContext) -> str:
         return context.should_stop()
 
     try:
-        provider_for(kind=app.provider, config=app.provider_config).generate(request, on_delta)
+        provider = provider_for(kind=app.provider, config=app.provider_config)
+        await context.until_stopped(provider.generate(request, on_delta))
     except ProviderError as error:
         if error.retryable:
             raise RetryableTaskError(str(error)) from error
@@ -105,20 +106,22 @@ def _save(conversation_id: str, name: str, automatic: bool) -> bool:
     return rows.update(name=name, updated_at=timezone.now()) > 0
 
 
-def conversation_name_run(task: Task, context: RunContext) -> dict[str, Any]:
+async def conversation_name_run(task: Task, context: RunContext) -> dict[str, Any]:
     conversation_id = str(task.payload["conversation_id"])
     automatic = bool(task.payload.get("automatic", True))
-    first = conversation_first_message(conversation_id=conversation_id)
+    first = await context.db(conversation_first_message, conversation_id=conversation_id)
     if first is None:
         return {"conversation_id": conversation_id, "named": False, "why": "no messages"}
     if automatic and first.status == MessageStatus.PENDING:
         # Nothing waits on this task: try again after the backoff, when the answer is likely in.
         raise RetryableTaskError("the first answer is not ready yet")
-    title = "" if first.status == MessageStatus.ERROR else _title_from_model(first, context)
+    title = "" if first.status == MessageStatus.ERROR else await _title_from_model(first, context)
     if context.stop_reason == "cancel":
         raise TaskCancelled("cancelled (the conversation was deleted, or by an operator)")
     name = title or title_fallback(first.query)
-    named = _save(conversation_id, name, automatic)
+    if context.stop_reason in ("abandoned", "shutdown"):
+        return {"conversation_id": conversation_id, "named": False, "name": name}
+    named = await context.db(_save, conversation_id, name, automatic)
     return {"conversation_id": conversation_id, "named": named, "name": name}
 
 
@@ -155,9 +158,14 @@ def conversation_name_wait(*, task_id: str, timeout_s: float) -> bool:
     return False
 
 
+def conversation_name_lane(task: Task) -> str:
+    return task.app.worker_lane if task.app is not None else ""
+
+
 NAMING_TASK_KIND = TaskKind(
     name=NAMING_KIND,
     run=conversation_name_run,
+    lane=conversation_name_lane,
     on_success=conversation_name_succeeded,
     on_final_failure=conversation_name_final_failure,
     max_attempts=NAMING_MAX_ATTEMPTS,

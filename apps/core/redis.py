@@ -2,6 +2,7 @@
 
 import asyncio
 import threading
+import weakref
 from typing import Any
 
 import redis
@@ -49,16 +50,27 @@ def sync_client() -> redis.Redis:
     return client
 
 
-_async_clients: dict[int, aredis.Redis] = {}
+# By the loop itself, not its id: a loop that ended frees its id for the next one, which must
+# not inherit a pool bound to the old loop (short-lived loops: tests, one-off task runs).
+_async_clients: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aredis.Redis]" = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def async_client() -> aredis.Redis:
     """The async client for the running loop: a pool must never be shared between loops."""
     loop = asyncio.get_running_loop()
-    client = _async_clients.get(id(loop))
+    client = _async_clients.get(loop)
     if client is None:
         client = aredis.Redis.from_url(
             settings.REDIS_URL, max_connections=settings.REDIS_MAX_CONNECTIONS, **OPTIONS
         )
-        _async_clients[id(loop)] = client
+        _async_clients[loop] = client
     return client
+
+
+async def async_client_close() -> None:
+    """Close the running loop's client (a short-lived loop about to end)."""
+    client = _async_clients.pop(asyncio.get_running_loop(), None)
+    if client is not None:
+        await client.aclose()

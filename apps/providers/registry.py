@@ -1,24 +1,49 @@
 """Choosing the provider client for an app's settings."""
 
+import asyncio
 import json
 import threading
+import weakref
+from dataclasses import dataclass
 from typing import Any
 
 from apps.providers.base import Provider
-from apps.providers.local import LocalModel, LocalProvider
+from apps.providers.local import LocalProvider, LocalSettings, local_models
 from apps.providers.scripted import ScriptedProvider
 
-_local = LocalProvider()
-# OpenAI-compatible clients by configuration: each keeps a connection pool, worth reusing from one
-# task to the next instead of opening (and leaking) one per task.
-_remote: dict[str, Provider] = {}
-_remote_lock = threading.Lock()
 MAX_REMOTE_CLIENTS = 64
+
+
+@dataclass(frozen=True)
+class ProviderSettings:
+    """What the process tells its providers (set once, from Django's settings, by the worker)."""
+
+    local: LocalSettings = LocalSettings()
+    # Connections one remote client may hold: the answers a worker streams at once.
+    remote_max_connections: int = 1000
+
+
+_settings = ProviderSettings()
+_local = LocalProvider()
+# OpenAI-compatible clients by event loop, then by configuration: each keeps a connection pool,
+# worth reusing from one task to the next instead of opening (and leaking) one per task; an async
+# pool belongs to the loop it was made on.
+_remote: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, Provider]]" = (
+    weakref.WeakKeyDictionary()
+)
+_remote_lock = threading.Lock()
+
+
+def providers_configure(settings: ProviderSettings) -> None:
+    global _settings
+    _settings = settings
+    local_models.configure(settings.local)
 
 
 def provider_for(*, kind: str, config: dict[str, Any]) -> Provider:
     if kind == "local":
-        return _local
+        path = str(config.get("model_path") or "")
+        return LocalProvider(model_path=path) if path else _local
     if kind == "scripted":
         return ScriptedProvider(config)
     if kind == "openai":
@@ -29,17 +54,26 @@ def provider_for(*, kind: str, config: dict[str, Any]) -> Provider:
 def _remote_provider(config: dict[str, Any]) -> Provider:
     from apps.providers.openai_compat import OpenAICompatibleProvider, api_key_for
 
+    try:
+        loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+    except RuntimeError:
+        loop = None  # counting tokens only, from a thread: no client is made for that
+    if loop is None:
+        return OpenAICompatibleProvider(config, max_connections=1)
     # The key itself is part of the identity: a rotated key gets a new client.
     cache_key = json.dumps([config, api_key_for(config)], sort_keys=True, default=str)
     with _remote_lock:
-        provider = _remote.get(cache_key)
+        clients = _remote.setdefault(loop, {})
+        provider = clients.get(cache_key)
         if provider is None:
-            if len(_remote) >= MAX_REMOTE_CLIENTS:
-                _remote.clear()  # configurations come and go with app edits; start afresh
-            provider = _remote[cache_key] = OpenAICompatibleProvider(config)
+            if len(clients) >= MAX_REMOTE_CLIENTS:
+                clients.clear()  # configurations come and go with app edits; start afresh
+            provider = clients[cache_key] = OpenAICompatibleProvider(
+                config, max_connections=_settings.remote_max_connections
+            )
     return provider
 
 
 def providers_warm_up() -> None:
-    """Load the built-in model before the first job, so no request pays for it."""
-    LocalModel.shared()
+    """Load the default local model before the first job, so no request pays for it."""
+    local_models.get()

@@ -14,8 +14,8 @@ provider_config keys (all optional):
   timeout, as a real client would.
 """
 
+import asyncio
 import re
-import time
 from typing import Any
 
 from apps.providers.base import (
@@ -58,19 +58,19 @@ class ScriptedProvider:
             return [str(piece) for piece in pieces]
         return split_pieces(str(self.config.get("text", DEFAULT_TEXT)))
 
-    def _stall(self, request: GenerationRequest) -> None:
+    async def _stall(self, request: GenerationRequest) -> None:
         stall = float(self.config.get("stall_s") or 0)
         limits = [float(self.config["timeout_s"])] if self.config.get("timeout_s") else []
         if request.timeout_s is not None:
             limits.append(max(0.0, request.timeout_s))
         if limits and min(limits) < stall:
-            time.sleep(min(limits))
+            await asyncio.sleep(min(limits))
             raise ProviderError(
                 f"scripted provider timed out after {min(limits):g} s", retryable=True
             )
-        time.sleep(stall)
+        await asyncio.sleep(stall)
 
-    def generate(self, request: GenerationRequest, on_delta: OnDelta) -> GenerationResult:
+    async def generate(self, request: GenerationRequest, on_delta: OnDelta) -> GenerationResult:
         cfg = self.config
         if cfg.get("permanent_error"):
             raise ProviderError(str(cfg["permanent_error"]), retryable=False, status=400)
@@ -78,23 +78,30 @@ class ScriptedProvider:
         fail_after = int(cfg.get("fail_after_pieces", 0))
         stall_after = int(cfg.get("stall_after_pieces", 0)) if cfg.get("stall_s") else -1
         if stall_after == 0:
-            self._stall(request)
+            await self._stall(request)
         if failing and fail_after == 0:
             raise ProviderError(f"scripted failure on attempt {request.attempt}", retryable=True)
         if cfg.get("first_token_delay_s"):
-            time.sleep(float(cfg["first_token_delay_s"]))
+            await asyncio.sleep(float(cfg["first_token_delay_s"]))
         pace = float(cfg.get("tokens_per_s", 0))
         sent = 0
         pieces = self._pieces()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         for piece in pieces[: request.max_tokens]:
             if pace > 0 and sent > 0:
-                time.sleep(1 / pace)
+                # On a schedule rather than sleep after sleep: the pace holds however many
+                # answers share the loop.
+                await asyncio.sleep(max(0.0, started + sent / pace - loop.time()))
+            else:
+                await asyncio.sleep(0)  # an instant script still lets the other answers run
             if failing and sent == fail_after:
                 raise ProviderError(
                     f"scripted failure on attempt {request.attempt}", retryable=True
                 )
             if sent > 0 and sent == stall_after:
-                self._stall(request)
+                await self._stall(request)
+                started = loop.time() - sent / pace if pace > 0 else started
             sent += 1
             if on_delta(piece):
                 return GenerationResult(None, sent, "user_stop")

@@ -7,7 +7,7 @@ from apps.scheduling.kinds import FinalFailure, RunContext, TaskKind, register_t
 from apps.scheduling.models import Task
 
 
-def _noop_run(task: Task, context: RunContext) -> dict[str, Any]:
+async def _noop_run(task: Task, context: RunContext) -> dict[str, Any]:
     return {}
 
 

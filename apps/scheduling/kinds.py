@@ -3,32 +3,61 @@
 Scheduling knows nothing about chat: generation registers the `chat` and `completion` kinds.
 """
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, ParamSpec, Protocol, TypeVar
 
 from apps.scheduling.models import Task
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
 
 class RunContext(Protocol):
-    """What a running task may ask of the scheduler."""
+    """What a running task may ask of the scheduler. A worker runs many attempts at once on one
+    event loop: a kind's `run` must never block it, and does its database work through `db`."""
 
     attempt: int
     worker_name: str
 
-    def should_stop(self) -> bool: ...
+    def should_stop(self) -> bool:
+        """Whether to stop now: a stop or cancel request, the deadline, or the attempt lost its
+        task to another worker. Cheap: checked on every token."""
+        ...
 
     @property
-    def stop_reason(self) -> str | None: ...
+    def stop_reason(self) -> str | None:
+        """`stop` (the end user's: keep the partial answer), `cancel` (an operator's),
+        `deadline`, `abandoned` (another attempt owns the task now: write nothing more) or
+        `shutdown` (the worker is stopping: the task goes back to its queue)."""
+        ...
 
     def time_left_s(self) -> float | None: ...
+
+    async def until_stopped(self, work: Awaitable[R]) -> R | None:
+        """Run `work`, cancelling it if the attempt is told to stop first (None then): a
+        provider that went quiet is stopped at once, not at its next token."""
+        ...
+
+    async def db(self, function: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+        """Call `function` (blocking: database, sync Redis) off the event loop."""
+        ...
+
+    def write_on_success(self, write: Callable[[], None]) -> None:
+        """Run `write` inside the transaction that records the attempt as succeeded, only if
+        this attempt is still the task's current one (its fencing token holds)."""
+        ...
+
+    def log(self) -> Any:
+        """The attempt's fenced writer to its task's event log (apps.streams.outbox)."""
+        ...
 
 
 @dataclass(frozen=True)
 class TaskKind:
     name: str
     # Runs one attempt and returns the result to store; raises to fail the attempt.
-    run: Callable[[Task, RunContext], dict[str, Any]]
+    run: Callable[[Task, RunContext], Awaitable[dict[str, Any]]]
     # Called once when the task ends without success (failed, dead, expired, cancelled).
     on_final_failure: Callable[[Task, "FinalFailure"], None]
     # Called once after the task is recorded as succeeded: the place to tell clients it is done,
@@ -41,6 +70,10 @@ class TaskKind:
     # (group, limit) when at most `limit` tasks of the group may run at once (e.g. one app's model
     # server); None when unlimited. Tasks over the limit wait for a slot in priority order.
     concurrency: Callable[[Task], tuple[str, int] | None] | None = None
+    # The worker capacity the task needs besides a slot, decided when it is created: a lane has
+    # a per-process capacity (the built-in model's parallel sequences, settings WORKER_LANES),
+    # and a worker whose lane is full takes other work instead, leaving such tasks queued.
+    lane: Callable[[Task], str] | None = None
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,10 @@
 """Durable tasks and their history. PostgreSQL is the source of truth; Redis only carries them."""
 
 import uuid
+from datetime import datetime
 
 from django.db import models
+from django.utils import timezone
 
 from apps.applications.models import App
 from apps.core.priorities import Priority
@@ -44,6 +46,9 @@ class Task(models.Model):
     end_user = models.CharField(max_length=255, blank=True, default="", db_index=True)
     payload = models.JSONField(default=dict, blank=True)
     result = models.JSONField(default=dict, blank=True)
+    # Worker capacity the task needs besides a slot (`local`: one of the built-in model's
+    # parallel sequences); empty for none. Decided by its kind when the task is created.
+    lane = models.CharField(max_length=32, blank=True, default="")
 
     status = models.CharField(max_length=16, choices=TaskStatus.choices, default=TaskStatus.PENDING)
     requested_priority = models.CharField(max_length=8, choices=Priority.choices)
@@ -91,6 +96,12 @@ class Task(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} {self.id} ({self.status})"
+
+    def time_left_s(self, now: datetime | None = None) -> float | None:
+        """Seconds until the deadline (negative once it passed); None without one."""
+        if self.deadline_at is None:
+            return None
+        return (self.deadline_at - (now or timezone.now())).total_seconds()
 
     @property
     def wait_s(self) -> float | None:

@@ -1,7 +1,7 @@
 """The only place that knows queue names and how a task becomes an RQ job."""
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import django_rq
 import redis
@@ -10,6 +10,9 @@ from rq import Queue
 
 from apps.core.priorities import Priority
 from apps.core.redis import key, sync_client
+
+if TYPE_CHECKING:
+    from apps.scheduling.models import Task
 
 # Workers listen in this order: strictly the most urgent queue first.
 QUEUE_ORDER: tuple[str, ...] = (Priority.HIGH.value, Priority.MEDIUM.value, Priority.LOW.value)
@@ -30,7 +33,20 @@ def job_timeout_s(time_left_s: float | None) -> int:
     return int(limit)
 
 
-def job_push(*, task_id: str, priority: str, time_left_s: float | None, delay_s: float = 0) -> None:
+def lane_key(lane: str) -> str:
+    """The set of queued tasks that need this lane (see TaskKind.lane): a worker whose lane is
+    full passes over them when it takes work."""
+    return key("lane", lane)
+
+
+def job_push(
+    *,
+    task_id: str,
+    priority: str,
+    time_left_s: float | None,
+    delay_s: float = 0,
+    lane: str = "",
+) -> None:
     """Put the task's job on the queue of its priority, now or after a delay.
 
     The job id is the task id, so pushing the same task twice leaves one job in Redis, and the
@@ -41,6 +57,8 @@ def job_push(*, task_id: str, priority: str, time_left_s: float | None, delay_s:
         # hangs; our maintenance loop moves due tasks from this sorted set to their queue instead.
         sync_client().zadd(DELAYED_KEY(), {task_id: time.time() + delay_s})
         return
+    if lane:
+        sync_client().sadd(lane_key(lane), task_id)
     queue_for(priority).enqueue_call(
         JOB_FUNC,
         args=(task_id,),
@@ -51,10 +69,23 @@ def job_push(*, task_id: str, priority: str, time_left_s: float | None, delay_s:
     )
 
 
-def job_remove(*, task_id: str, priority: str) -> None:
+def task_push(task: "Task", *, delay_s: float = 0) -> None:
+    """Push a task's job (see job_push) from its row."""
+    job_push(
+        task_id=str(task.id),
+        priority=task.priority,
+        time_left_s=task.time_left_s(),
+        delay_s=delay_s,
+        lane=task.lane,
+    )
+
+
+def job_remove(*, task_id: str, priority: str, lane: str = "") -> None:
     """Take the task's job off its queue and out of the delayed set, if it is there."""
     queue_for(priority).remove(task_id)
     sync_client().zrem(DELAYED_KEY(), task_id)
+    if lane:
+        sync_client().srem(lane_key(lane), task_id)
 
 
 def delayed_count() -> int:

@@ -1,60 +1,66 @@
-"""Running one attempt of a task inside a worker: lock, guarded start, run, record the outcome."""
+"""Running one attempt of a task: lock, guarded start, run, record the outcome.
 
+Three phases. Starting and finishing are short and blocking (PostgreSQL, Redis) and run in a
+database thread; the run itself is the kind's coroutine, on the worker's event loop beside the
+other attempts (apps.scheduling.attempts). Every write of the finish is fenced by the attempt's
+number: an attempt that another one replaced changes nothing.
+"""
+
+import asyncio
 import logging
-import threading
-import time
 from dataclasses import dataclass, field
+from typing import Any
 
+from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.utils import timezone
 
 from apps.core.context import task_id_var
+from apps.core.redis import async_client_close
 from apps.scheduling import services
+from apps.scheduling.attempts import Attempt, AttemptRuntime
 from apps.scheduling.control import task_stop_reason
 from apps.scheduling.errors import TaskCancelled, TaskError
 from apps.scheduling.kinds import task_kind_find, task_kind_get
+from apps.scheduling.lanes import LaneGate
 from apps.scheduling.locks import TaskLock
 from apps.scheduling.models import Task, TaskStatus
-from apps.scheduling.queues import job_push
+from apps.scheduling.queues import job_timeout_s, task_push
 from apps.scheduling.slots import Slot, wait_score
+from apps.streams.outbox import LogAbandoned
 
 logger = logging.getLogger(__name__)
 
-# Checking Redis for a stop flag on every token would add a round trip per token; this often is
-# enough to stop "within a token or two" at the built-in model's ~100 tokens/s.
-STOP_CHECK_INTERVAL_S = 0.02
+# A task whose lock someone else still holds (a worker that lost track of it) is tried again
+# after this long rather than dropped.
+LOCKED_RETRY_S = 2.0
+# A task taken without room in its lane (its lane mark was lost with Redis) waits this long.
+LANE_RETRY_S = 0.5
+
+
+class AttemptTimeout(TaskError):
+    """The attempt ran past its time limit (TASK_TIMEOUT_S, or the time left to its deadline)."""
 
 
 @dataclass
-class WorkerRunContext:
+class LaneClaim:
+    """The lane unit a job holds in this worker ("" for none), released when the job ends."""
+
+    lane: str = ""
+
+
+@dataclass
+class Started:
     task: Task
-    worker_name: str
-    attempt: int
-    _last_check: float = field(default=0.0)
-    _stop_reason: str | None = field(default=None)
+    lock: TaskLock
+    slot: Slot | None
+    stop_reason: str | None
 
-    def should_stop(self) -> bool:
-        now = time.monotonic()
-        if self._stop_reason is None and now - self._last_check >= STOP_CHECK_INTERVAL_S:
-            self._last_check = now
-            self._stop_reason = task_stop_reason(task_id=str(self.task.id))
-            time_left = self.time_left_s()
-            if self._stop_reason is None and time_left is not None and time_left <= 0:
-                # A running task cannot outlive its deadline.
-                self._stop_reason = "deadline"
-        return self._stop_reason is not None
 
-    @property
-    def stop_reason(self) -> str | None:
-        """`stop` (the end user's: keep the partial answer), `cancel` (an operator's) or
-        `deadline` (the task's time window closed, or an operator expired it: the flag carries
-        it, because this context holds the row as it was when the task started)."""
-        return self._stop_reason
-
-    def time_left_s(self) -> float | None:
-        if self.task.deadline_at is None:
-            return None
-        return (self.task.deadline_at - timezone.now()).total_seconds()
+@dataclass
+class Outcome:
+    result: dict[str, Any] = field(default_factory=dict)
+    error: BaseException | None = None
 
 
 def _take_slot(task: Task) -> tuple[bool, Slot | None]:
@@ -72,7 +78,7 @@ def _take_slot(task: Task) -> tuple[bool, Slot | None]:
     )
     score = wait_score(
         priority=task.priority,
-        enqueued_at_s=(task.enqueued_at.timestamp() if task.enqueued_at else time.time()),
+        enqueued_at_s=(task.enqueued_at or timezone.now()).timestamp(),
     )
     return (True, slot) if slot.acquire(score=score) else (False, None)
 
@@ -81,68 +87,56 @@ def _hand_over(slot: Slot) -> None:
     woken = slot.release()
     if woken is None:
         return
-    waiting = Task.objects.filter(id=woken).only("priority", "deadline_at").first()
+    waiting = Task.objects.filter(id=woken).only("priority", "deadline_at", "lane").first()
     if waiting is not None:
-        time_left = (
-            (waiting.deadline_at - timezone.now()).total_seconds() if waiting.deadline_at else None
-        )
-        job_push(task_id=woken, priority=waiting.priority, time_left_s=time_left)
+        task_push(waiting)
 
 
-class _LockHeartbeat(threading.Thread):
-    """Keeps the task's lock (and slot) alive while the task runs; if the process dies, they lapse
-    within their TTL and the watchdog hands the task to another worker."""
-
-    def __init__(self, lock: TaskLock, slot: Slot | None = None) -> None:
-        super().__init__(name="task-lock-heartbeat", daemon=True)
-        self.lock = lock
-        self.slot = slot
-        self.stopped = threading.Event()
-
-    def run(self) -> None:
-        interval = self.lock.ttl_ms / 1000 / 3
-        while not self.stopped.wait(interval):
-            try:
-                if not self.lock.extend():
-                    logger.error("task lock was lost while the task ran")
-                if self.slot is not None:
-                    self.slot.renew()
-            except Exception:
-                logger.exception("could not renew the task lock")
-
-    def stop(self) -> None:
-        self.stopped.set()
-
-
-def _finish_failed(task: Task, status: str, code: str, error: Exception, worker_name: str) -> None:
+def _finish_failed(
+    task: Task, status: str, code: str, error: BaseException, worker_name: str
+) -> None:
     services.task_end_unsuccessfully(
-        task=task, status=status, code=code, error=error, actor=worker_name
+        task=task,
+        status=status,
+        code=code,
+        error=error if isinstance(error, Exception) else Exception(str(error)),
+        actor=worker_name,
+        attempt=task.attempts,
     )
 
 
-def task_execute(*, task_id: str, worker_name: str) -> None:
-    """Run one attempt. Safe to call twice for the same task: the second call does nothing."""
-    token = task_id_var.set(task_id)
+def _lock_busy(task_id: str) -> None:
+    """Another holder has the task's lock. A duplicate job of a running task is dropped; a task
+    that waits to run is tried again once that holder lets go, never left without a job."""
+    task = Task.objects.filter(id=task_id).only("status", "priority", "deadline_at", "lane").first()
+    if task is None or task.status not in (TaskStatus.QUEUED, TaskStatus.RETRYING):
+        logger.info("task is already running elsewhere; duplicate job dropped")
+        return
+    logger.warning("task's lock is held by someone else; trying again shortly")
+    task_push(task, delay_s=LOCKED_RETRY_S)
+
+
+def attempt_start(
+    *, task_id: str, worker_name: str, lanes: LaneGate | None = None, claim: LaneClaim | None = None
+) -> Started | None:
+    """Lock the task and start an attempt; None when it is not to run here now."""
+    lock = TaskLock(task_id, ttl_s=settings.PLATFORM["TASK_LOCK_TTL_S"])
+    if not lock.acquire():
+        _lock_busy(task_id)
+        return None
     try:
-        lock = TaskLock(task_id, ttl_s=settings.PLATFORM["TASK_LOCK_TTL_S"])
-        if not lock.acquire():
-            logger.warning("task is already running elsewhere; duplicate job dropped")
-            return
-        heartbeat = _LockHeartbeat(lock)
-        heartbeat.start()
-        try:
-            heartbeat.slot = _execute_locked(task_id, worker_name, heartbeat)
-        finally:
-            heartbeat.stop()
-            lock.release()
-            if heartbeat.slot is not None:
-                _hand_over(heartbeat.slot)
-    finally:
-        task_id_var.reset(token)
+        started = _start_locked(task_id, worker_name, lock, lanes, claim or LaneClaim())
+    except BaseException:
+        lock.release()
+        raise
+    if started is None:
+        lock.release()
+    return started
 
 
-def _execute_locked(task_id: str, worker_name: str, heartbeat: "_LockHeartbeat") -> Slot | None:
-    """Start, run and record one attempt; returns the concurrency slot it held, if any."""
+def _start_locked(
+    task_id: str, worker_name: str, lock: TaskLock, lanes: LaneGate | None, claim: LaneClaim
+) -> Started | None:
     task = services.task_mark_running(task_id=task_id, worker_name=worker_name)
     if task is None:
         # Perhaps the job came before the commit of the task's row: wait for its creator, then
@@ -152,48 +146,101 @@ def _execute_locked(task_id: str, worker_name: str, heartbeat: "_LockHeartbeat")
     if task is None:
         logger.info("task is not runnable (finished, cancelled, running or never committed)")
         return None
+    if task.deadline_at is not None and task.deadline_at <= timezone.now():
+        error = TimeoutError("the deadline passed before the task started")
+        _finish_failed(task, TaskStatus.EXPIRED, "deadline_exceeded", error, worker_name)
+        return None
+    if lanes is not None and task.lane and claim.lane != task.lane:
+        # Taken without its lane mark (Redis lost it): room in the lane is needed all the same.
+        if not lanes.take(task.lane):
+            services.task_wait_for_slot(task=task, worker_name=worker_name)
+            task_push(task, delay_s=LANE_RETRY_S)
+            return None
+        if claim.lane:
+            lanes.release(claim.lane)
+        claim.lane = task.lane
     may_run, slot = _take_slot(task)
     if not may_run:
         services.task_wait_for_slot(task=task, worker_name=worker_name)
         logger.info("every slot of the task's group is taken; it waits for one")
         return None
-    heartbeat.slot = slot
-    _run_started(task, worker_name)
-    return slot
+    return Started(task, lock, slot, task_stop_reason(task_id=task_id))
 
 
-def _run_started(task: Task, worker_name: str) -> None:
-    if task.deadline_at is not None and task.deadline_at <= timezone.now():
-        _finish_failed(
-            task,
-            TaskStatus.EXPIRED,
-            "deadline_exceeded",
-            TimeoutError("the deadline passed before the task started"),
-            worker_name,
+async def attempt_run(started: Started, runtime: AttemptRuntime) -> tuple[Attempt, Outcome]:
+    """Run the kind's attempt on the loop, within the task's time limit."""
+    attempt = Attempt(started.task, started.lock, started.slot, runtime)
+    if started.stop_reason is not None:
+        attempt.context.stop(started.stop_reason)  # stopped while it was still queued
+    runtime.add(attempt)
+    kind = task_kind_get(started.task.kind)
+    limit_s = job_timeout_s(started.task.time_left_s())
+    outcome = Outcome()
+    try:
+        async with asyncio.timeout(limit_s):
+            outcome.result = await kind.run(started.task, attempt.context)
+            await attempt.drain()
+    except LogAbandoned:
+        attempt.abandon("its lock was taken while it wrote")
+    except TimeoutError:
+        outcome.error = AttemptTimeout(f"the attempt ran past its {limit_s} s limit")
+    except Exception as error:
+        outcome.error = error
+    if outcome.error is not None:
+        try:
+            await attempt.drain()  # what it sent before failing goes out before the error
+        except Exception:
+            logger.warning("could not write an attempt's last events", exc_info=True)
+    attempt.finishing = True
+    return attempt, outcome
+
+
+def attempt_finish(attempt: Attempt, outcome: Outcome) -> None:
+    """Record how the attempt ended (fenced by its number), then let go of lock and slot."""
+    try:
+        _record(attempt, outcome)
+    finally:
+        attempt.lock.release()
+        if attempt.slot is not None:
+            _hand_over(attempt.slot)
+
+
+def _record(attempt: Attempt, outcome: Outcome) -> None:
+    task, context = attempt.task, attempt.context
+    worker_name = context.worker_name
+    reason = context.stop_reason
+    if reason == "abandoned":
+        logger.warning("attempt abandoned: another attempt owns the task")
+        return
+    if reason == "shutdown":
+        services.task_return_to_queue(
+            task=task, worker_name=worker_name, reason="returned: the worker stopped"
         )
         return
-    kind = task_kind_get(task.kind)
-    context = WorkerRunContext(task=task, worker_name=worker_name, attempt=task.attempts)
-    try:
-        result = kind.run(task, context)
-    except TaskCancelled as error:
+    error = outcome.error
+    if isinstance(error, TaskCancelled):
         _finish_failed(task, TaskStatus.CANCELLED, "cancelled", error, worker_name)
-    except Exception as error:
-        if context.stop_reason == "deadline":  # an error on the way out of an expired run
-            _finish_failed(task, TaskStatus.EXPIRED, "deadline_exceeded", error, worker_name)
-        else:
-            handle_attempt_failure(task, error, worker_name)
+    elif error is not None and reason == "deadline":  # an error on the way out of an expired run
+        _finish_failed(task, TaskStatus.EXPIRED, "deadline_exceeded", error, worker_name)
+    elif error is not None:
+        handle_attempt_failure(task, error, worker_name)
+    elif reason == "deadline":
+        overrun = TimeoutError("the deadline passed while the task ran")
+        _finish_failed(task, TaskStatus.EXPIRED, "deadline_exceeded", overrun, worker_name)
     else:
-        if context.stop_reason == "deadline":
-            overrun = TimeoutError("the deadline passed while the task ran")
-            _finish_failed(task, TaskStatus.EXPIRED, "deadline_exceeded", overrun, worker_name)
-            return
-        done = services.task_mark_succeeded(task=task, result=result, worker_name=worker_name)
+        done = services.task_mark_succeeded(
+            task=task, result=outcome.result, worker_name=worker_name, writes=tuple(context.writes)
+        )
+        kind = task_kind_get(task.kind)
         if done is not None and kind.on_success is not None:
             kind.on_success(done)
+        elif done is None:
+            logger.warning("attempt finished after another attempt took over; nothing recorded")
 
 
-def handle_attempt_failure(task: Task, error: Exception, worker_name: str) -> None:
+def handle_attempt_failure(task: Task, error: BaseException, worker_name: str) -> None:
+    """A failed attempt (`task` as it started: its number is the fence): retried, dead, failed
+    or expired."""
     retryable = error.retryable if isinstance(error, TaskError) else True
     code = error.code if isinstance(error, TaskError) else "internal_server_error"
     deadline_passed = task.deadline_at is not None and task.deadline_at <= timezone.now()
@@ -209,4 +256,53 @@ def handle_attempt_failure(task: Task, error: Exception, worker_name: str) -> No
     elif task.attempts >= task.max_attempts:
         _finish_failed(task, TaskStatus.DEAD, code, error, worker_name)
     else:
-        services.task_schedule_retry(task=task, error=error, worker_name=worker_name)
+        services.task_schedule_retry(
+            task=task,
+            error=error if isinstance(error, Exception) else Exception(str(error)),
+            worker_name=worker_name,
+        )
+
+
+async def task_run(
+    runtime: AttemptRuntime,
+    *,
+    task_id: str,
+    lanes: LaneGate | None = None,
+    claim: LaneClaim | None = None,
+) -> None:
+    """One attempt of the task, start to finish. Safe to call twice for the same task: the
+    second call does nothing."""
+    token = task_id_var.set(task_id)
+    try:
+        started = await runtime.db(
+            attempt_start,
+            task_id=task_id,
+            worker_name=runtime.worker_name,
+            lanes=lanes,
+            claim=claim,
+        )
+        if started is None:
+            return
+        attempt, outcome = await attempt_run(started, runtime)
+        try:
+            await runtime.db(attempt_finish, attempt, outcome)
+        finally:
+            runtime.discard(attempt)
+    finally:
+        task_id_var.reset(token)
+
+
+async def _execute_once(task_id: str, worker_name: str) -> None:
+    runtime = AttemptRuntime(worker_name=worker_name)
+    runtime.start()
+    try:
+        await task_run(runtime, task_id=task_id)
+    finally:
+        await runtime.close()
+        await async_client_close()
+
+
+def task_execute(*, task_id: str, worker_name: str) -> None:
+    """Run one attempt from synchronous code (tests, a plain RQ worker): its own event loop,
+    its database work in the calling thread."""
+    async_to_sync(_execute_once)(task_id, worker_name)

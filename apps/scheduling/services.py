@@ -20,7 +20,7 @@ from apps.scheduling.control import task_stop_clear
 from apps.scheduling.kinds import FinalFailure, task_kind_find
 from apps.scheduling.models import ACTIVE_STATUSES, Task, TaskEvent, TaskStatus
 from apps.scheduling.policy import PriorityDecision, priority_decide
-from apps.scheduling.queues import job_push, job_remove
+from apps.scheduling.queues import job_remove, task_push
 from apps.scheduling.transitions import Increment, guarded_update
 
 logger = logging.getLogger(__name__)
@@ -28,27 +28,17 @@ logger = logging.getLogger(__name__)
 P = ParamSpec("P")
 
 
-def _time_left_s(deadline_at: datetime | None) -> float | None:
-    if deadline_at is None:
-        return None
-    return (deadline_at - timezone.now()).total_seconds()
-
-
 def _pusher(task: Task, delay_s: float = 0) -> Callable[[], None]:
-    task_id, priority, deadline_at = str(task.id), task.priority, task.deadline_at
+    # A copy: the caller's row may change before the push runs (on commit).
+    pushed = Task(id=task.id, priority=task.priority, deadline_at=task.deadline_at, lane=task.lane)
 
     def push() -> None:
         try:
-            job_push(
-                task_id=task_id,
-                priority=priority,
-                time_left_s=_time_left_s(deadline_at),
-                delay_s=delay_s,
-            )
+            task_push(pushed, delay_s=delay_s)
         except Exception:
             # The row is (or is about to be) committed as queued: the reconciler pushes it
             # again once Redis is back.
-            logger.exception("could not push task to Redis", extra={"task_id": task_id})
+            logger.exception("could not push task to Redis", extra={"task_id": str(pushed.id)})
 
     return push
 
@@ -109,6 +99,8 @@ def task_prepare(
         not_before=now + timedelta(seconds=decision.defer_s) if decision.defer_s else None,
         idempotency_key=idempotency_key,
     )
+    if registered is not None and registered.lane is not None:
+        task.lane = registered.lane(task)
     event = TaskEvent(
         task=task,
         from_status="",
@@ -179,9 +171,12 @@ def task_transition(
     reason: str = "",
     actor: str = "",
     detail: dict[str, Any] | None = None,
+    attempt: int | None = None,
     **fields: Any,
 ) -> Task | None:
-    """Move a task between statuses if, and only if, it is in one of `from_statuses` now.
+    """Move a task between statuses if, and only if, it is in one of `from_statuses` now (and,
+    for a worker's write, still at `attempt`: an attempt that another one replaced writes
+    nothing).
 
     Returns the updated task, or None when another actor moved it first (the guard lost).
     """
@@ -193,6 +188,7 @@ def task_transition(
         actor=actor,
         detail=detail or {},
         fields=fields,
+        attempt=attempt,
     )
 
 
@@ -209,8 +205,20 @@ def task_mark_running(*, task_id: str, worker_name: str) -> Task | None:
     )
 
 
-def task_mark_succeeded(*, task: Task, result: dict[str, Any], worker_name: str) -> Task | None:
-    done = _mark_succeeded(task=task, result=result, worker_name=worker_name)
+def task_mark_succeeded(
+    *,
+    task: Task,
+    result: dict[str, Any],
+    worker_name: str,
+    writes: tuple[Callable[[], None], ...] = (),
+) -> Task | None:
+    """Record the attempt (`task.attempts`) as succeeded, and run its kind's `writes` in the
+    same transaction: the answer is saved only by the attempt that owns the task."""
+    with transaction.atomic():
+        done = _mark_succeeded(task=task, result=result, worker_name=worker_name)
+        if done is not None:
+            for write in writes:
+                write()
     if done is not None:
         metrics = MetricsBatch()
         metrics.inc("dp_tasks_finished_total", {"kind": done.kind, "status": done.status})
@@ -226,6 +234,7 @@ def _mark_succeeded(*, task: Task, result: dict[str, Any], worker_name: str) -> 
     return task_transition(
         task_id=task.id,
         from_statuses=(TaskStatus.RUNNING,),
+        attempt=task.attempts,
         to_status=TaskStatus.SUCCEEDED,
         reason="succeeded",
         actor=worker_name,
@@ -246,6 +255,7 @@ def task_schedule_retry(*, task: Task, error: Exception, worker_name: str) -> Ta
     retried = task_transition(
         task_id=task.id,
         from_statuses=(TaskStatus.RUNNING,),
+        attempt=task.attempts,
         to_status=TaskStatus.RETRYING,
         reason=f"attempt {task.attempts} failed: {type(error).__name__}",
         actor=worker_name,
@@ -256,25 +266,28 @@ def task_schedule_retry(*, task: Task, error: Exception, worker_name: str) -> Ta
     )
     if retried is not None:
         metric_inc("dp_task_retries_total", {"kind": retried.kind})
-        job_push(
-            task_id=str(task.id),
-            priority=retried.priority,
-            time_left_s=_time_left_s(retried.deadline_at),
-            delay_s=delay,
-        )
+        task_push(retried, delay_s=delay)
     return retried
 
 
 def task_end_unsuccessfully(
-    *, task: Task, status: str, code: str, error: Exception, actor: str = ""
+    *,
+    task: Task,
+    status: str,
+    code: str,
+    error: Exception,
+    actor: str = "",
+    attempt: int | None = None,
 ) -> Task | None:
-    """End a task as failed, dead, expired or cancelled, and let its kind tell the client."""
+    """End a task as failed, dead, expired or cancelled, and let its kind tell the client.
+    `attempt`: the worker's attempt that ends it (fenced), None for anyone else."""
     ended = task_mark_final_failure(
         task=task,
         status=status,
         error=error,
         reason=f"{status}: {type(error).__name__}",
         worker_name=actor,
+        attempt=attempt,
     )
     if ended is not None:
         metric_inc("dp_tasks_finished_total", {"kind": ended.kind, "status": ended.status})
@@ -285,10 +298,17 @@ def task_end_unsuccessfully(
 
 
 def task_mark_final_failure(
-    *, task: Task, status: str, error: Exception | None, reason: str, worker_name: str = ""
+    *,
+    task: Task,
+    status: str,
+    error: Exception | None,
+    reason: str,
+    worker_name: str = "",
+    attempt: int | None = None,
 ) -> Task | None:
     return task_transition(
         task_id=task.id,
+        attempt=attempt,
         from_statuses=(
             TaskStatus.PENDING,
             TaskStatus.QUEUED,
@@ -323,7 +343,7 @@ def task_expire_overdue(*, task: Task, actor: str = "scheduler") -> Task | None:
         actor=actor,
     )
     if ended is not None:
-        job_remove(task_id=str(task.id), priority=task.priority)
+        job_remove(task_id=str(task.id), priority=task.priority, lane=task.lane)
     return ended
 
 
@@ -357,7 +377,7 @@ def task_cancel(*, task_id: uuid.UUID | str, actor: str) -> str:
     )
     if ended is None:
         return task_cancel(task_id=task_id, actor=actor)  # it started meanwhile: stop it
-    job_remove(task_id=str(task.id), priority=task.priority)
+    job_remove(task_id=str(task.id), priority=task.priority, lane=task.lane)
     return "cancelled"
 
 
@@ -393,9 +413,7 @@ def task_reprioritize(
     if not waiting_for_retry:
         # A delayed (deferred) task moves now too: promotion means "stop waiting".
         job_remove(task_id=str(task.id), priority=old)
-        job_push(
-            task_id=str(task.id), priority=priority, time_left_s=_time_left_s(task.deadline_at)
-        )
+        task_push(task)
     return task
 
 
@@ -461,10 +479,12 @@ def task_purge(*, task_id: uuid.UUID | str, actor: str) -> bool:
 
 def task_wait_for_slot(*, task: Task, worker_name: str) -> Task | None:
     """Every concurrency slot of the task's group is taken: back to `queued`, the attempt not
-    counted. It is queued again when a slot frees (see apps.scheduling.slots)."""
+    counted (nothing of it ran). It is queued again when a slot frees (see
+    apps.scheduling.slots)."""
     return task_transition(
         task_id=task.id,
         from_statuses=(TaskStatus.RUNNING,),
+        attempt=task.attempts,
         to_status=TaskStatus.QUEUED,
         reason="waiting for a concurrency slot",
         actor=worker_name,
@@ -510,5 +530,26 @@ def task_expire(*, task_id: uuid.UUID | str, actor: str) -> str:
     )
     if ended is None:
         return task_expire(task_id=task_id, actor=actor)  # it started meanwhile: stop it
-    job_remove(task_id=str(task.id), priority=task.priority)
+    job_remove(task_id=str(task.id), priority=task.priority, lane=task.lane)
     return "expired"
+
+
+def task_return_to_queue(*, task: Task, worker_name: str, reason: str) -> Task | None:
+    """A stopping worker hands back an attempt it could not finish in its grace period: the task
+    is queued again at once, and the attempt does not spend the retry budget (its number still
+    counts, so the next attempt knows to take back the text a client already has)."""
+    returned = task_transition(
+        task_id=task.id,
+        from_statuses=(TaskStatus.RUNNING,),
+        attempt=task.attempts,
+        to_status=TaskStatus.QUEUED,
+        reason=reason,
+        actor=worker_name,
+        max_attempts=Increment(),
+        started_at=None,
+        worker_name="",
+        enqueued_at=timezone.now(),
+    )
+    if returned is not None:
+        task_push(returned)
+    return returned

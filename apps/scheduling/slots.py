@@ -50,6 +50,9 @@ return false
 """
 
 
+RENEW_SCRIPT = _RENEW
+
+
 def wait_score(*, priority: str, enqueued_at_s: float) -> float:
     """Lower is served first: the priority class, then the arrival time."""
     return PRIORITY_RANK[Priority(priority)] * 1e11 + enqueued_at_s

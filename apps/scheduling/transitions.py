@@ -40,9 +40,12 @@ def guarded_update(
     detail: dict[str, Any],
     fields: dict[str, Any],
     now: datetime | None = None,
+    attempt: int | None = None,
 ) -> Task | None:
-    """UPDATE the task WHERE its status is one of `from_statuses`, record the event, return the
-    updated row; None when the guard lost (another actor moved the task first)."""
+    """UPDATE the task WHERE its status is one of `from_statuses` (and, for a worker's write,
+    its attempt is still `attempt`: the fencing token), record the event, return the updated
+    row; None when the guard lost (another actor moved the task first, or a later attempt
+    replaced this one)."""
     assignments = ["status = %s"]
     params: list[Any] = [to_status]
     for name, value in fields.items():
@@ -54,10 +57,11 @@ def guarded_update(
             assignments.append(f"{field.column} = %s")
             params.append(field.get_db_prep_save(value, connection))
     returning = ", ".join(f"t.{field.column}" for field in _TASK_FIELDS)
+    fenced = "" if attempt is None else "AND attempts = %s"
     sql = f"""
         WITH old AS (
             SELECT id, status FROM {_TASK_TABLE}
-            WHERE id = %s AND status = ANY(%s) FOR UPDATE
+            WHERE id = %s AND status = ANY(%s) {fenced} FOR UPDATE
         ), updated AS (
             UPDATE {_TASK_TABLE} t SET {", ".join(assignments)} FROM old WHERE t.id = old.id
             RETURNING {returning}, old.status AS from_status
@@ -71,6 +75,7 @@ def guarded_update(
     all_params = [
         str(task_id),
         list(from_statuses),
+        *([] if attempt is None else [attempt]),
         *params,
         now or timezone.now(),
         to_status,

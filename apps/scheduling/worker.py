@@ -1,35 +1,274 @@
-"""Our RQ worker: non-forking, quick to notice crashes, with the model loaded once per process."""
+"""Our RQ worker: many tasks at once in one process, the model loaded once, quick to notice crashes.
 
+RQ's workers run one job at a time (rq#45, open since 2013; the ThreadPoolWorker of rq#1804 and
+the draft rq#1803 failed on timeouts, which RQ enforces with SIGALRM in the main thread only, and
+on the failed registry, which assumes one execution per worker). This worker keeps RQ's queues,
+job hashes, registries, executions, worker registration and heartbeats, and runs its own loop:
+
+- up to WORKER_CONCURRENCY attempts at once, as coroutines on one event loop (a remote model
+  server waits on sockets, not the CPU: a thousand waiting answers cost a thousand small
+  coroutines, about 50 KB each, not a thousand threads), with database work in a small pool of
+  threads;
+- a job is taken only when a slot is free, strictly by priority, and never one whose lane is full
+  here (apps.scheduling.intake): a worker never holds queued jobs it is not running;
+- time limits per attempt with `asyncio.timeout`, not SIGALRM;
+- SIGTERM: nothing new is taken, running attempts get WORKER_SHUTDOWN_GRACE_S to finish, and the
+  rest go back to their queues without spending their retry budget. A second signal skips the
+  grace. A SIGKILL leaves the attempts to the watchdog, which hands each to another worker once
+  its lock lapses.
+
+Jobs are run in-process, never forked: a model loaded before fork() hangs in the child, and
+loading it per job costs ~0.7 s.
+"""
+
+import asyncio
+import logging
 import os
+import signal
 import socket
+import threading
+import time
+import traceback
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import redis
 from django.conf import settings
 from django.db import connections
 from rq import SimpleWorker
+from rq.command import parse_payload
+from rq.suspension import is_suspended
+from rq.worker import WorkerStatus
 
 from apps.core.redis import OPTIONS as REDIS_OPTIONS
-from apps.scheduling.queues import QUEUE_ORDER, queue_for
+from apps.core.redis import async_client_close, key, sync_client
+from apps.scheduling.attempts import AttemptRuntime
+from apps.scheduling.control import task_request_stop
+from apps.scheduling.intake import Intake, Taken
+from apps.scheduling.lanes import LaneGate
+from apps.scheduling.queues import JOB_FUNC, QUEUE_ORDER, queue_for
+from apps.scheduling.rq_jobs import RunningJob, job_ended, job_started, jobs_heartbeat
+from apps.scheduling.runner import LaneClaim, task_run
+
+logger = logging.getLogger(__name__)
+
+# After the grace period, attempts told to go back to their queues get this long to do it.
+RETURN_TIMEOUT_S = 10.0
+HEARTBEAT_S = 5.0
+
+
+def worker_slots_key(name: str) -> str:
+    """What a worker reports of its slots (busy, capacity), for the load monitor, load shedding
+    and the dashboard; it lapses with the worker."""
+    return key("worker", name, "slots")
 
 
 class PlatformWorker(SimpleWorker):
-    """A SimpleWorker: jobs run in the worker process itself.
+    """Runs up to `concurrency` jobs at once (see the module's docstring)."""
 
-    RQ's default Worker forks a work horse per job; a model loaded before fork() hangs in the
-    child, and loading it per job costs ~0.7 s. Running jobs in-process keeps the model loaded
-    once and saves the fork. A crash then takes the worker with it: the pool restarts it and the
-    scheduler's watchdog hands its task to another worker.
-
-    RQ's defaults notice a dead worker only after minutes (worker_ttl 420 s); ours are short.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, concurrency: int, lanes: dict[str, int], **kwargs: Any) -> None:
         kwargs.setdefault("worker_ttl", settings.PLATFORM["WORKER_TTL_S"])
         kwargs.setdefault(
             "maintenance_interval", settings.PLATFORM["WORKER_MAINTENANCE_INTERVAL_S"]
         )
         super().__init__(*args, **kwargs)
+        self.concurrency = max(1, concurrency)
+        self.lanes = LaneGate(lanes)
+        self.running: dict[str, RunningJob] = {}
+        self.free_slots = threading.Semaphore(self.concurrency)
+        self.stop_taking = threading.Event()
+        self.shutdown_grace_s = float(settings.PLATFORM["WORKER_SHUTDOWN_GRACE_S"])
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping: asyncio.Event | None = None
+        self._forced = False
+        self._jobs: set[asyncio.Task[None]] = set()
+        self._burst = False
+        self._burst_done = False
+        # Jobs taken and not yet ended (the intake thread counts up, the loop down).
+        self._active = 0
+        self._active_lock = threading.Lock()
+
+    # --- the loop -----------------------------------------------------------------------------
+
+    def work(self, burst: bool = False, logging_level: str | None = "WARNING", **_: Any) -> bool:
+        self.bootstrap(logging_level)
+        try:
+            asyncio.run(self._serve(burst))
+        finally:
+            self.teardown()
+        return True
+
+    async def _serve(self, burst: bool) -> None:
+        self._burst = burst
+        self._loop = asyncio.get_running_loop()
+        self._stopping = asyncio.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            self._loop.add_signal_handler(signum, self._on_signal)
+        self._db_threads = ThreadPoolExecutor(
+            max_workers=settings.PLATFORM["WORKER_DB_THREADS"], thread_name_prefix="worker-db"
+        )
+        self.runtime = AttemptRuntime(worker_name=self.name, db_executor=self._db_threads)
+        self.runtime.start()
+        intake = threading.Thread(
+            target=self._intake_forever, args=(burst,), name="worker-intake", daemon=True
+        )
+        intake.start()
+        try:
+            await self._stopping.wait()
+            self.stop_taking.set()
+            await self._finish_running()
+        finally:
+            self.stop_taking.set()
+            await self.runtime.close()
+            await async_client_close()
+            await asyncio.to_thread(intake.join, 5.0)
+            self._db_threads.shutdown(wait=True)
+
+    def _on_signal(self) -> None:
+        assert self._stopping is not None
+        if self._stopping.is_set():
+            logger.warning("second stop signal: running attempts go back to their queues now")
+            self._forced = True
+        self._stopping.set()
+
+    def request_stop(self, signum: Any = None, frame: Any = None) -> None:
+        """Also reached by RQ's `shutdown` command (it sends SIGINT)."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._on_signal)
+
+    async def _finish_running(self) -> None:
+        if self._jobs:
+            logger.warning(
+                "worker stopping: finishing running attempts",
+                extra={"running": len(self._jobs), "grace_s": self.shutdown_grace_s},
+            )
+            # A burst run ends when its work is done, however long that takes.
+            grace_s = float("inf") if self._burst else self.shutdown_grace_s
+            deadline = time.monotonic() + (0 if self._forced else grace_s)
+            while self._jobs and not self._forced and time.monotonic() < deadline:
+                await asyncio.wait(set(self._jobs), timeout=0.2)
+        if self._jobs:
+            for attempt in list(self.runtime.attempts.values()):
+                attempt.context.stop("shutdown")
+            await asyncio.wait(set(self._jobs), timeout=RETURN_TIMEOUT_S)
+
+    def _launch(self, taken: Taken, running: RunningJob) -> None:
+        assert self._loop is not None
+        self.running[running.job.id] = running
+        job = self._loop.create_task(self._run_job(taken, running), name=f"job-{running.job.id}")
+        self._jobs.add(job)
+        job.add_done_callback(self._jobs.discard)
+
+    async def _run_job(self, taken: Taken, running: RunningJob) -> None:
+        claim = LaneClaim(lane=taken.lane)
+        failure: str | None = None
+        try:
+            job = running.job
+            if job.func_name == JOB_FUNC:
+                await task_run(
+                    self.runtime, task_id=str(job.args[0]), lanes=self.lanes, claim=claim
+                )
+            else:  # a plain RQ job on our queues: run it as RQ would, off the loop
+                await self.runtime.db(job.perform)
+        except Exception:
+            logger.exception("job failed", extra={"job_id": running.job.id})
+            failure = traceback.format_exc()
+        finally:
+            try:
+                await self.runtime.db(job_ended, self, running, failure=failure)
+            except Exception:
+                logger.exception("could not record the job's end in RQ")
+            self.running.pop(running.job.id, None)
+            if claim.lane:
+                self.lanes.release(claim.lane)
+            with self._active_lock:
+                self._active -= 1
+            self.free_slots.release()
+
+    # --- taking jobs (a thread: RQ's calls block) ---------------------------------------------
+
+    def _intake_forever(self, burst: bool) -> None:
+        intake = Intake(queues=self._ordered_queues, connection=self.connection, lanes=self.lanes)
+        next_heartbeat = 0.0
+        pause_s = 1.0
+        while not self.stop_taking.is_set():
+            try:
+                if time.monotonic() >= next_heartbeat:
+                    self._housekeep()
+                    next_heartbeat = time.monotonic() + HEARTBEAT_S
+                if not self.free_slots.acquire(timeout=0.5):
+                    continue
+                if not self._take_one(intake, burst):
+                    self.free_slots.release()
+                pause_s = 1.0
+            except redis.exceptions.ConnectionError as error:
+                logger.error("Redis unreachable; retrying", extra={"error": repr(error)})
+                time.sleep(pause_s)
+                pause_s = min(pause_s * 2, 10.0)
+            except Exception:
+                logger.exception("could not take a job; retrying")
+                time.sleep(1.0)
+
+    def _take_one(self, intake: Intake, burst: bool) -> bool:
+        """Take one job and hand it to the loop; False if none was taken."""
+        if self.stop_taking.is_set():
+            return False
+        if is_suspended(self.connection, self):
+            time.sleep(1.0)
+            return False
+        taken = intake.take(block_s=1)
+        if taken is None:
+            if burst and self._active == 0:
+                self._burst_finished()
+            return False
+        if self.stop_taking.is_set():
+            intake.put_back(taken)  # stopping while it was being taken
+            return False
+        running = job_started(self, taken.job, taken.queue, intermediate=taken.intermediate)
+        with self._active_lock:
+            self._active += 1
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._launch, taken, running)
+        return True
+
+    def _burst_finished(self) -> None:
+        if not self._burst_done and self._loop is not None:
+            self._burst_done = True
+            self._loop.call_soon_threadsafe(self._on_signal)
+
+    def _housekeep(self) -> None:
+        """Heartbeats (worker, jobs), the slots report, RQ's registry cleaning; registration
+        again if Redis lost it."""
+        if not self.connection.exists(self.key):
+            logger.warning("worker registration was lost (Redis restarted?); registering again")
+            self.register_birth()
+        running = list(self.running.values())
+        jobs_heartbeat(self, running)
+        self.set_state(WorkerStatus.BUSY if running else WorkerStatus.IDLE)
+        if not running:
+            self.set_current_job_id(None)
+        self.connection.set(
+            worker_slots_key(self.name),
+            f"{len(running)} {self.concurrency}",
+            ex=int(self.worker_ttl + 60),
+        )
+        if self.should_run_maintenance_tasks:
+            self.run_maintenance_tasks()
+
+    def register_death(self) -> None:
+        super().register_death()
+        self.connection.delete(worker_slots_key(self.name))
+
+    def handle_payload(self, message: Any) -> None:
+        """RQ's commands: `shutdown` stops the worker warmly; `stop-job` cancels that task."""
+        payload = parse_payload(message)
+        command = payload.get("command")
+        if command == "shutdown":
+            self.request_stop()
+        elif command == "stop-job" and payload.get("job_id") in self.running:
+            task_request_stop(task_id=str(payload["job_id"]), reason="cancel")
+        elif command == "kill-horse":
+            logger.warning("kill-horse ignored: this worker runs jobs in-process")
 
 
 def worker_connections_configure() -> None:
@@ -44,7 +283,10 @@ def worker_connections_configure() -> None:
 
 
 def worker_build(
-    *, queue_names: list[str] | None = None, name: str | None = None
+    *,
+    queue_names: list[str] | None = None,
+    name: str | None = None,
+    concurrency: int | None = None,
 ) -> PlatformWorker:
     names = queue_names or list(QUEUE_ORDER)
     # A client of its own: RQ raises its socket timeout above the blocking dequeue's, which must
@@ -52,4 +294,22 @@ def worker_build(
     connection = redis.Redis.from_url(settings.REDIS_URL, **REDIS_OPTIONS)
     queues = [queue_for(queue_name, connection) for queue_name in names]
     worker_name = name or f"{socket.gethostname()}.{os.getpid()}"
-    return PlatformWorker(queues, connection=queues[0].connection, name=worker_name)
+    return PlatformWorker(
+        queues,
+        connection=queues[0].connection,
+        name=worker_name,
+        concurrency=concurrency or settings.PLATFORM["WORKER_CONCURRENCY"],
+        lanes=settings.PLATFORM["WORKER_LANES"],
+    )
+
+
+def workers_slots() -> tuple[int, int]:
+    """(busy, capacity) of every live worker's slots, cluster-wide."""
+    client = sync_client()
+    names = list(client.scan_iter(match=worker_slots_key("*"), count=500))
+    busy = capacity = 0
+    for value in client.mget(names) if names else []:
+        if value:
+            used, size = value.split()
+            busy, capacity = busy + int(used), capacity + int(size)
+    return busy, capacity

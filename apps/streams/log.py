@@ -37,11 +37,15 @@ def stream_key(task_id: str) -> str:
     return key("task", task_id, "events")
 
 
+def event_json(event: dict[str, Any]) -> str:
+    return json.dumps(event, ensure_ascii=False, separators=(",", ":"))
+
+
 def event_append(*, task_id: str, event: dict[str, Any]) -> str:
     """Append one event; returns its id (also the SSE `id:`)."""
     client = sync_client()
     name = stream_key(task_id)
-    data = json.dumps(event, ensure_ascii=False, separators=(",", ":"))
+    data = event_json(event)
     pipe = client.pipeline(transaction=False)
     pipe.xadd(name, {"d": data})
     pipe.expire(name, settings.PLATFORM["EVENT_LOG_TTL_S"])

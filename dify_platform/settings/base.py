@@ -194,14 +194,35 @@ PLATFORM = {
     "WORKER_MAINTENANCE_INTERVAL_S": env.int("WORKER_MAINTENANCE_INTERVAL_S", default=10),
     # Worker processes started by `run_workers` / `make run` when not told otherwise.
     "WORKER_PROCESSES": env.int("WORKER_PROCESSES", default=2),
+    # Tasks one worker process runs at once (apps.scheduling.worker). Remote model servers serve
+    # hundreds of sequences; a waiting answer costs the worker about 50 KB. The built-in model is
+    # limited apart, by its lane (LOCAL_MODEL_PARALLEL), and an app's model server by its
+    # provider_config.max_concurrency.
+    "WORKER_CONCURRENCY": env.int("WORKER_CONCURRENCY", default=500),
+    # Threads a worker process does its database work in (each holds a pooled connection only
+    # during a call): no more than DB_POOL_MAX_SIZE.
+    "WORKER_DB_THREADS": env.int("WORKER_DB_THREADS", default=env.int("DB_POOL_MAX_SIZE", default=8)),
+    # On SIGTERM a worker takes nothing new and lets its running tasks finish for this long;
+    # the rest go back to their queues (their retry budget untouched).
+    "WORKER_SHUTDOWN_GRACE_S": env.float("WORKER_SHUTDOWN_GRACE_S", default=25.0),
     # Of those, how many take only `high` work, so interactive requests always find a worker.
     "WORKER_HIGH_ONLY": env.int("WORKER_HIGH_ONLY", default=0),
-    # The built-in model: threads per worker process and its context window.
+    # The built-in model: threads per worker process and its context window (per sequence).
     "LOCAL_MODEL_THREADS": env.int("LOCAL_MODEL_THREADS", default=2),
     "LOCAL_MODEL_CONTEXT": env.int("LOCAL_MODEL_CONTEXT", default=2048),
+    # Sequences one loaded model generates at once (llama.cpp's parallel slots; the context is
+    # LOCAL_MODEL_CONTEXT per sequence). 4 gave about +25-50% tokens/s in all on 2 cores.
+    "LOCAL_MODEL_PARALLEL": env.int("LOCAL_MODEL_PARALLEL", default=4),
+    # Another GGUF file as the default local model (empty: the embedded SmolLM2-135M), and the
+    # directory an app's own provider_config.model_path may name files in (empty: none).
+    "LOCAL_MODEL_PATH": env.str("LOCAL_MODEL_PATH", default=""),
+    "LOCAL_MODELS_DIR": env.str("LOCAL_MODELS_DIR", default=""),
     # Largest `query` accepted, in characters.
     "MAX_QUERY_CHARS": env.int("MAX_QUERY_CHARS", default=8000),
 }
+# Per-process capacity of the worker lanes (apps.scheduling.lanes): tasks that need the local
+# model wait in their queue for a worker with a free sequence.
+PLATFORM["WORKER_LANES"] = {"local": PLATFORM["LOCAL_MODEL_PARALLEL"]}
 
 # --- Input protections (apps.gateway) ---------------------------------------------------------
 # Rate limits, concurrency caps, load shedding, the response cache, request limits, the OpenAPI

@@ -2,6 +2,7 @@
 
 from typing import Any
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from apps.core.gc_tuning import gc_tune_for_serving
@@ -23,6 +24,12 @@ class Command(BaseCommand):
         parser.add_argument(
             "--no-warm-up", action="store_true", help="Load the model on first use."
         )
+        parser.add_argument(
+            "--concurrency",
+            type=int,
+            default=settings.PLATFORM["WORKER_CONCURRENCY"],
+            help="Tasks run at once (default: WORKER_CONCURRENCY).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         unknown = set(options["queues"]) - set(QUEUE_ORDER)
@@ -32,11 +39,13 @@ class Command(BaseCommand):
         worker_connections_configure()
         if not options["no_warm_up"]:
             providers_warm_up()
-        worker = worker_build(queue_names=queues, name=options["name"])
+        worker = worker_build(
+            queue_names=queues, name=options["name"], concurrency=options["concurrency"]
+        )
         gc_tune_for_serving()
         reporter = LoadReporter()
         reporter.start()
         try:
-            worker.work(burst=options["burst"], logging_level="WARNING", with_scheduler=False)
+            worker.work(burst=options["burst"], logging_level="WARNING")
         finally:
             reporter.stop()

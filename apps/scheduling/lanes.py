@@ -1,0 +1,41 @@
+"""Lanes: worker capacity that some tasks need besides a slot.
+
+A worker process runs up to WORKER_CONCURRENCY tasks at once, but the built-in model it holds
+generates only LOCAL_MODEL_PARALLEL sequences at once. A task that needs the model (lane `local`)
+must not be taken by a worker whose model is busy: it would sit in that worker's hands while
+another worker could run it, and work behind it would be served first. So a worker whose lane is
+full passes over the lane's tasks when it takes work (apps.scheduling.intake), and they stay
+queued, in order, for any worker with room.
+"""
+
+import threading
+
+
+class LaneGate:
+    """One worker's capacity per lane and what it uses now. The intake thread takes, the event
+    loop releases: thread-safe."""
+
+    def __init__(self, capacity: dict[str, int]) -> None:
+        self.capacity = {lane: max(1, int(size)) for lane, size in capacity.items()}
+        self.used = dict.fromkeys(self.capacity, 0)
+        self._lock = threading.Lock()
+
+    def full(self) -> list[str]:
+        with self._lock:
+            return [lane for lane, size in self.capacity.items() if self.used[lane] >= size]
+
+    def take(self, lane: str) -> bool:
+        """Use one unit of `lane` if it has room (a lane this worker does not limit always has)."""
+        if lane not in self.capacity:
+            return True
+        with self._lock:
+            if self.used[lane] >= self.capacity[lane]:
+                return False
+            self.used[lane] += 1
+            return True
+
+    def release(self, lane: str) -> None:
+        if lane not in self.capacity:
+            return
+        with self._lock:
+            self.used[lane] = max(0, self.used[lane] - 1)

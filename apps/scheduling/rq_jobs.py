@@ -1,0 +1,108 @@
+"""RQ's bookkeeping for jobs that run side by side in one worker.
+
+RQ keeps one execution per worker (`worker.execution`, `current_job`): its own methods assume a
+worker runs one job at a time. The same records are kept here per job, with RQ's own classes, so
+that RQ's registries, executions, results and heartbeats, and the django-rq admin that reads them,
+see every running job: StartedJobRegistry holds each job's execution while it runs, the job hash
+says `started` then `finished` (or `failed`), and heartbeats keep both alive.
+
+If Redis lost a job's hash while it ran (a restart, a flush), nothing is written back for it:
+RQ's methods would recreate a hash holding only a few fields, which RQ could not read. The task
+itself lives in PostgreSQL, which is what counts.
+"""
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from rq import Queue
+from rq.executions import Execution
+from rq.job import Job, JobStatus
+from rq.utils import now
+from rq.worker import SimpleWorker
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RunningJob:
+    job: Job
+    queue: Queue
+    execution: Execution
+
+
+def job_started(
+    worker: SimpleWorker, job: Job, queue: Queue, *, intermediate: bool = False
+) -> RunningJob:
+    """Record the job as started by this worker (RQ's prepare_execution and
+    prepare_job_execution, for one job among several)."""
+    ttl = worker.get_heartbeat_ttl(job)
+    with worker.connection.pipeline() as pipeline:
+        execution = Execution.create(job, ttl, pipeline=pipeline, worker_name=worker.name)
+        job.prepare_for_execution(worker.name, pipeline=pipeline)
+        job.heartbeat(now(), ttl, pipeline=pipeline)
+        worker.set_current_job_id(job.id, pipeline=pipeline)
+        if intermediate:
+            pipeline.lrem(queue.intermediate_queue_key, 1, job.id)
+        pipeline.execute()
+    return RunningJob(job=job, queue=queue, execution=execution)
+
+
+def jobs_heartbeat(worker: SimpleWorker, running: list[RunningJob]) -> None:
+    """One heartbeat for the worker and every job it runs (RQ's maintain_heartbeats, for all)."""
+    with worker.connection.pipeline() as pipeline:
+        worker.heartbeat(worker.worker_ttl + 60, pipeline=pipeline)
+        for item in running:
+            ttl = int(worker.get_heartbeat_ttl(item.job))
+            item.execution.heartbeat(item.job.started_job_registry, ttl, pipeline=pipeline)
+            item.job.heartbeat(now(), ttl, pipeline=pipeline, xx=True)
+        pipeline.execute()
+
+
+def job_ended(worker: SimpleWorker, item: RunningJob, *, failure: str | None = None) -> None:
+    """Record the job as finished (or failed, with RQ's exception text), and forget its
+    execution (RQ's handle_job_success / handle_job_failure, for one job among several)."""
+    job = item.job
+    job.ended_at = now()
+    exists = bool(worker.connection.exists(job.key))
+    with worker.connection.pipeline() as pipeline:
+        item.execution.delete(job=job, pipeline=pipeline)
+        if exists:
+            _record_end(worker, item, failure, pipeline)
+        if job.started_at:
+            worker.increment_total_working_time(job.ended_at - job.started_at, pipeline)
+        else:
+            worker.increment_total_working_time(timedelta(0), pipeline)
+        pipeline.execute()
+
+
+def _record_end(worker: SimpleWorker, item: RunningJob, failure: str | None, pipeline: Any) -> None:
+    job = item.job
+    execution = item.execution
+    if failure is None:
+        job._status = JobStatus.FINISHED
+        result_ttl = job.get_result_ttl(worker.default_result_ttl)
+        worker.increment_successful_job_count(pipeline=pipeline)
+        if result_ttl != 0:
+            job._handle_success(
+                result_ttl,
+                pipeline=pipeline,
+                worker_name=worker.name,
+                execution_id=execution.id,
+                execution_started_at=execution.created_at,
+                execution_ended_at=job.ended_at,
+            )
+        job.cleanup(result_ttl, pipeline=pipeline, remove_from_queue=False)
+    else:
+        job._status = JobStatus.FAILED
+        job.set_status(JobStatus.FAILED, pipeline=pipeline)
+        worker.increment_failed_job_count(pipeline)
+        job._handle_failure(
+            failure,
+            pipeline=pipeline,
+            worker_name=worker.name,
+            execution_id=execution.id,
+            execution_started_at=execution.created_at,
+            execution_ended_at=job.ended_at,
+        )

@@ -1,0 +1,242 @@
+"""Answer events on their way from a worker's event loop to the tasks' logs, fenced and batched.
+
+A worker streams hundreds of answers at once. Each piece of text is put here without waiting
+(`AttemptLog.append`, called from the provider's callback), and one writer per event loop sends
+everything pending, for every answer, in one pipelined round trip to Redis: one script call per
+answer, appending its pieces in order.
+
+Every append is fenced by the attempt's lock (its key and token): Redis appends only while the
+attempt still holds its task's lock, in the same script, so an attempt that lost its lock (Redis
+restarted, or the lock lapsed and the task was handed to another worker) can never write into the
+stream of the attempt that replaced it. The attempt hears of it through `on_fence` and either takes
+its lock back (the events wait, in order) or abandons the attempt (they are dropped: the answer is
+another attempt's now).
+"""
+
+import asyncio
+import collections
+import enum
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from apps.core.redis import async_client
+from apps.streams.log import OUTAGE_BUDGET_S, event_json, stream_key
+
+logger = logging.getLogger(__name__)
+
+# KEYS: the lock, the stream. ARGV: the lock token, the log's TTL, then the events.
+# 1: appended; 0: the lock is gone; -1: another attempt holds it (nothing appended).
+_APPEND = """
+local holder = redis.call('get', KEYS[1])
+if holder ~= ARGV[1] then
+  if holder then return -1 end
+  return 0
+end
+for i = 3, #ARGV do redis.call('xadd', KEYS[2], '*', 'd', ARGV[i]) end
+redis.call('expire', KEYS[2], ARGV[2])
+return 1
+"""
+
+
+class FenceState(enum.IntEnum):
+    HELD = 1
+    MISSING = 0
+    TAKEN = -1
+
+
+class LogAbandoned(Exception):
+    """The attempt lost its task to another one: nothing it sends is written any more."""
+
+
+@dataclass(frozen=True)
+class Fence:
+    """Who may append: the holder of this lock."""
+
+    lock_key: str
+    token: str
+
+
+class AttemptLog:
+    """One attempt's writes to its task's log. `on_fence` is called (on the loop) when the
+    fence refused a write: with MISSING, the attempt should take its lock back and `resume()`,
+    or `abandon()`; with TAKEN, it has lost the task."""
+
+    def __init__(
+        self,
+        outbox: "EventOutbox",
+        task_id: str,
+        fence: Fence,
+        ttl_s: int,
+        on_fence: Callable[[FenceState], None],
+    ) -> None:
+        self.outbox = outbox
+        self.task_id = task_id
+        self.stream = stream_key(task_id)
+        self.fence = fence
+        self.ttl_s = ttl_s
+        self.on_fence = on_fence
+        self.pending: collections.deque[str] = collections.deque()
+        self.paused = False
+        self.abandoned = False
+        self.failure: Exception | None = None
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def append(self, event: dict[str, Any]) -> None:
+        """Queue one event; it is written on the loop's next turn, after the ones before it."""
+        if self.abandoned:
+            return
+        if self.failure is not None:
+            raise self.failure
+        self.pending.append(event_json(event))
+        self._idle.clear()
+        if not self.paused:
+            self.outbox.wake(self)
+
+    async def drain(self) -> None:
+        """Wait until everything appended so far is in the log."""
+        await self._idle.wait()
+        if self.abandoned:
+            raise LogAbandoned(f"task {self.task_id} belongs to another attempt now")
+        if self.failure is not None:
+            raise self.failure
+
+    def resume(self) -> None:
+        """The attempt holds its lock again: send what waited."""
+        self.paused = False
+        if self.pending:
+            self.outbox.wake(self)
+        else:
+            self._idle.set()
+
+    def abandon(self) -> None:
+        self.abandoned = True
+        self.pending.clear()
+        self._idle.set()
+
+    def _written(self) -> None:
+        if not self.pending:
+            self._idle.set()
+
+    def _failed(self, error: Exception) -> None:
+        self.failure = error
+        self.pending.clear()
+        self._idle.set()
+
+
+class EventOutbox:
+    """The writer of one event loop: every log with pending events, in one round trip."""
+
+    def __init__(self) -> None:
+        self._ready: dict[AttemptLog, None] = {}
+        self._wake = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+        self._closing = False
+        self._sha: str | None = None
+
+    def open(
+        self, *, task_id: str, fence: Fence, ttl_s: int, on_fence: Callable[[FenceState], None]
+    ) -> AttemptLog:
+        return AttemptLog(self, task_id, fence, ttl_s, on_fence)
+
+    def wake(self, log: AttemptLog) -> None:
+        self._ready[log] = None
+        self._wake.set()
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.get_running_loop().create_task(self._write_forever())
+
+    async def close(self) -> None:
+        """Stop the writer (the attempts have drained their logs by now)."""
+        if self._writer is not None and not self._writer.done():
+            self._closing = True
+            self._wake.set()
+            _, late = await asyncio.wait({self._writer}, timeout=5.0)
+            for writer in late:
+                writer.cancel()
+
+    async def _write_forever(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            batch = [log for log in self._ready if log.pending and not log.paused]
+            self._ready.clear()
+            if not batch:
+                if self._closing:
+                    return
+                continue
+            try:
+                await self._write(batch)
+            except Exception as error:
+                logger.exception("event log write failed")
+                for log in batch:
+                    log._failed(error)
+
+    async def _write(self, batch: list[AttemptLog]) -> None:
+        sent = [(log, list(log.pending)) for log in batch]
+        for log in batch:
+            log.pending.clear()
+        loop = asyncio.get_running_loop()
+        give_up_at = loop.time() + OUTAGE_BUDGET_S
+        pause_s = 0.05
+        while True:
+            try:
+                replies = await self._send(sent)
+                break
+            except (RedisConnectionError, RedisTimeoutError) as error:
+                if loop.time() + pause_s > give_up_at:
+                    for log, _ in sent:
+                        log._failed(error)
+                    return
+                logger.warning("event log write failed; retrying", extra={"error": repr(error)})
+                await asyncio.sleep(pause_s)
+                pause_s = min(pause_s * 2, 1.0)
+        for (log, events), reply in zip(sent, replies, strict=True):
+            if isinstance(reply, Exception):  # Redis refused the command itself (out of memory)
+                log._failed(reply)
+                continue
+            state = FenceState(int(reply))
+            if state is FenceState.HELD:
+                log._written()
+                continue
+            # Refused: the events wait (in order, before anything appended since) until the
+            # attempt decides.
+            log.pending.extendleft(reversed(events))
+            log.paused = True
+            log.on_fence(state)
+
+    def _append(self, pipe: Any, log: AttemptLog, events: list[str]) -> None:
+        fence = log.fence
+        pipe.evalsha(self._sha, 2, fence.lock_key, log.stream, fence.token, log.ttl_s, *events)
+
+    async def _send(self, sent: list[tuple[AttemptLog, list[str]]]) -> list[Any]:
+        client = async_client()
+        if self._sha is None:
+            self._sha = await client.script_load(_APPEND)
+        pipe = client.pipeline(transaction=False)
+        for log, events in sent:
+            self._append(pipe, log, events)
+        replies: list[Any] = await pipe.execute(raise_on_error=False)
+        if any(isinstance(reply, NoScriptError) for reply in replies):
+            # Redis restarted and forgot the script: load it and send the refused ones again.
+            self._sha = await client.script_load(_APPEND)
+            again = [
+                (index, item)
+                for index, (item, reply) in enumerate(zip(sent, replies, strict=True))
+                if isinstance(reply, NoScriptError)
+            ]
+            pipe = client.pipeline(transaction=False)
+            for _, (log, events) in again:
+                self._append(pipe, log, events)
+            retried = await pipe.execute(raise_on_error=False)
+            for (index, _), reply in zip(again, retried, strict=True):
+                replies[index] = reply
+        for reply in replies:
+            if isinstance(reply, RedisConnectionError | RedisTimeoutError):
+                raise reply
+        return replies
