@@ -68,6 +68,7 @@ from apps.core.exception_handler import to_api_error
 from apps.gateway.admission import rate_limit, shed, slot
 from apps.gateway.authentication import api_key_from_header, api_key_from_header_async
 from apps.gateway.caps import Lease, lease_kept, lease_release
+from apps.gateway.idempotency import when_log_gone
 from apps.gateway.requests import (
     ChatRequestSerializer,
     CompletionRequestSerializer,
@@ -370,7 +371,10 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     async def _relay(self, task_id: str, after_id: str, request_id: str | int | None) -> None:
         try:
             async for item in events_follow(
-                task_id=task_id, after_id=after_id, block_ms=RELAY_BLOCK_MS
+                task_id=task_id,
+                after_id=after_id,
+                block_ms=RELAY_BLOCK_MS,
+                when_gone=when_log_gone(task_id, resumed=after_id != START_ID),
             ):
                 if item is None:
                     continue  # quiet: daphne's own WebSocket pings keep the socket alive

@@ -44,6 +44,7 @@ from apps.gateway.idempotency import (
     rebuilt_events,
     request_hash,
     same_request,
+    when_log_gone,
 )
 from apps.gateway.negotiation import JSON, document_response, error_document, response_type
 from apps.gateway.requests import (
@@ -53,6 +54,7 @@ from apps.gateway.requests import (
     StopRequestSerializer,
 )
 from apps.gateway.selectors import message_is_complete
+from apps.streams.log import START_ID
 from apps.streams.relay import CollectedAnswer, answer_collect, sse_stream
 
 # django-stubs types `path()` for sync views only; async views are declared loosely to fit it.
@@ -200,7 +202,8 @@ async def _answer(request: HttpRequest, media: str, route: Route) -> HttpRespons
         return await _replay(submitted, route, data, media, started)
     task_id = str(submitted.task.id)
     if _streaming(data):
-        return sse_response(leased_stream(lease, sse_stream(task_id=task_id)))
+        stream = sse_stream(task_id=task_id, when_gone=when_log_gone(task_id))
+        return sse_response(leased_stream(lease, stream))
     collected = await _collect(task_id, data, lease)
     answer = route.shape(submitted, collected, started)
     if use_cache and await _complete(message_id=submitted.message.id):
@@ -211,7 +214,9 @@ async def _answer(request: HttpRequest, media: str, route: Route) -> HttpRespons
 
 async def _collect(task_id: str, data: dict[str, Any], lease: Lease | None) -> CollectedAnswer:
     async with lease_kept(lease):
-        return await answer_collect(task_id=task_id, timeout_s=_blocking_timeout(data))
+        return await answer_collect(
+            task_id=task_id, timeout_s=_blocking_timeout(data), when_gone=when_log_gone(task_id)
+        )
 
 
 async def _submitted(
@@ -298,4 +303,10 @@ async def answer_events(request: HttpRequest, media: str, task_id: uuid.UUID) ->
         raise InvalidParam("Last-Event-ID must be an event id from this stream.")
     if not await _task_owned(app_id=api_key.app_id, task_id=str(task_id), end_user=user):
         raise NotFound("Task Not Exists.")
-    return sse_response(sse_stream(task_id=str(task_id), after_id=after_id, id_lines=True))
+    stream = sse_stream(
+        task_id=str(task_id),
+        after_id=after_id,
+        id_lines=True,
+        when_gone=when_log_gone(str(task_id), resumed=after_id != START_ID),
+    )
+    return sse_response(stream)

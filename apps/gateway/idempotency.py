@@ -16,12 +16,15 @@ from typing import Any
 
 from django.http import HttpRequest
 
+from apps.conversations.models import Message
 from apps.conversations.services import SubmittedAnswer
+from apps.core.db import db_sync_to_async
 from apps.core.errors import InvalidParam
 from apps.core.redis import sync_client
 from apps.gateway.errors import IdempotencyKeyReused
 from apps.generation.events import usage_metadata
-from apps.scheduling.models import FINAL_STATUSES, TaskStatus
+from apps.scheduling.models import FINAL_STATUSES, Task, TaskStatus
+from apps.streams.feeds import WhenGone
 from apps.streams.log import stream_key
 from apps.streams.relay import OPEN, CollectedAnswer, error_from_event, sse_frame
 
@@ -69,6 +72,36 @@ def rebuilt_events(submitted: SubmittedAnswer) -> list[dict[str, Any]] | None:
     if task.status not in FINAL_STATUSES or sync_client().exists(stream_key(str(task.id))):
         return None
     message.refresh_from_db()
+    return events_from_rows(task, message)
+
+
+def task_events_rebuilt(*, task_id: str, resumed: bool) -> list[dict[str, Any]] | None:
+    """A finished answer's final events from PostgreSQL, for a reader whose log is gone; None
+    while the task still runs. A reader that `resumed` already holds some of the text: the
+    answer then comes as one `message_replace`."""
+    task = Task.objects.filter(id=task_id).only("status", "error_message", "kind").first()
+    if task is None:
+        return [_gone_error(task_id)]
+    if task.status not in FINAL_STATUSES:
+        return None
+    message = Message.objects.filter(task_id=task_id).first()
+    if message is None:
+        return [_gone_error(task_id)]
+    return events_from_rows(task, message, replace=resumed)
+
+
+def _gone_error(task_id: str) -> dict[str, Any]:
+    return {
+        "event": "error",
+        "status": 404,
+        "code": "not_found",
+        "message": f"Task {task_id} has no answer to relay: its events are gone.",
+    }
+
+
+def events_from_rows(
+    task: Task, message: Message, *, replace: bool = False
+) -> list[dict[str, Any]]:
     base: dict[str, Any] = {
         "task_id": str(task.id),
         "id": str(message.id),
@@ -79,14 +112,28 @@ def rebuilt_events(submitted: SubmittedAnswer) -> list[dict[str, Any]] | None:
         base["conversation_id"] = str(message.conversation_id)
     if task.status == TaskStatus.SUCCEEDED:
         metadata = {"usage": usage_metadata(message), "retriever_resources": []}
-        return [
-            {"event": "message", **base, "answer": message.answer},
-            {"event": "message_end", **base, "metadata": metadata, "files": []},
-        ]
+        text: dict[str, Any] = (
+            {"event": "message_replace", **base, "answer": message.answer, "reason": "rebuilt"}
+            if replace
+            else {"event": "message", **base, "answer": message.answer}
+        )
+        return [text, {"event": "message_end", **base, "metadata": metadata, "files": []}]
     status, code = _FAILURES.get(TaskStatus(task.status), (500, "internal_server_error"))
     base.pop("task_id")
-    error = message.error or task.error_message or "The first request's answer failed."
+    error = message.error or task.error_message or "The answer failed."
     return [{"event": "error", **base, "status": status, "code": code, "message": error}]
+
+
+_task_rebuilt = db_sync_to_async(task_events_rebuilt)
+
+
+def when_log_gone(task_id: str, *, resumed: bool = False) -> WhenGone:
+    """What a reader of the task's events ends with if its log is gone (streams.feeds)."""
+
+    async def rebuilt() -> list[dict[str, Any]] | None:
+        return await _task_rebuilt(task_id=task_id, resumed=resumed)
+
+    return rebuilt
 
 
 async def events_stream(events: list[dict[str, Any]]) -> AsyncIterator[bytes]:

@@ -3,8 +3,8 @@ work than can be served before the request stops being useful, instead of accept
 will expire in the queue.
 
 Estimated wait = jobs queued ahead of the request (its own queue and every more urgent one, since
-workers take strictly by priority) / recent throughput (tasks finished per second, cluster-wide,
-from the metrics counter). A request's budget is its `deadline_ms`, else the default wait of its
+workers take strictly by priority), less the free worker slots that will take them at once, /
+recent throughput (tasks finished per second, cluster-wide, from the metrics counter). A request's budget is its `deadline_ms`, else the default wait of its
 priority (settings.GATEWAY["SHED_MAX_WAIT_S"]). `low` is refused first (it has the most work
 ahead and the smallest default budget), then `medium`; `high` never.
 """
@@ -21,6 +21,7 @@ from apps.core.errors import Overloaded
 from apps.core.priorities import PRIORITY_RANK, Priority
 from apps.core.redis import sync_client
 from apps.operations.metrics import counter_totals
+from apps.scheduling.capacity import workers_slots
 from apps.scheduling.queues import QUEUE_ORDER, queue_for
 
 # Read at most this often per process: a request pays for Redis only when they are stale.
@@ -79,6 +80,7 @@ _depths: dict[str, tuple[float, dict[str, int]]] = {}
 
 
 def queue_depths() -> dict[str, int]:
+    """Jobs waiting per queue, and under FREE_SLOTS the workers' free slots (cached a second)."""
     cached = _depths.get("all")
     now = time.monotonic()
     if cached and now - cached[0] < DEPTH_CACHE_S:
@@ -87,14 +89,21 @@ def queue_depths() -> dict[str, int]:
     for name in QUEUE_ORDER:
         pipe.llen(queue_for(name).key)
     depths = dict(zip(QUEUE_ORDER, (int(n) for n in pipe.execute()), strict=True))
+    busy, capacity = workers_slots()
+    depths[FREE_SLOTS] = max(0, capacity - busy)
     _depths["all"] = (now, depths)
     return depths
+
+
+FREE_SLOTS = "free_slots"
 
 
 def backlog(priority: str) -> Backlog:
     depths = queue_depths()
     rank = PRIORITY_RANK[Priority(priority)]
-    ahead = sum(depths[name] for name in QUEUE_ORDER if PRIORITY_RANK[Priority(name)] <= rank)
+    queued = sum(depths[name] for name in QUEUE_ORDER if PRIORITY_RANK[Priority(name)] <= rank)
+    # Free slots take queued work at once: only what is beyond them waits for a finish.
+    ahead = max(0, queued - depths[FREE_SLOTS])
     floor = float(settings.GATEWAY["SHED_MIN_THROUGHPUT_PER_S"])
     measured = _meter.rate()
     return Backlog(depth_ahead=ahead, throughput_per_s=max(floor, measured or 0.0))

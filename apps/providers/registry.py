@@ -4,7 +4,7 @@ import asyncio
 import json
 import threading
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from apps.providers.base import Provider
@@ -18,7 +18,7 @@ MAX_REMOTE_CLIENTS = 64
 class ProviderSettings:
     """What the process tells its providers (set once, from Django's settings, by the worker)."""
 
-    local: LocalSettings = LocalSettings()
+    local: LocalSettings = field(default_factory=LocalSettings)
     # Connections one remote client may hold: the answers a worker streams at once.
     remote_max_connections: int = 1000
 

@@ -16,6 +16,7 @@ import psutil
 from django.conf import settings
 
 from apps.core.redis import key, sync_client
+from apps.scheduling.capacity import workers_slots
 from apps.scheduling.queues import QUEUE_ORDER, queue_for
 
 logger = logging.getLogger(__name__)
@@ -34,10 +35,16 @@ class LoadState:
     queued: int
     since: float
     reason: str
+    # Tasks running now, of how many the live workers can run at once.
+    slots_busy: int = 0
+    slots_total: int = 0
 
     @property
     def summary(self) -> str:
-        return f"cpu {self.cpu_percent:.0f}%, {self.queued} queued"
+        return (
+            f"cpu {self.cpu_percent:.0f}%, {self.queued} queued, "
+            f"{self.slots_busy}/{self.slots_total} slots busy"
+        )
 
 
 def load_report(*, host: str, cpu_percent: float) -> None:
@@ -72,6 +79,7 @@ def load_evaluate() -> LoadState:
     cpus = hosts_cpu()
     cpu = sum(cpus.values()) / len(cpus) if cpus else 0.0
     queued = queued_total()
+    busy, capacity = workers_slots()
     previous = load_state_read()
     if previous.overloaded:
         stays = cpu >= limits["cpu_low"] or queued >= limits["queued_low"]
@@ -85,7 +93,7 @@ def load_evaluate() -> LoadState:
         reason = f"{queued} queued over {limits['queued_high']:.0f}"
     else:
         reason = ""
-    state = LoadState(overloaded, cpu, queued, since, reason)
+    state = LoadState(overloaded, cpu, queued, since, reason, busy, capacity)
     if overloaded != previous.overloaded:
         logger.warning(
             "load state changed", extra={"overloaded": overloaded, "cpu": cpu, "queued": queued}
@@ -99,6 +107,8 @@ def load_evaluate() -> LoadState:
                 "queued": queued,
                 "since": since,
                 "reason": reason,
+                "slots_busy": busy,
+                "slots_total": capacity,
             }
         ),
     )
@@ -121,6 +131,8 @@ def load_state_read() -> LoadState:
         int(data["queued"]),
         float(data["since"]),
         str(data.get("reason", "")),
+        int(data.get("slots_busy", 0)),
+        int(data.get("slots_total", 0)),
     )
 
 

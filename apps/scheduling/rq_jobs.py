@@ -14,7 +14,7 @@ itself lives in PostgreSQL, which is what counts.
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from rq import Queue
 from rq.executions import Execution
@@ -32,8 +32,18 @@ class RunningJob:
     execution: Execution
 
 
+@runtime_checkable
+class SlotsReporter(Protocol):
+    def slots_record(self, pipeline: Any, *, busy: int, current_job_id: str | None) -> None: ...
+
+
 def job_started(
-    worker: SimpleWorker, job: Job, queue: Queue, *, intermediate: bool = False
+    worker: SimpleWorker,
+    job: Job,
+    queue: Queue,
+    *,
+    intermediate: bool = False,
+    busy: int = 1,
 ) -> RunningJob:
     """Record the job as started by this worker (RQ's prepare_execution and
     prepare_job_execution, for one job among several)."""
@@ -42,7 +52,7 @@ def job_started(
         execution = Execution.create(job, ttl, pipeline=pipeline, worker_name=worker.name)
         job.prepare_for_execution(worker.name, pipeline=pipeline)
         job.heartbeat(now(), ttl, pipeline=pipeline)
-        worker.set_current_job_id(job.id, pipeline=pipeline)
+        _slots(worker, pipeline, busy=busy, current_job_id=job.id)
         if intermediate:
             pipeline.lrem(queue.intermediate_queue_key, 1, job.id)
         pipeline.execute()
@@ -60,7 +70,21 @@ def jobs_heartbeat(worker: SimpleWorker, running: list[RunningJob]) -> None:
         pipeline.execute()
 
 
-def job_ended(worker: SimpleWorker, item: RunningJob, *, failure: str | None = None) -> None:
+def _slots(worker: Any, pipeline: Any, *, busy: int, current_job_id: str | None) -> None:
+    if isinstance(worker, SlotsReporter):
+        worker.slots_record(pipeline, busy=busy, current_job_id=current_job_id)
+    else:
+        worker.set_current_job_id(current_job_id, pipeline=pipeline)
+
+
+def job_ended(
+    worker: SimpleWorker,
+    item: RunningJob,
+    *,
+    failure: str | None = None,
+    busy: int = 0,
+    current_job_id: str | None = None,
+) -> None:
     """Record the job as finished (or failed, with RQ's exception text), and forget its
     execution (RQ's handle_job_success / handle_job_failure, for one job among several)."""
     job = item.job
@@ -74,6 +98,7 @@ def job_ended(worker: SimpleWorker, item: RunningJob, *, failure: str | None = N
             worker.increment_total_working_time(job.ended_at - job.started_at, pipeline)
         else:
             worker.increment_total_working_time(timedelta(0), pipeline)
+        _slots(worker, pipeline, busy=busy, current_job_id=current_job_id)
         pipeline.execute()
 
 

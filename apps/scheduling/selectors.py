@@ -14,6 +14,7 @@ from rq.job import Job
 
 from apps.core.redis import key, sync_client
 from apps.operations.metrics import counter_totals
+from apps.scheduling.capacity import worker_slots_key
 from apps.scheduling.load import LoadState, hosts_cpu, load_state_read
 from apps.scheduling.models import Task, TaskStatus
 from apps.scheduling.queues import QUEUE_ORDER, delayed_count, queue_for
@@ -41,6 +42,9 @@ class WorkerStatus:
     state: str
     current_task: str | None
     heartbeat_age_s: float | None
+    # Tasks it runs now, of how many at once (None: not reported, a plain RQ worker).
+    slots_busy: int | None = None
+    slots_total: int | None = None
 
 
 @dataclass(frozen=True)
@@ -67,8 +71,11 @@ def queue_status(name: str) -> QueueStatus:
 def workers_status() -> list[WorkerStatus]:
     now = time.time()
     result = []
-    for worker in Worker.all(connection=sync_client()):
+    workers = Worker.all(connection=sync_client())
+    reports = sync_client().mget([worker_slots_key(w.name) for w in workers]) if workers else []
+    for worker, report in zip(workers, reports, strict=True):
         heartbeat: Any = worker.last_heartbeat
+        busy, total = (int(part) for part in report.split()) if report else (None, None)
         result.append(
             WorkerStatus(
                 name=worker.name,
@@ -77,6 +84,8 @@ def workers_status() -> list[WorkerStatus]:
                 state=str(worker.get_state()),
                 current_task=worker.get_current_job_id(),
                 heartbeat_age_s=(now - heartbeat.timestamp()) if heartbeat else None,
+                slots_busy=busy,
+                slots_total=total,
             )
         )
     return sorted(result, key=lambda status: status.name)
@@ -217,6 +226,10 @@ def dashboard_snapshot() -> dict[str, Any]:
         "queues": queues,
         "delayed": status.delayed,
         "workers": workers,
+        "slots": {
+            "busy": sum(w.slots_busy or 0 for w in status.workers),
+            "total": sum(w.slots_total or 0 for w in status.workers),
+        },
         "hosts_cpu": status.hosts_cpu,
         "load": {
             "overloaded": load.overloaded,

@@ -41,8 +41,9 @@ from rq.suspension import is_suspended
 from rq.worker import WorkerStatus
 
 from apps.core.redis import OPTIONS as REDIS_OPTIONS
-from apps.core.redis import async_client_close, key, sync_client
+from apps.core.redis import async_client_close
 from apps.scheduling.attempts import AttemptRuntime
+from apps.scheduling.capacity import worker_slots_key
 from apps.scheduling.control import task_request_stop
 from apps.scheduling.intake import Intake, Taken
 from apps.scheduling.lanes import LaneGate
@@ -55,12 +56,6 @@ logger = logging.getLogger(__name__)
 # After the grace period, attempts told to go back to their queues get this long to do it.
 RETURN_TIMEOUT_S = 10.0
 HEARTBEAT_S = 5.0
-
-
-def worker_slots_key(name: str) -> str:
-    """What a worker reports of its slots (busy, capacity), for the load monitor, load shedding
-    and the dashboard; it lapses with the worker."""
-    return key("worker", name, "slots")
 
 
 class PlatformWorker(SimpleWorker):
@@ -174,11 +169,19 @@ class PlatformWorker(SimpleWorker):
             logger.exception("job failed", extra={"job_id": running.job.id})
             failure = traceback.format_exc()
         finally:
+            self.running.pop(running.job.id, None)
+            others = list(self.running.copy())
             try:
-                await self.runtime.db(job_ended, self, running, failure=failure)
+                await self.runtime.db(
+                    job_ended,
+                    self,
+                    running,
+                    failure=failure,
+                    busy=len(others),
+                    current_job_id=others[-1] if others else None,
+                )
             except Exception:
                 logger.exception("could not record the job's end in RQ")
-            self.running.pop(running.job.id, None)
             if claim.lane:
                 self.lanes.release(claim.lane)
             with self._active_lock:
@@ -224,9 +227,12 @@ class PlatformWorker(SimpleWorker):
         if self.stop_taking.is_set():
             intake.put_back(taken)  # stopping while it was being taken
             return False
-        running = job_started(self, taken.job, taken.queue, intermediate=taken.intermediate)
         with self._active_lock:
             self._active += 1
+            busy = self._active
+        running = job_started(
+            self, taken.job, taken.queue, intermediate=taken.intermediate, busy=busy
+        )
         assert self._loop is not None
         self._loop.call_soon_threadsafe(self._launch, taken, running)
         return True
@@ -242,18 +248,22 @@ class PlatformWorker(SimpleWorker):
         if not self.connection.exists(self.key):
             logger.warning("worker registration was lost (Redis restarted?); registering again")
             self.register_birth()
-        running = list(self.running.values())
+        running = list(self.running.copy().values())  # the loop changes it meanwhile
         jobs_heartbeat(self, running)
-        self.set_state(WorkerStatus.BUSY if running else WorkerStatus.IDLE)
-        if not running:
-            self.set_current_job_id(None)
-        self.connection.set(
-            worker_slots_key(self.name),
-            f"{len(running)} {self.concurrency}",
-            ex=int(self.worker_ttl + 60),
-        )
+        with self.connection.pipeline() as pipeline:
+            current = running[-1].job.id if running else None
+            self.slots_record(pipeline, busy=len(running), current_job_id=current)
+            pipeline.execute()
         if self.should_run_maintenance_tasks:
             self.run_maintenance_tasks()
+
+    def slots_record(self, pipeline: Any, *, busy: int, current_job_id: str | None) -> None:
+        """Busy slots, state and current job (the latest started, for RQ's one-job view)."""
+        self.set_state(WorkerStatus.BUSY if busy else WorkerStatus.IDLE, pipeline=pipeline)
+        self.set_current_job_id(current_job_id, pipeline=pipeline)
+        pipeline.set(
+            worker_slots_key(self.name), f"{busy} {self.concurrency}", ex=int(self.worker_ttl + 60)
+        )
 
     def register_death(self) -> None:
         super().register_death()
@@ -301,15 +311,3 @@ def worker_build(
         concurrency=concurrency or settings.PLATFORM["WORKER_CONCURRENCY"],
         lanes=settings.PLATFORM["WORKER_LANES"],
     )
-
-
-def workers_slots() -> tuple[int, int]:
-    """(busy, capacity) of every live worker's slots, cluster-wide."""
-    client = sync_client()
-    names = list(client.scan_iter(match=worker_slots_key("*"), count=500))
-    busy = capacity = 0
-    for value in client.mget(names) if names else []:
-        if value:
-            used, size = value.split()
-            busy, capacity = busy + int(used), capacity + int(size)
-    return busy, capacity

@@ -13,7 +13,7 @@ seen by id. So it misses nothing and sees nothing twice, wherever it starts.
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from apps.core.redis import async_client
@@ -28,6 +28,10 @@ from apps.streams.log import (
 logger = logging.getLogger(__name__)
 
 Item = tuple[str, dict[str, Any]]
+# Asked when the task's log is gone (it lapsed, or Redis lost it): the task's final events rebuilt
+# from where the task is recorded if it has finished, or None while it still runs (its worker
+# writes the rest into a new log).
+WhenGone = Callable[[], Awaitable[list[dict[str, Any]] | None]]
 # How long the feed's XREAD blocks; followers have their own keep-alive timer.
 READ_BLOCK_MS = 10_000
 
@@ -117,10 +121,31 @@ async def _next_item(
         return None
 
 
+async def _rebuilt_if_gone(name: str, when_gone: WhenGone | None) -> list[Item] | None:
+    if when_gone is None:
+        return None
+
+    def exists(name: str = name) -> Awaitable[Any]:
+        return async_client().exists(name)
+
+    if await riding_out_outages(exists):
+        return None
+    events = await when_gone()
+    if events is None:
+        return None
+    return [(f"0-{number}", event) for number, event in enumerate(events, start=1)]
+
+
 async def events_follow(
-    *, task_id: str, after_id: str = START_ID, block_ms: int = 10_000
+    *,
+    task_id: str,
+    after_id: str = START_ID,
+    block_ms: int = 10_000,
+    when_gone: WhenGone | None = None,
 ) -> AsyncIterator[Item | None]:
-    """Yield (id, event) after `after_id` until a final event; None after each quiet `block_ms`."""
+    """Yield (id, event) after `after_id` until a final event; None after each quiet `block_ms`.
+    With `when_gone`, a log that is gone (at the start, or found so in a quiet period) ends with
+    the events it returns, instead of waiting for events that will never come."""
     feed, queue = _join(task_id, after_id)
     try:
         seen = id_key(after_id)
@@ -137,10 +162,21 @@ async def events_follow(
             yield event_id, event
             if event.get("event") in FINAL_EVENTS:
                 return
+        # A resume (a new follower has nothing yet: its task's log may simply not be written to
+        # yet, which the quiet periods below look into).
+        resuming = after_id != START_ID
+        if resuming and not catch_up and (rebuilt := await _rebuilt_if_gone(name, when_gone)):
+            for item in rebuilt:
+                yield item
+            return
         wait_s = block_ms / 1000
         while True:
             item = await _next_item(queue, wait_s)
             if item is None:
+                if rebuilt := await _rebuilt_if_gone(name, when_gone):
+                    for item in rebuilt:
+                        yield item
+                    return
                 yield None
                 continue
             if isinstance(item, Exception):

@@ -11,7 +11,7 @@ from typing import Any
 
 from apps.core.errors import ERRORS_BY_CODE, ApiError, DeadlineExceeded, StreamUnavailable
 from apps.core.redis import async_client, key
-from apps.streams.feeds import events_follow
+from apps.streams.feeds import WhenGone, events_follow
 from apps.streams.log import START_ID, EventLogUnavailable
 
 logger = logging.getLogger(__name__)
@@ -34,14 +34,16 @@ def error_from_event(event: dict[str, Any]) -> ApiError:
     return error
 
 
-async def answer_collect(*, task_id: str, timeout_s: float) -> CollectedAnswer:
+async def answer_collect(
+    *, task_id: str, timeout_s: float, when_gone: WhenGone | None = None
+) -> CollectedAnswer:
     """Wait for the task's answer without holding a thread or a database connection."""
     loop = asyncio.get_running_loop()
     give_up_at = loop.time() + timeout_s
     parts: list[str] = []
     block_ms = max(1, int(min(timeout_s, 1.0) * 1000))
     try:
-        async for item in events_follow(task_id=task_id, block_ms=block_ms):
+        async for item in events_follow(task_id=task_id, block_ms=block_ms, when_gone=when_gone):
             if item is not None:
                 event = item[1]
                 kind = event.get("event")
@@ -100,7 +102,11 @@ def sse_frame(event_id: str, event: dict[str, Any], *, id_line: bool) -> bytes:
 
 
 async def sse_stream(
-    *, task_id: str, after_id: str = START_ID, id_lines: bool = False
+    *,
+    task_id: str,
+    after_id: str = START_ID,
+    id_lines: bool = False,
+    when_gone: WhenGone | None = None,
 ) -> AsyncIterator[bytes]:
     """Every event after `after_id`, one per write, with a ping after each quiet 10 s."""
     member = f"{task_id}:{uuid.uuid4().hex[:8]}"
@@ -110,7 +116,10 @@ async def sse_stream(
     yield OPEN
     try:
         async for item in events_follow(
-            task_id=task_id, after_id=after_id, block_ms=int(KEEPALIVE_S * 1000)
+            task_id=task_id,
+            after_id=after_id,
+            block_ms=int(KEEPALIVE_S * 1000),
+            when_gone=when_gone,
         ):
             if item is None:
                 await stream_mark_active(member)

@@ -1,6 +1,8 @@
 """The prompt within the model's context window: a long conversation keeps its newest turns and
 drops the oldest, the instructions and the question always stay, and everything fits."""
 
+import asyncio
+
 import pytest
 
 from apps.applications.models import App
@@ -123,7 +125,7 @@ def test_the_built_in_model_is_trimmed_with_its_real_tokenizer(small_model: Loca
     request = GenerationRequest(
         messages=prompt.messages, model=app.model_name, max_tokens=8, temperature=0
     )
-    result = provider.generate(request, lambda piece: False)
+    result = asyncio.run(provider.generate(request, lambda piece: False))
     assert result.prompt_tokens == prompt.prompt_tokens
 
 

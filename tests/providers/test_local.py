@@ -1,6 +1,7 @@
 """The built-in model (SmolLM2 through xllamacpp), loaded in this process: real tokens, the app's
 generation settings honoured, the real tokenizer for counting."""
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -21,7 +22,7 @@ def generate(
         return 0 < stop_after <= len(pieces)
 
     request = GenerationRequest(messages=messages, model="SmolLM2-135M-Instruct", **settings)
-    return pieces, LocalProvider().generate(request, on_delta)
+    return pieces, asyncio.run(LocalProvider().generate(request, on_delta))
 
 
 def test_real_tokens_with_the_models_own_usage() -> None:

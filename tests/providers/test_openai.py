@@ -2,6 +2,7 @@
 server with the built-in model (streaming, usage), and a small server of ours that answers as told
 (429 and 5xx retried by the scheduler, a timeout retried, a 400 failed at once)."""
 
+import asyncio
 import contextlib
 import json
 import os
@@ -73,15 +74,13 @@ def test_streams_from_llama_server_and_reports_its_usage(llama_server: str, llam
         pieces.append(piece)
         return False  # never stop
 
-    result = provider.generate(
-        GenerationRequest(
-            messages=[ChatMessage("user", "Write a sentence about the sea.")],
-            model="SmolLM2-135M-Instruct",
-            max_tokens=12,
-            temperature=0,
-        ),
-        collect,
+    request = GenerationRequest(
+        messages=[ChatMessage("user", "Write a sentence about the sea.")],
+        model="SmolLM2-135M-Instruct",
+        max_tokens=12,
+        temperature=0,
     )
+    result = asyncio.run(provider.generate(request, collect))
 
     assert len(pieces) > 3, "the answer arrives in pieces, as it is generated"
     assert "".join(pieces).strip()
