@@ -1,12 +1,14 @@
 """A stand-in for vLLM: an OpenAI-compatible chat completion server that serves any number of
 sequences at once, each at a set pace. Loopback only, bounded, no model: it writes numbered words.
 
-    python -m bench.model_server --port 8100 --tokens 50 --tokens-per-s 25
+    python -m bench.model_server --port 8100 --tokens 50 --tokens-per-s 25 [--stamp]
 
-Routes: `POST /v1/chat/completions` (blocking or `stream: true`, with `stream_options.include_usage`),
-`GET /v1/models`, and for benchmarks `GET /stats` (requests served, sequences open now and the most
-open at once) and `POST /stats/reset`. Every answer is distinct: its words carry the request's
-number. Written on asyncio streams alone, so its own cost stays small beside what it measures.
+Routes: `POST /v1/chat/completions` (blocking or `stream: true`, with
+`stream_options.include_usage`), `GET /v1/models`, and for benchmarks `GET /stats` (requests
+served, sequences open now and the most open at once) and `POST /stats/reset`. Every answer is
+distinct: its words carry the request's number (and with `--stamp`, the wall-clock millisecond
+it was sent, so a client can tell each word's delay end to end). Written on asyncio streams
+alone, so its own cost stays small beside what it measures.
 """
 
 import argparse
@@ -25,6 +27,7 @@ class Pace:
     tokens: int = 50
     tokens_per_s: float = 25.0
     first_token_delay_s: float = 0.0
+    stamp: bool = False
 
 
 @dataclass
@@ -66,7 +69,9 @@ class ModelServer:
             finally:
                 writer.close()
 
-    async def _one_request(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+    async def _one_request(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> bool:
         head = await reader.readuntil(b"\r\n\r\n")
         if len(head) > MAX_HEADER_BYTES:
             return False
@@ -168,6 +173,8 @@ class ModelServer:
             await writer.drain()
 
         async def send_word(word: str) -> None:
+            if self.pace.stamp:
+                word = f"{word}@{time.time() * 1000:.1f}"
             choice = {"index": 0, "delta": {"content": word}, "finish_reason": None}
             await send({**base, "choices": [choice]})
 
@@ -212,8 +219,9 @@ def main() -> None:
     parser.add_argument("--tokens-per-s", type=float, default=25.0, help="0: as fast as it can.")
     parser.add_argument("--first-token-delay-s", type=float, default=0.0)
     parser.add_argument("--max-connections", type=int, default=5000)
+    parser.add_argument("--stamp", action="store_true", help="Add each word's send time (ms).")
     args = parser.parse_args()
-    pace = Pace(args.tokens, args.tokens_per_s, args.first_token_delay_s)
+    pace = Pace(args.tokens, args.tokens_per_s, args.first_token_delay_s, args.stamp)
     asyncio.run(serve(port=args.port, pace=pace, max_connections=args.max_connections))
 
 

@@ -293,66 +293,87 @@ def bench_requests(report: Report, quick: bool) -> None:
 
 
 def bench_concurrency(report: Report, quick: bool) -> None:
-    from apps.conversations.services import answer_submit
-    from bench import request_bench as rb
+    """Distinct answers at once on the processes `make run` starts (one web process, the default
+    worker processes with their default concurrency), against a model server that serves any
+    number of sequences."""
+    from bench import concurrency_bench as cb
+
+    users = 200 if quick else 1000
+    harness.reset_state()
+    with cb.model_server(tokens=50, tokens_per_s=5) as (url, _):  # 10 s an answer
+        web, workers, port = _web_and_workers(2)
+        with harness.running(web, *workers):
+            key = cb.remote_app_key(url, max_tokens=50)
+            idle_rss = sum(harness.rss_mb(worker.pid) for worker in workers)
+            cb.model_stats(url, reset=True)
+            with cb.PeakRss([worker.pid for worker in workers]) as peak:
+                answers = asyncio.run(cb.distinct_answers(port, key, users, tokens=50))
+            stats = cb.model_stats(url)
+    result = cb.summary(answers)
+    passed = (
+        answers.complete == users
+        and stats["most_open"] >= users
+        and result["word_delay_p99_ms"] < 100
+    )
+    report.add(
+        "concurrency",
+        f"{users} users, own answer, 5 tok/s",
+        answers.complete,
+        users,
+        "all complete, at once, p99 < 100 ms",
+        passed,
+        "answers",
+    )
+    report.add("concurrency", "  sequences at once (model server)", stats["most_open"], users)
+    report.add(
+        "concurrency", "  word delay p50 (model to client)", result["word_delay_p50_ms"], unit="ms"
+    )
+    report.add(
+        "concurrency",
+        "  word delay p99 (model to client)",
+        result["word_delay_p99_ms"],
+        target="< 100 ms",
+        passed=result["word_delay_p99_ms"] < 100,
+        unit="ms",
+    )
+    report.add(
+        "concurrency", "  relay delay p99 (log to client)", result["relay_delay_p99_ms"], unit="ms"
+    )
+    report.add("concurrency", "  slowest answer", result["slowest_s"], unit="s")
+    if answers.errors:
+        print(f"  errors: {answers.errors}")
+    per_answer_kb = (peak.peak - idle_rss) * 1024 / max(1, users)
+    report.add(
+        "memory",
+        "worker RSS per running answer",
+        per_answer_kb / 1024,
+        target="< 1 MB",
+        passed=per_answer_kb < 1024,
+        unit="MB",
+    )
+    report.add("memory", f"worker tier RSS, {users} answers", peak.peak, idle_rss, unit="MB")
 
     harness.reset_state()
-    web, workers, port = _web_and_workers(2)
-    with harness.running(web, *workers):
-        from apps.applications.models import ApiKey
-        from apps.applications.services import api_key_create, app_create
-
-        app = app_create(
-            name="bench streams",
-            provider="scripted",
-            max_tokens=200,
-            provider_config={
-                "text": " ".join(["tok"] * 60),
-                "tokens_per_s": 5,
-                # Quiet for longer than the 10 s keep-alive period once every client is in
-                # (1,000 clients take several seconds to connect here).
-                "first_token_delay_s": 30,
-            },
-        )
-        api_key, clear = api_key_create(app=app)
-        api_key = ApiKey.objects.select_related("app").get(id=api_key.id)
-        tasks = [
-            str(
-                answer_submit(
-                    api_key=api_key, route_mode="chat", end_user="bench", query="q", inputs={}
-                ).task.id
-            )
-            for _ in range(2)
-        ]
-        # Per task: SSE and WebSocket clients; 2 tasks, so 1,000 clients in all (200 quick).
-        per_kind = 50 if quick else 250
-        result = asyncio.run(rb.concurrent_readers(port, clear, tasks, per_kind, per_kind))
-        total = result["sse_clients"] + result["ws_clients"]
-        done = result["sse_complete"] + result["ws_complete"]
-        report.add(
-            "concurrency",
-            "simultaneous clients (SSE + WebSocket)",
-            total,
-            target=">= 1000, all complete, p99 < 50 ms",
-            passed=total >= 1000 and done == total and result["token_delay_p99_ms"] < 50,
-            unit="clients",
-        )
-        report.add(
-            "concurrency", "SSE streams complete", result["sse_complete"], result["sse_clients"]
-        )
-        report.add(
-            "concurrency", "WebSocket streams complete", result["ws_complete"], result["ws_clients"]
-        )
-        report.add("concurrency", "token delay p50", result["token_delay_p50_ms"], unit="ms")
-        report.add("concurrency", "token delay p99", result["token_delay_p99_ms"], unit="ms")
-        report.add(
-            "concurrency",
-            "SSE keep-alive pings seen",
-            result["pings_seen"],
-            result["sse_clients"],
-            target="one per SSE client",
-            passed=result["pings_seen"] >= result["sse_clients"],
-        )
+    with cb.model_server(tokens=50, tokens_per_s=25) as (url, _):  # 2 s an answer
+        web, workers, port = _web_and_workers(2)
+        with harness.running(web, *workers):
+            key = cb.remote_app_key(url, max_tokens=50)
+            alone = [
+                asyncio.run(cb.distinct_answers(port, key, 1, tokens=50)).durations_s[0]
+                for _ in range(3)
+            ]
+            crowd = asyncio.run(cb.distinct_answers(port, key, 200, tokens=50))
+    one = harness.median(alone)
+    slowest = max(crowd.durations_s)
+    report.add(
+        "concurrency",
+        "200 users at 25 tok/s: slowest answer",
+        slowest,
+        one,
+        "< 1.5x one answer alone",
+        crowd.complete == 200 and slowest < 1.5 * one,
+        "s",
+    )
 
 
 def bench_model(report: Report, quick: bool) -> None:

@@ -86,12 +86,16 @@ def run_web() -> Iterator[WebServer]:
 
 @contextmanager
 def run_worker(
-    *queues: str, name: str | None = None, env: dict[str, str] | None = None
+    *queues: str,
+    name: str | None = None,
+    env: dict[str, str] | None = None,
+    concurrency: int | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
     worker_name = name or f"test-worker-{free_port()}"
     before = _worker_names()
+    extra = ["--concurrency", str(concurrency)] if concurrency else []
     process = subprocess.Popen(
-        [sys.executable, "manage.py", "worker", *queues, "--name", worker_name],
+        [sys.executable, "manage.py", "worker", *queues, "--name", worker_name, *extra],
         cwd=ROOT,
         env=process_env(**(env or {})),
     )
@@ -116,6 +120,51 @@ def run_scheduler(env: dict[str, str] | None = None) -> Iterator[subprocess.Pope
         yield process
     finally:
         _stop(process)
+
+
+@contextmanager
+def run_model_server(
+    *, tokens: int = 20, tokens_per_s: float = 20.0, first_token_delay_s: float = 0.0
+) -> Iterator[str]:
+    """The OpenAI-compatible stand-in for a model server that serves any number of sequences
+    (bench/model_server.py); yields its /v1 URL."""
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bench.model_server",
+            "--port",
+            str(port),
+            "--tokens",
+            str(tokens),
+            "--tokens-per-s",
+            str(tokens_per_s),
+            "--first-token-delay-s",
+            str(first_token_delay_s),
+        ],
+        cwd=ROOT,
+        env=process_env(),
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_for(lambda: _answers(f"{url}/v1/models"), "the model server", process)
+        yield f"{url}/v1"
+    finally:
+        _stop(process)
+
+
+def model_server_stats(url: str) -> dict[str, int]:
+    """Requests served and sequences open now and at most, since the last reset."""
+    stats: dict[str, int] = httpx.get(f"{url.removesuffix('/v1')}/stats", timeout=5).json()
+    return stats
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1.0).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def _worker_names() -> set[str]:

@@ -3,10 +3,11 @@ work than can be served before the request stops being useful, instead of accept
 will expire in the queue.
 
 Estimated wait = jobs queued ahead of the request (its own queue and every more urgent one, since
-workers take strictly by priority), less the free worker slots that will take them at once, /
-recent throughput (tasks finished per second, cluster-wide, from the metrics counter). A request's budget is its `deadline_ms`, else the default wait of its
-priority (settings.GATEWAY["SHED_MAX_WAIT_S"]). `low` is refused first (it has the most work
-ahead and the smallest default budget), then `medium`; `high` never.
+workers take strictly by priority), less the free worker slots that will take them at once,
+divided by recent throughput (tasks finished per second, cluster-wide, from the metrics counter).
+A request's budget is its `deadline_ms`, else the default wait of its priority
+(settings.GATEWAY["SHED_MAX_WAIT_S"]). `low` is refused first (it has the most work ahead and the
+smallest default budget), then `medium`; `high` never.
 """
 
 import math

@@ -14,6 +14,7 @@ import http.client
 import importlib.util
 import json
 import logging
+import os
 import secrets
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -91,7 +92,9 @@ def app_model_path(requested: str, models_dir: str) -> Path:
             "this app names its own model_path, but LOCAL_MODELS_DIR is not set", retryable=False
         )
     root = Path(models_dir).resolve()
-    path = (root / requested).resolve()
+    # Normalised, not resolved: the name may not climb out of the directory, while links the
+    # operator put in it (to models kept elsewhere) are followed.
+    path = Path(os.path.normpath(root / requested))
     if root not in path.parents or path.suffix.lower() != ".gguf":
         raise ProviderError(
             f"model_path {requested!r} must name a .gguf file inside LOCAL_MODELS_DIR",

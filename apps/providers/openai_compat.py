@@ -160,8 +160,8 @@ def _chunk(data: str) -> dict[str, Any]:
     if not isinstance(chunk, dict):
         raise ProviderError(f"provider sent {data[:200]!r}", retryable=True)
     if chunk.get("error"):
-        error = chunk["error"]
-        message = error.get("message") if isinstance(error, dict) else error
+        detail = chunk["error"]
+        message = detail.get("message") if isinstance(detail, dict) else detail
         raise ProviderError(
             f"provider error: {message}", retryable=True, code="completion_request_error"
         )

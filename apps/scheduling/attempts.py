@@ -106,15 +106,16 @@ class AttemptContext:
 
     async def until_stopped(self, work: Awaitable[R]) -> R | None:
         job: asyncio.Future[R] = asyncio.ensure_future(work)
-        if self.stopped.is_set():
-            job.cancel()
         stop_waiter = asyncio.ensure_future(self.stopped.wait())
+        racing: set[asyncio.Future[Any]] = {job, stop_waiter}
         try:
-            await asyncio.wait({job, stop_waiter}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(racing, return_when=asyncio.FIRST_COMPLETED)
         finally:
             stop_waiter.cancel()
             if not job.done():
                 job.cancel()
+                # Let it finish cancelling (its connection to the model closes) before going on.
+                await asyncio.wait({job})
         if job.cancelled():
             return None
         return job.result()

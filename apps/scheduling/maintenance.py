@@ -10,6 +10,7 @@
 import logging
 import socket
 import threading
+import time
 import uuid
 from datetime import timedelta
 
@@ -21,10 +22,10 @@ from django.utils import timezone
 from apps.core.redis import key, sync_client
 from apps.scheduling.errors import WorkerLost
 from apps.scheduling.load import load_evaluate, load_state_current
-from apps.scheduling.locks import TaskLock
+from apps.scheduling.locks import TaskLock, lock_held
 from apps.scheduling.models import Task, TaskStatus
 from apps.scheduling.policy import PROMOTION, aging_limit_s, waiting_since
-from apps.scheduling.queues import JobCensus, delayed_pop_due, job_exists_in_queue, job_push
+from apps.scheduling.queues import JobCensus, delayed_pop_due, job_exists_in_queue, task_push
 from apps.scheduling.services import task_expire_overdue, task_reprioritize
 from apps.scheduling.slots import slot_forget_waiter, slot_wake_next, waiting_keys
 
@@ -42,14 +43,9 @@ def push_due_delayed() -> int:
         if task is None:
             continue
         if task.status == TaskStatus.QUEUED and _still_deferred(task):
-            job_push(
-                task_id=task_id,
-                priority=task.priority,
-                time_left_s=_time_left(task),
-                delay_s=float(settings.PLATFORM["DEFER_LOW_S"]),
-            )
+            task_push(task, delay_s=float(settings.PLATFORM["DEFER_LOW_S"]))
             continue
-        job_push(task_id=task_id, priority=task.priority, time_left_s=_time_left(task))
+        task_push(task)
         pushed += 1
     return pushed
 
@@ -91,12 +87,16 @@ def wake_slot_waiters() -> int:
         task_id = slot_wake_next(name)
         if task_id is None:
             continue
-        task = Task.objects.filter(id=task_id).only("priority", "deadline_at", "status").first()
+        task = (
+            Task.objects.filter(id=task_id)
+            .only("priority", "deadline_at", "status", "lane")
+            .first()
+        )
         if task is None or task.status != TaskStatus.QUEUED:
             slot_forget_waiter(name, task_id)  # finished or gone: it waits for nothing
             continue
         if not job_exists_in_queue(task_id=task_id, priority=task.priority):
-            job_push(task_id=task_id, priority=task.priority, time_left_s=_time_left(task))
+            task_push(task)
             woken += 1
     return woken
 
@@ -109,12 +109,6 @@ def expire_overdue() -> int:
     return sum(1 for task in overdue[:500] if task_expire_overdue(task=task) is not None)
 
 
-def _time_left(task: Task) -> float | None:
-    if task.deadline_at is None:
-        return None
-    return (task.deadline_at - timezone.now()).total_seconds()
-
-
 def reconcile_lost_jobs() -> int:
     """Re-push queued (or due retrying) tasks that RQ holds no runnable job for: Redis
     restarted, a push failed, or a worker died between taking the job and starting it."""
@@ -123,42 +117,66 @@ def reconcile_lost_jobs() -> int:
     candidates = Task.objects.filter(
         status__in=(TaskStatus.QUEUED, TaskStatus.RETRYING),
         enqueued_at__lt=now - grace,
-    ).only("id", "status", "priority", "deadline_at", "not_before")[:1000]
+    ).only("id", "status", "priority", "deadline_at", "not_before", "lane")[:1000]
     pushed = 0
     census = JobCensus()
     for task in candidates:
         if task.status == TaskStatus.RETRYING and task.not_before and task.not_before > now - grace:
             continue
-        if census.holds(str(task.id)) or _lock_held(str(task.id)):
+        if census.holds(str(task.id)) or lock_held(str(task.id)):
             continue
         logger.warning(
             "task had no job in Redis; pushing it again", extra={"task_id": str(task.id)}
         )
-        job_push(task_id=str(task.id), priority=task.priority, time_left_s=_time_left(task))
+        task_push(task)
         pushed += 1
     return pushed
 
 
-def _lock_held(task_id: str) -> bool:
-    return bool(sync_client().exists(TaskLock(task_id, ttl_s=1).key))
+# Running tasks found without a lock, and since when (monotonic seconds), in this process.
+_lockless_since: dict[str, float] = {}
 
 
 def recover_orphaned_running() -> int:
-    """Running tasks whose lock lapsed lost their worker: count the attempt as failed."""
-    grace = timedelta(seconds=settings.PLATFORM["TASK_LOCK_TTL_S"])
-    recovered = 0
-    running = Task.objects.filter(status=TaskStatus.RUNNING, started_at__lt=timezone.now() - grace)
-    for task in running[:1000]:
-        if _lock_held(str(task.id)):
-            continue
-        logger.warning(
-            "running task lost its worker; recovering it",
-            extra={"task_id": str(task.id), "worker": task.worker_name},
-        )
-        from apps.scheduling.runner import handle_attempt_failure
+    """Running tasks whose lock lapsed lost their worker: count the attempt as failed.
 
-        handle_attempt_failure(task, WorkerLost(f"worker {task.worker_name} stopped"), "watchdog")
-        recovered += 1
+    A lock can also vanish while its worker is alive (Redis restarted or was flushed); that
+    worker takes it back at its next event or renewal, within a third of the lock's TTL. So a
+    task is handed over only once its lock has stayed missing for longer than that, and the
+    watchdog holds the lock itself while it does, so that a worker taking its lock back at that
+    moment either wins (and the task stays its own) or finds it taken (and abandons).
+    """
+    ttl_s = float(settings.PLATFORM["TASK_LOCK_TTL_S"])
+    grace = timedelta(seconds=ttl_s)
+    patience_s = ttl_s / 3 + 1.0
+    recovered = 0
+    now = time.monotonic()
+    running = Task.objects.filter(status=TaskStatus.RUNNING, started_at__lt=timezone.now() - grace)
+    lockless = set()
+    for task in running[:1000]:
+        task_id = str(task.id)
+        if lock_held(task_id):
+            continue
+        lockless.add(task_id)
+        if now - _lockless_since.setdefault(task_id, now) < patience_s:
+            continue
+        lock = TaskLock(task_id, ttl_s=ttl_s)
+        if not lock.acquire():
+            continue  # its worker took it back just now
+        try:
+            logger.warning(
+                "running task lost its worker; recovering it",
+                extra={"task_id": task_id, "worker": task.worker_name},
+            )
+            from apps.scheduling.runner import handle_attempt_failure
+
+            error = WorkerLost(f"worker {task.worker_name} stopped")
+            handle_attempt_failure(task, error, "watchdog")
+            recovered += 1
+        finally:
+            lock.release()
+    for task_id in set(_lockless_since) - lockless:
+        del _lockless_since[task_id]
     return recovered
 
 

@@ -85,7 +85,11 @@ class PlatformWorker(SimpleWorker):
 
     # --- the loop -----------------------------------------------------------------------------
 
-    def work(self, burst: bool = False, logging_level: str | None = "WARNING", **_: Any) -> bool:
+    def work(  # type: ignore[override]
+        self, burst: bool = False, logging_level: str | None = "WARNING", **_: Any
+    ) -> bool:
+        """RQ's `work`, with our loop: RQ's options for its own loop (max_jobs, dequeue
+        strategies, its scheduler) do not apply."""
         self.bootstrap(logging_level)
         try:
             asyncio.run(self._serve(burst))

@@ -166,16 +166,16 @@ async def events_follow(
         # yet, which the quiet periods below look into).
         resuming = after_id != START_ID
         if resuming and not catch_up and (rebuilt := await _rebuilt_if_gone(name, when_gone)):
-            for item in rebuilt:
-                yield item
+            for rebuilt_item in rebuilt:
+                yield rebuilt_item
             return
         wait_s = block_ms / 1000
         while True:
             item = await _next_item(queue, wait_s)
             if item is None:
                 if rebuilt := await _rebuilt_if_gone(name, when_gone):
-                    for item in rebuilt:
-                        yield item
+                    for rebuilt_item in rebuilt:
+                        yield rebuilt_item
                     return
                 yield None
                 continue

@@ -201,7 +201,9 @@ PLATFORM = {
     "WORKER_CONCURRENCY": env.int("WORKER_CONCURRENCY", default=500),
     # Threads a worker process does its database work in (each holds a pooled connection only
     # during a call): no more than DB_POOL_MAX_SIZE.
-    "WORKER_DB_THREADS": env.int("WORKER_DB_THREADS", default=env.int("DB_POOL_MAX_SIZE", default=8)),
+    "WORKER_DB_THREADS": env.int(
+        "WORKER_DB_THREADS", default=env.int("DB_POOL_MAX_SIZE", default=8)
+    ),
     # On SIGTERM a worker takes nothing new and lets its running tasks finish for this long;
     # the rest go back to their queues (their retry budget untouched).
     "WORKER_SHUTDOWN_GRACE_S": env.float("WORKER_SHUTDOWN_GRACE_S", default=25.0),

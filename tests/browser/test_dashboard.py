@@ -19,7 +19,7 @@ from apps.conversations.services import answer_submit
 from apps.scheduling.models import Task, TaskStatus
 from tests.browser.test_chat_page import CHROMIUM, CHROMIUM_ARGS, in_thread
 from tests.factories import make_app, make_key
-from tests.processes import WebServer
+from tests.processes import WebServer, run_worker
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -27,6 +27,13 @@ DASHBOARD = "/admin/scheduling/task/dashboard/"
 SCREENSHOT = Path("/tmp/dashboard.png")
 # The page polls every 2 s: a change shows within one or two polls.
 REFRESH_WAIT_MS = 6_000
+
+
+@pytest.fixture(scope="module")
+def live_worker(django_db_setup: None) -> Iterator[object]:
+    """One worker with one slot: the test keeps it busy, and what comes next waits in a queue."""
+    with run_worker(concurrency=1) as process:
+        yield process
 
 
 @pytest.fixture
@@ -105,6 +112,8 @@ def test_the_dashboard_shows_live_numbers_and_refreshes_itself(
     busy = in_thread(lambda: submit(slow, "medium"))
     expect(worker.locator(".current-task a")).to_have_text(str(busy.id), timeout=REFRESH_WAIT_MS)
     expect(worker.locator(".state")).to_have_text("busy")
+    expect(worker.locator(".slots")).to_have_text("1 / 1", timeout=REFRESH_WAIT_MS)
+    expect(page.locator("#slots-busy")).to_have_text("1")
     expect(page.locator("#queue-medium .running")).to_have_text("1")
     quick = in_thread(lambda: api_key("done"))
     waiting = in_thread(lambda: [submit(quick, "low") for _ in range(3)])

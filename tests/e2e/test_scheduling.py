@@ -53,7 +53,7 @@ def status_of(task: Task) -> str:
 def test_high_runs_before_a_backlog_of_low() -> None:
     slow = key_for(provider_config={"text": "word " * 20, "tokens_per_s": 20})
     fast = key_for(provider_config={"text": "quick"})
-    with run_worker():
+    with run_worker(concurrency=1):  # one slot, taken by the blocker
         blocker = submit(slow, "medium")
         wait_until(lambda: status_of(blocker) == TaskStatus.RUNNING, 30, "the blocker to run")
         backlog = [submit(fast, "low") for _ in range(3)]

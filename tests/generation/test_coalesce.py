@@ -2,8 +2,8 @@
 once, later ones no more than a window late (even while the model is quiet), in order, whole,
 and nothing after the attempt ends."""
 
+import asyncio
 import json
-import threading
 import time
 from typing import Any
 
@@ -33,61 +33,69 @@ class Sink:
 
 
 def test_the_first_piece_goes_at_once_and_the_rest_within_a_window() -> None:
-    sink = Sink()
-    coalescer = TextCoalescer(sink, WINDOW_S)
-    started = time.monotonic()
-    coalescer.add("a")
-    assert sink.texts == ["a"], "the first piece is not held"
-    coalescer.add("b")
-    coalescer.add("c")
-    assert sink.texts == ["a"]
-    # The model goes quiet: the held text still goes out when the window ends.
-    time.sleep(WINDOW_S * 4)
-    assert sink.texts == ["a", "bc"]
-    assert sink.sent[1][0] - started < WINDOW_S * 3
-    # Slower than the window: each piece goes at once.
-    coalescer.add("d")
-    assert sink.texts == ["a", "bc", "d"]
-    coalescer.add("e")
-    coalescer.close()
-    assert sink.texts == ["a", "bc", "d", "e"]
-    time.sleep(WINDOW_S * 2)
-    assert sink.texts == ["a", "bc", "d", "e"], "nothing is sent after close"
+    async def scenario() -> None:
+        sink = Sink()
+        coalescer = TextCoalescer(sink, WINDOW_S)
+        started = time.monotonic()
+        coalescer.add("a")
+        assert sink.texts == ["a"], "the first piece is not held"
+        coalescer.add("b")
+        coalescer.add("c")
+        assert sink.texts == ["a"]
+        # The model goes quiet: the held text still goes out when the window ends.
+        await asyncio.sleep(WINDOW_S * 4)
+        assert sink.texts == ["a", "bc"]
+        assert sink.sent[1][0] - started < WINDOW_S * 3
+        # Slower than the window: each piece goes at once.
+        coalescer.add("d")
+        assert sink.texts == ["a", "bc", "d"]
+        coalescer.add("e")
+        coalescer.close()
+        assert sink.texts == ["a", "bc", "d", "e"]
+        await asyncio.sleep(WINDOW_S * 2)
+        assert sink.texts == ["a", "bc", "d", "e"], "nothing is sent after close"
+
+    asyncio.run(scenario())
 
 
-def test_a_send_that_fails_in_the_flusher_fails_the_next_call() -> None:
+def test_a_send_that_fails_in_the_timer_fails_the_next_call() -> None:
     def failing(text: str) -> None:
         if text != "first":
             raise ConnectionError("redis went away")
 
-    coalescer = TextCoalescer(failing, WINDOW_S)
-    coalescer.add("first")
-    coalescer.add("held")
-    time.sleep(WINDOW_S * 3)
-    with pytest.raises(ConnectionError):
-        coalescer.add("next")
+    async def scenario() -> None:
+        coalescer = TextCoalescer(failing, WINDOW_S)
+        coalescer.add("first")
+        coalescer.add("held")
+        await asyncio.sleep(WINDOW_S * 3)
+        with pytest.raises(ConnectionError):
+            coalescer.add("next")
+
+    asyncio.run(scenario())
 
 
-def test_pieces_from_many_threads_arrive_whole_and_in_order_of_adding() -> None:
-    sink = Sink()
-    coalescer = TextCoalescer(sink, 0.002)
-    lock = threading.Lock()
-    added: list[str] = []
+def test_pieces_from_many_answers_on_one_loop_arrive_whole_and_in_order() -> None:
+    """A worker runs many answers on one event loop, each with its own window."""
 
-    def writer(n: int) -> None:
-        for i in range(200):
-            with lock:  # one caller at a time, as the worker's generation callback is
+    async def scenario() -> None:
+        sinks = [Sink() for _ in range(3)]
+        coalescers = [TextCoalescer(sink, 0.002) for sink in sinks]
+        added: list[list[str]] = [[], [], []]
+
+        async def writer(n: int) -> None:
+            for i in range(200):
                 piece = f"{n}.{i} "
-                added.append(piece)
-                coalescer.add(piece)
+                added[n].append(piece)
+                coalescers[n].add(piece)
+                if i % 7 == 0:
+                    await asyncio.sleep(0.001)
 
-    threads = [threading.Thread(target=writer, args=(n,)) for n in range(3)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    coalescer.close()
-    assert "".join(sink.texts) == "".join(added)
+        await asyncio.gather(*(writer(n) for n in range(3)))
+        for n in range(3):
+            coalescers[n].close()
+            assert "".join(sinks[n].texts) == "".join(added[n])
+
+    asyncio.run(scenario())
 
 
 @pytest.mark.django_db(transaction=True)
