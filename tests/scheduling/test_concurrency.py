@@ -10,6 +10,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -99,6 +100,13 @@ def answer_of(task: Task) -> Message:
     return Message.objects.get(task=task)
 
 
+def start_times(tasks: list[Task]) -> dict[Any, datetime]:
+    rows = Task.objects.filter(id__in=[t.id for t in tasks]).values_list("id", "started_at")
+    started = dict(rows)
+    assert all(at is not None for at in started.values()), "every task started"
+    return {task_id: at for task_id, at in started.items() if at is not None}
+
+
 def successes(task: Task) -> int:
     return TaskEvent.objects.filter(task=task, to_status=TaskStatus.SUCCEEDED).count()
 
@@ -137,9 +145,7 @@ def test_slots_that_free_up_go_strictly_by_priority() -> None:
         everything = [*running, *lows, *mediums, *highs]
         wait_all(everything, TaskStatus.SUCCEEDED)
 
-    started = dict(
-        Task.objects.filter(id__in=[t.id for t in everything]).values_list("id", "started_at")
-    )
+    started = start_times(everything)
     assert max(started[t.id] for t in highs) <= min(started[t.id] for t in mediums)
     assert max(started[t.id] for t in mediums) <= min(started[t.id] for t in lows)
 
@@ -228,9 +234,7 @@ def test_per_app_provider_slots_serve_in_priority_order_inside_one_worker() -> N
         stats = model_server_stats(url)
 
     assert stats["most_open"] == 1, "the app's server never saw two at once"
-    started = dict(
-        Task.objects.filter(id__in=[t.id for t in everything]).values_list("id", "started_at")
-    )
+    started = start_times(everything)
     assert max(started[t.id] for t in highs) <= min(started[t.id] for t in lows)
 
 
@@ -242,7 +246,7 @@ def test_several_new_conversations_are_each_named() -> None:
             for n in range(4)
         ]
         wait_all(tasks, TaskStatus.SUCCEEDED)
-        conversations = [answer_of(task).conversation_id for task in tasks]
+        conversations = [str(answer_of(task).conversation_id) for task in tasks]
         wait_until(
             lambda: (
                 not Conversation.objects.filter(
