@@ -100,8 +100,14 @@ async def distinct_answers(port: int, key: str, users: int, tokens: int) -> Answ
         body = _body(response_mode="streaming", user=f"user-{number}", query=f"question {number}")
         request = _post("/v1/chat-messages", key, body, port)
         started = time.monotonic()
+        def on_refusal(status: str, body: bytes) -> None:
+            nonlocal ended
+            ended = f"HTTP {status}: {body[:120]!r}"
+
         try:
-            await sse_read("127.0.0.1", port, request, on_event, read_limit_s=300)
+            await sse_read(
+                "127.0.0.1", port, request, on_event, read_limit_s=300, on_refusal=on_refusal
+            )
         except Exception as error:  # a refused connection, a timeout: counted, not raised
             ended = type(error).__name__
         result.durations_s.append(time.monotonic() - started)

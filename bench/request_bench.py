@@ -112,7 +112,12 @@ def _stream_id_ms(event_id: str) -> float:
 
 
 async def sse_read(
-    host: str, port: int, request: bytes, on_event: Any, read_limit_s: float = 120
+    host: str,
+    port: int,
+    request: bytes,
+    on_event: Any,
+    read_limit_s: float = 120,
+    on_refusal: Any = None,
 ) -> tuple[float, int]:
     """A minimal HTTP/1.1 SSE client on a raw socket (cheap enough to run a thousand at once).
     Returns (time to first byte, pings seen); calls on_event(id, data, received_wall_ms)."""
@@ -133,6 +138,12 @@ async def sse_read(
                 if first_byte is None:
                     first_byte = time.monotonic() - started
                 received_ms = time.time() * 1000
+                if not buffer and first_byte is not None and on_refusal is not None:
+                    status = chunk.split(b" ", 2)[1:2]
+                    if status and status[0] != b"200":
+                        on_refusal(status[0].decode(), chunk.split(b"\r\n\r\n", 1)[-1][:300])
+                        return first_byte, pings
+                    on_refusal = None
                 buffer += chunk
                 while b"\n" in buffer:
                     line, buffer = buffer.split(b"\n", 1)

@@ -38,6 +38,9 @@ def process_env(**extra: str) -> dict[str, str]:
         DATABASE_URL=f"postgres://{user}@{host}:{port}/{db['NAME']}",
         LOG_LEVEL=os.environ.get("E2E_LOG_LEVEL", "WARNING"),
         PYTHONUNBUFFERED="1",
+        # Platform processes run database work from async code in their pool of threads, as
+        # deployed (the test process itself keeps it in the test's thread: settings.test).
+        DB_ASYNC_THREADS="8",
     )
     env.update(extra)
     return env

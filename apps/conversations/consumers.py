@@ -77,6 +77,7 @@ from apps.gateway.requests import (
 )
 from apps.streams.feeds import events_follow
 from apps.streams.log import START_ID, EventLogUnavailable
+from apps.streams.relay import json_with
 
 logger = logging.getLogger(__name__)
 
@@ -366,9 +367,15 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         self, lease: Lease | None, task_id: str, after_id: str, request_id: str | int | None
     ) -> None:
         async with lease_kept(lease):
-            await self._relay(task_id, after_id, request_id)
+            await self._relay(task_id, after_id, request_id, lease)
 
-    async def _relay(self, task_id: str, after_id: str, request_id: str | int | None) -> None:
+    async def _relay(
+        self,
+        task_id: str,
+        after_id: str,
+        request_id: str | int | None,
+        lease: Lease | None = None,
+    ) -> None:
         try:
             async for item in events_follow(
                 task_id=task_id,
@@ -378,8 +385,11 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             ):
                 if item is None:
                     continue  # quiet: daphne's own WebSocket pings keep the socket alive
-                event_id, event = item
-                await self.send_json(_tagged({**event, "event_id": event_id}, request_id))
+                extra = _tagged({"event_id": item.id}, request_id)
+                if item.final and lease is not None:
+                    # Its slot is free before the client hears the answer is done.
+                    await lease_release(lease)
+                await self.send(text_data=json_with(item.raw, extra))
                 # Let the loop serve other sockets between two frames (DESIGN: streaming).
                 await asyncio.sleep(0)
         except asyncio.CancelledError:

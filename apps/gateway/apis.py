@@ -202,7 +202,11 @@ async def _answer(request: HttpRequest, media: str, route: Route) -> HttpRespons
         return await _replay(submitted, route, data, media, started)
     task_id = str(submitted.task.id)
     if _streaming(data):
-        stream = sse_stream(task_id=task_id, when_gone=when_log_gone(task_id))
+        stream = sse_stream(
+            task_id=task_id,
+            when_gone=when_log_gone(task_id),
+            before_final=(lambda: lease_release(lease)) if lease is not None else None,
+        )
         return sse_response(leased_stream(lease, stream))
     collected = await _collect(task_id, data, lease)
     answer = route.shape(submitted, collected, started)

@@ -169,7 +169,10 @@ class Attempt:
             self.recover()
 
     def recover(self) -> None:
-        """The lock is gone (Redis lost it): take it back, once at a time."""
+        """The lock is gone (Redis lost it): take it back, once at a time. Not once the attempt
+        is finishing: it lets go of its lock then itself."""
+        if self.finishing:
+            return
         if self._recovery is None or self._recovery.done():
             self._recovery = asyncio.get_running_loop().create_task(self._recover())
 

@@ -1,39 +1,91 @@
-"""One reader of a task's event log per web process, shared by every client following it.
+"""Following task logs in a web process: every followed task on one pub/sub connection.
 
-Before, each follower ran its own blocking XREAD: a Redis connection held per open stream and,
-for every event, one reply to read and one JSON document to parse per follower. A feed reads the
-log once and hands each event to its followers' queues, so a thousand clients of one answer cost
-one connection and one parse per event.
+Every append to a task's log is also published on the task's channel (apps.streams.log). A web
+process subscribes, on one connection, to the channels of the tasks its clients follow, so an
+event costs it one pushed message, read once and handed to every follower of that task, instead
+of a blocking read per open stream: with a thousand answers streaming at once, that was most of
+the web process's work (and a Redis connection held per stream).
 
-A follower joins first and then reads what the log already holds after its own `after_id`
-(XRANGE); events the feed delivers meanwhile land in its queue, and it skips any it has already
-seen by id. So it misses nothing and sees nothing twice, wherever it starts.
+A follower joins (its task's channel subscribed, the subscription confirmed), then reads what the
+log already holds after its own `after_id` (XRANGE); events published meanwhile wait in its queue
+and it skips any it has seen, by id. So it misses nothing and sees nothing twice, wherever it
+starts. If the pub/sub connection drops, the hub connects again, subscribes again, and reads each
+log from the last event it delivered: nothing published in the gap is lost.
+
+Events travel as their JSON text: an SSE follower writes it out with its id spliced in, without
+parsing it; only followers that need the fields (a blocking answer, the WebSocket) parse it.
 """
 
 import asyncio
+import contextlib
 import json
 import logging
+import time
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from apps.core.redis import async_client
 from apps.streams.log import (
     FINAL_EVENTS,
+    OUTAGE_BUDGET_S,
     START_ID,
     EventLogUnavailable,
+    channel_key,
     riding_out_outages,
     stream_key,
 )
 
 logger = logging.getLogger(__name__)
 
-Item = tuple[str, dict[str, Any]]
+SUBSCRIBE_TIMEOUT_S = 5.0
+PING_CHECK_S = 0.25
+
+
+class Event:
+    """One event of a task's log: its id, kind and JSON text; its fields parsed on demand."""
+
+    __slots__ = ("_data", "id", "kind", "raw")
+
+    def __init__(self, event_id: str, kind: str, raw: str) -> None:
+        self.id = event_id
+        self.kind = kind
+        self.raw = raw
+        self._data: dict[str, Any] | None = None
+
+    @property
+    def data(self) -> dict[str, Any]:
+        if self._data is None:
+            self._data = json.loads(self.raw)
+        return self._data
+
+    @property
+    def final(self) -> bool:
+        return self.kind in FINAL_EVENTS
+
+    @classmethod
+    def from_entry(cls, raw_id: bytes, fields: dict[bytes, bytes]) -> "Event":
+        raw = fields[b"d"].decode()
+        kind = fields.get(b"k")
+        event = cls(raw_id.decode(), kind.decode() if kind is not None else "", raw)
+        if kind is None:  # written before entries carried their kind
+            event.kind = str(event.data.get("event", ""))
+        return event
+
+    @classmethod
+    def from_dict(cls, event_id: str, event: dict[str, Any]) -> "Event":
+        made = cls(event_id, str(event.get("event", "")), json.dumps(event, ensure_ascii=False))
+        made._data = event
+        return made
+
+
 # Asked when the task's log is gone (it lapsed, or Redis lost it): the task's final events rebuilt
 # from where the task is recorded if it has finished, or None while it still runs (its worker
 # writes the rest into a new log).
 WhenGone = Callable[[], Awaitable[list[dict[str, Any]] | None]]
-# How long the feed's XREAD blocks; followers have their own keep-alive timer.
-READ_BLOCK_MS = 10_000
 
 
 def id_key(event_id: str) -> tuple[int, int]:
@@ -41,87 +93,198 @@ def id_key(event_id: str) -> tuple[int, int]:
     return int(milliseconds), int(sequence or 0)
 
 
+class _Follower:
+    __slots__ = ("block_s", "last_put", "queue")
+
+    def __init__(self, block_s: float) -> None:
+        self.queue: asyncio.Queue[Event | Exception | None] = asyncio.Queue()
+        self.block_s = block_s
+        self.last_put = time.monotonic()
+
+    def put(self, item: Event | Exception | None) -> None:
+        self.last_put = time.monotonic()
+        self.queue.put_nowait(item)
+
+
 class _Feed:
-    def __init__(self, task_id: str, start_id: str) -> None:
+    """One followed task in this process."""
+
+    def __init__(self, task_id: str) -> None:
         self.task_id = task_id
-        self.name = stream_key(task_id)
-        self.last_id = start_id
-        self.followers: set[asyncio.Queue[Item | Exception]] = set()
-        self.reader: asyncio.Task[None] | None = None
-        self.ended = False
+        self.channel = channel_key(task_id)
+        self.stream = stream_key(task_id)
+        self.followers: set[_Follower] = set()
+        self.last_id = START_ID  # the newest event delivered from the channel
+        self.subscribed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
-    async def run(self) -> None:
+    def deliver(self, event: Event) -> None:
+        if id_key(event.id) > id_key(self.last_id):
+            self.last_id = event.id
+        for follower in self.followers:
+            follower.put(event)
+
+
+class _Hub:
+    """The pub/sub connection of one event loop and the feeds on it."""
+
+    def __init__(self) -> None:
+        self.feeds: dict[str, _Feed] = {}
+        self.by_channel: dict[str, _Feed] = {}
+        self.pubsub = async_client().pubsub(ignore_subscribe_messages=False)
+        # Started with the first subscription: redis-py's pub/sub has no connection before it.
+        self.listener: asyncio.Task[None] | None = None
+        self.closed = False
+
+    async def join(self, task_id: str, block_s: float) -> tuple[_Feed, _Follower]:
+        feed = self.feeds.get(task_id)
+        if feed is None:
+            feed = _Feed(task_id)
+            self.feeds[task_id] = self.by_channel[feed.channel] = feed
+            await self.pubsub.subscribe(feed.channel)
+            if self.listener is None:
+                self.listener = asyncio.get_running_loop().create_task(self._listen(), name="feeds")
+        follower = _Follower(block_s)
+        feed.followers.add(follower)
+        if not feed.subscribed.done():
+            # Subscribed before the log is read: nothing published in between is missed.
+            try:
+                async with asyncio.timeout(SUBSCRIBE_TIMEOUT_S):
+                    await asyncio.shield(feed.subscribed)
+            except TimeoutError:
+                self.leave(feed, follower)
+                raise EventLogUnavailable("could not subscribe to the task's events") from None
+        return feed, follower
+
+    def leave(self, feed: _Feed, follower: _Follower) -> None:
+        feed.followers.discard(follower)
+        if feed.followers or self.feeds.get(feed.task_id) is not feed:
+            return
+        del self.feeds[feed.task_id]
+        del self.by_channel[feed.channel]
+        if self.closed:
+            return
+        if not self.feeds:
+            # Nothing followed: let the connection go (a short-lived loop ends cleanly, and an
+            # idle web process holds nothing).
+            self.close()
+            return
+        asyncio.get_running_loop().create_task(self._unsubscribe(feed.channel))
+
+    def close(self) -> None:
+        self.closed = True
+        if _hubs.get(asyncio.get_running_loop()) is self:
+            del _hubs[asyncio.get_running_loop()]
+        if self.listener is not None:
+            self.listener.cancel()
+        asyncio.get_running_loop().create_task(self._close_connection())
+
+    async def _close_connection(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.pubsub.aclose()
+
+    async def _unsubscribe(self, channel: str) -> None:
         try:
-            while self.followers and not self.ended:
-                name, last_id = self.name, self.last_id
+            if channel not in self.by_channel:
+                await self.pubsub.unsubscribe(channel)
+        except Exception:
+            logger.debug("could not unsubscribe from a finished feed", exc_info=True)
 
-                def read(name: str = name, last_id: str = last_id) -> Awaitable[Any]:
-                    return async_client().xread({name: last_id}, count=200, block=READ_BLOCK_MS)
+    async def _listen(self) -> None:
+        next_ping_check = time.monotonic() + PING_CHECK_S
+        while True:
+            try:
+                message = await self.pubsub.get_message(timeout=PING_CHECK_S)
+            except (RedisConnectionError, RedisTimeoutError) as error:
+                if not await self._reconnect(error):
+                    return
+                continue
+            except Exception as error:
+                self._fail(EventLogUnavailable(f"the feeds' connection failed: {error!r}"))
+                return
+            if message is not None:
+                self._dispatch(message)
+            now = time.monotonic()
+            if now >= next_ping_check:
+                next_ping_check = now + PING_CHECK_S
+                self._pings(now)
 
-                batches: Any = await riding_out_outages(read)
-                for _, entries in batches or []:
-                    for raw_id, fields in entries:
-                        self.last_id = raw_id.decode()
-                        item = (self.last_id, json.loads(fields[b"d"]))
-                        for queue in self.followers:
-                            queue.put_nowait(item)
-                        if item[1].get("event") in FINAL_EVENTS:
-                            self.ended = True
-        except Exception as error:  # the followers decide what an outage means to them
-            for queue in self.followers:
-                queue.put_nowait(error)
-        finally:
-            self.ended = True
-            _forget(self)
+    def _dispatch(self, message: dict[str, Any]) -> None:
+        channel = message["channel"]
+        channel = channel.decode() if isinstance(channel, bytes) else channel
+        feed = self.by_channel.get(channel)
+        if feed is None:
+            return
+        kind = message["type"]
+        if kind == "subscribe":
+            if not feed.subscribed.done():
+                feed.subscribed.set_result(None)
+            return
+        if kind != "message":
+            return
+        data = message["data"]
+        text = data.decode() if isinstance(data, bytes) else str(data)
+        event_id, event_kind, raw = text.split("\n", 2)
+        feed.deliver(Event(event_id, event_kind, raw))
+
+    def _pings(self, now: float) -> None:
+        """Followers quiet for their keep-alive period get a None (their caller pings)."""
+        for feed in self.feeds.values():
+            for follower in feed.followers:
+                if now - follower.last_put >= follower.block_s:
+                    follower.put(None)
+
+    async def _reconnect(self, error: Exception) -> bool:
+        """Connect again, subscribe again, catch every feed up from its last event; False (and
+        the followers told) if Redis stays away past the outage budget."""
+        logger.warning("feeds' connection lost; reconnecting", extra={"error": repr(error)})
+        give_up_at = time.monotonic() + OUTAGE_BUDGET_S
+        pause_s = 0.1
+        while True:
+            try:
+                with contextlib.suppress(Exception):
+                    await self.pubsub.aclose()
+                self.pubsub = async_client().pubsub(ignore_subscribe_messages=False)
+                channels = [feed.channel for feed in self.feeds.values()]
+                if channels:
+                    await self.pubsub.subscribe(*channels)
+                for feed in list(self.feeds.values()):
+                    await self._catch_up(feed)
+                return True
+            except (RedisConnectionError, RedisTimeoutError) as again:
+                if time.monotonic() + pause_s > give_up_at:
+                    self._fail(EventLogUnavailable(f"Redis unreachable: {again}"))
+                    return False
+                await asyncio.sleep(pause_s)
+                pause_s = min(pause_s * 2, 2.0)
+
+    async def _catch_up(self, feed: _Feed) -> None:
+        entries: Any = await async_client().xrange(feed.stream, min=f"({feed.last_id}", max="+")
+        for raw_id, fields in entries or []:
+            feed.deliver(Event.from_entry(raw_id, fields))
+
+    def _fail(self, error: Exception) -> None:
+        self.closed = True
+        for feed in self.feeds.values():
+            for follower in feed.followers:
+                follower.put(error)
+        self.feeds.clear()
+        self.by_channel.clear()
+        if _hubs.get(asyncio.get_running_loop()) is self:
+            del _hubs[asyncio.get_running_loop()]
 
 
-_feeds: dict[tuple[int, str], _Feed] = {}
+_hubs: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Hub]" = weakref.WeakKeyDictionary()
 
 
-def _forget(feed: _Feed) -> None:
-    loop_key = (id(asyncio.get_running_loop()), feed.task_id)
-    if _feeds.get(loop_key) is feed:
-        del _feeds[loop_key]
+def _hub() -> _Hub:
+    loop = asyncio.get_running_loop()
+    hub = _hubs.get(loop)
+    if hub is None or hub.closed or (hub.listener is not None and hub.listener.done()):
+        hub = _hubs[loop] = _Hub()
+    return hub
 
 
-def _join(task_id: str, after_id: str) -> tuple[_Feed, asyncio.Queue[Item | Exception]]:
-    loop_key = (id(asyncio.get_running_loop()), task_id)
-    feed = _feeds.get(loop_key)
-    if feed is None or feed.ended:
-        # A new feed starts at this follower's position: whatever it reads twice is skipped.
-        feed = _feeds[loop_key] = _Feed(task_id, after_id)
-    queue: asyncio.Queue[Item | Exception] = asyncio.Queue()
-    feed.followers.add(queue)
-    if feed.reader is None:
-        feed.reader = asyncio.create_task(feed.run())
-    return feed, queue
-
-
-def _leave(feed: _Feed, queue: asyncio.Queue[Item | Exception]) -> None:
-    feed.followers.discard(queue)
-    if not feed.followers and feed.reader is not None and not feed.reader.done():
-        feed.reader.cancel()
-        _forget(feed)
-
-
-async def _next_item(
-    queue: asyncio.Queue[Item | Exception], wait_s: float
-) -> Item | Exception | None:
-    """The follower's next item, or None after `wait_s` without one. Not `asyncio.wait_for`,
-    which makes a task per call: with a thousand followers of a streaming answer that was a
-    fifth of the web process's relay work (py-spy)."""
-    try:
-        return queue.get_nowait()
-    except asyncio.QueueEmpty:
-        pass
-    try:
-        async with asyncio.timeout(wait_s):
-            return await queue.get()
-    except TimeoutError:
-        return None
-
-
-async def _rebuilt_if_gone(name: str, when_gone: WhenGone | None) -> list[Item] | None:
+async def _rebuilt_if_gone(name: str, when_gone: WhenGone | None) -> list[Event] | None:
     if when_gone is None:
         return None
 
@@ -133,7 +296,7 @@ async def _rebuilt_if_gone(name: str, when_gone: WhenGone | None) -> list[Item] 
     events = await when_gone()
     if events is None:
         return None
-    return [(f"0-{number}", event) for number, event in enumerate(events, start=1)]
+    return [Event.from_dict(f"0-{number}", event) for number, event in enumerate(events, 1)]
 
 
 async def events_follow(
@@ -142,40 +305,40 @@ async def events_follow(
     after_id: str = START_ID,
     block_ms: int = 10_000,
     when_gone: WhenGone | None = None,
-) -> AsyncIterator[Item | None]:
-    """Yield (id, event) after `after_id` until a final event; None after each quiet `block_ms`.
-    With `when_gone`, a log that is gone (at the start, or found so in a quiet period) ends with
-    the events it returns, instead of waiting for events that will never come."""
-    feed, queue = _join(task_id, after_id)
+) -> AsyncIterator[Event | None]:
+    """Yield the events after `after_id` until a final one; None after each quiet `block_ms`.
+    With `when_gone`, a log that is gone (at the start of a resume, or found so in a quiet
+    period) ends with the events it returns, instead of waiting for events that will never
+    come."""
+    hub = _hub()
+    feed, follower = await hub.join(task_id, block_ms / 1000)
     try:
         seen = id_key(after_id)
-        name = feed.name
+        name = feed.stream
 
         def held(name: str = name, after_id: str = after_id) -> Awaitable[Any]:
             return async_client().xrange(name, min=f"({after_id}", max="+")
 
         catch_up: Any = await riding_out_outages(held)
         for raw_id, fields in catch_up or []:
-            event_id = raw_id.decode()
-            event = json.loads(fields[b"d"])
-            seen = id_key(event_id)
-            yield event_id, event
-            if event.get("event") in FINAL_EVENTS:
+            event = Event.from_entry(raw_id, fields)
+            seen = id_key(event.id)
+            yield event
+            if event.final:
                 return
         # A resume (a new follower has nothing yet: its task's log may simply not be written to
         # yet, which the quiet periods below look into).
         resuming = after_id != START_ID
         if resuming and not catch_up and (rebuilt := await _rebuilt_if_gone(name, when_gone)):
-            for rebuilt_item in rebuilt:
-                yield rebuilt_item
+            for event in rebuilt:
+                yield event
             return
-        wait_s = block_ms / 1000
         while True:
-            item = await _next_item(queue, wait_s)
+            item = await follower.queue.get()
             if item is None:
                 if rebuilt := await _rebuilt_if_gone(name, when_gone):
-                    for rebuilt_item in rebuilt:
-                        yield rebuilt_item
+                    for event in rebuilt:
+                        yield event
                     return
                 yield None
                 continue
@@ -183,12 +346,11 @@ async def events_follow(
                 if isinstance(item, EventLogUnavailable):
                     raise item
                 raise EventLogUnavailable(f"the task's feed failed: {item!r}") from item
-            event_id, event = item
-            if id_key(event_id) <= seen:
+            if id_key(item.id) <= seen:
                 continue
-            seen = id_key(event_id)
-            yield event_id, event
-            if event.get("event") in FINAL_EVENTS:
+            seen = id_key(item.id)
+            yield item
+            if item.final:
                 return
     finally:
-        _leave(feed, queue)
+        hub.leave(feed, follower)

@@ -3,6 +3,11 @@
 It outlives connections: a client that connects late or reconnects from an event id gets every
 event after it, exactly once, from any web process. Entries expire `EVENT_LOG_TTL_S` after the
 last write.
+
+Each entry holds the event's kind (`k`) and its JSON (`d`); every append is also published, in
+the same script, on the task's channel as `<id>\n<kind>\n<json>`: web processes that follow
+the task hear of it at once without a read per event (apps.streams.feeds), and relay the JSON as
+it is, without parsing it.
 """
 
 import asyncio
@@ -37,20 +42,34 @@ def stream_key(task_id: str) -> str:
     return key("task", task_id, "events")
 
 
+def channel_key(task_id: str) -> str:
+    """Where the task's appends are published."""
+    return key("task", task_id, "published")
+
+
 def event_json(event: dict[str, Any]) -> str:
     return json.dumps(event, ensure_ascii=False, separators=(",", ":"))
 
 
+# KEYS: the stream, the channel. ARGV: the log's TTL, then kind and JSON of each event.
+APPEND_LUA = r"""
+local last
+for i = 2, #ARGV, 2 do
+  last = redis.call('xadd', KEYS[1], '*', 'k', ARGV[i], 'd', ARGV[i + 1])
+  redis.call('publish', KEYS[2], last .. '\n' .. ARGV[i] .. '\n' .. ARGV[i + 1])
+end
+redis.call('expire', KEYS[1], ARGV[1])
+return last
+"""
+
+
 def event_append(*, task_id: str, event: dict[str, Any]) -> str:
-    """Append one event; returns its id (also the SSE `id:`)."""
-    client = sync_client()
-    name = stream_key(task_id)
-    data = event_json(event)
-    pipe = client.pipeline(transaction=False)
-    pipe.xadd(name, {"d": data})
-    pipe.expire(name, settings.PLATFORM["EVENT_LOG_TTL_S"])
-    event_id, _ = pipe.execute()
-    return event_id.decode()
+    """Append one event (and publish it); returns its id (also the SSE `id:`)."""
+    kind = str(event.get("event", ""))
+    ttl = settings.PLATFORM["EVENT_LOG_TTL_S"]
+    keys = (stream_key(task_id), channel_key(task_id))
+    event_id = sync_client().eval(APPEND_LUA, 2, *keys, ttl, kind, event_json(event))
+    return event_id.decode() if isinstance(event_id, bytes) else str(event_id)
 
 
 def event_log_clear(*, task_id: str) -> None:

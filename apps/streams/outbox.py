@@ -26,19 +26,23 @@ from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from apps.core.redis import async_client
-from apps.streams.log import OUTAGE_BUDGET_S, event_json, stream_key
+from apps.streams.log import OUTAGE_BUDGET_S, channel_key, event_json, stream_key
 
 logger = logging.getLogger(__name__)
 
-# KEYS: the lock, the stream. ARGV: the lock token, the log's TTL, then the events.
+# KEYS: the lock, the stream, the task's channel. ARGV: the lock token, the log's TTL, then kind
+# and JSON of each event (as apps.streams.log appends them).
 # 1: appended; 0: the lock is gone; -1: another attempt holds it (nothing appended).
-_APPEND = """
+_APPEND = r"""
 local holder = redis.call('get', KEYS[1])
 if holder ~= ARGV[1] then
   if holder then return -1 end
   return 0
 end
-for i = 3, #ARGV do redis.call('xadd', KEYS[2], '*', 'd', ARGV[i]) end
+for i = 3, #ARGV, 2 do
+  local id = redis.call('xadd', KEYS[2], '*', 'k', ARGV[i], 'd', ARGV[i + 1])
+  redis.call('publish', KEYS[3], id .. '\n' .. ARGV[i] .. '\n' .. ARGV[i + 1])
+end
 redis.call('expire', KEYS[2], ARGV[2])
 return 1
 """
@@ -78,6 +82,7 @@ class AttemptLog:
         self.outbox = outbox
         self.task_id = task_id
         self.stream = stream_key(task_id)
+        self.channel = channel_key(task_id)
         self.fence = fence
         self.ttl_s = ttl_s
         self.on_fence = on_fence
@@ -94,6 +99,7 @@ class AttemptLog:
             return
         if self.failure is not None:
             raise self.failure
+        self.pending.append(str(event.get("event", "")))
         self.pending.append(event_json(event))
         self._idle.clear()
         if not self.paused:
@@ -206,13 +212,14 @@ class EventOutbox:
                 continue
             # Refused: the events wait (in order, before anything appended since) until the
             # attempt decides.
-            log.pending.extendleft(reversed(events))
+            log.pending.extendleft(reversed(events))  # kinds and JSON, in pairs
             log.paused = True
             log.on_fence(state)
 
     def _append(self, pipe: Any, log: AttemptLog, events: list[str]) -> None:
         fence = log.fence
-        pipe.evalsha(self._sha, 2, fence.lock_key, log.stream, fence.token, log.ttl_s, *events)
+        keys = (fence.lock_key, log.stream, log.channel)
+        pipe.evalsha(self._sha, 3, *keys, fence.token, log.ttl_s, *events)
 
     async def _send(self, sent: list[tuple[AttemptLog, list[str]]]) -> list[Any]:
         client = async_client()

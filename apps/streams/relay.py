@@ -5,13 +5,13 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from apps.core.errors import ERRORS_BY_CODE, ApiError, DeadlineExceeded, StreamUnavailable
 from apps.core.redis import async_client, key
-from apps.streams.feeds import WhenGone, events_follow
+from apps.streams.feeds import Event, WhenGone, events_follow
 from apps.streams.log import START_ID, EventLogUnavailable
 
 logger = logging.getLogger(__name__)
@@ -45,8 +45,8 @@ async def answer_collect(
     try:
         async for item in events_follow(task_id=task_id, block_ms=block_ms, when_gone=when_gone):
             if item is not None:
-                event = item[1]
-                kind = event.get("event")
+                event = item.data
+                kind = item.kind
                 if kind == "message":
                     parts.append(event.get("answer", ""))
                 elif kind == "message_replace":
@@ -81,24 +81,35 @@ _FRAMES_KEPT = 4096
 _frames: dict[tuple[str, str, bool], bytes] = {}
 
 
-def shared_sse_frame(task_id: str, event_id: str, event: dict[str, Any], *, id_line: bool) -> bytes:
-    key = (task_id, event_id, id_line)
+def shared_sse_frame(task_id: str, event: Event, *, id_line: bool) -> bytes:
+    key = (task_id, event.id, id_line)
     frame = _frames.get(key)
     if frame is None:
         if len(_frames) >= _FRAMES_KEPT:
             _frames.clear()
-        frame = _frames[key] = sse_frame(event_id, event, id_line=id_line)
+        frame = _frames[key] = raw_sse_frame(event.id, event.raw, id_line=id_line)
     return frame
 
 
-def sse_frame(event_id: str, event: dict[str, Any], *, id_line: bool) -> bytes:
+def json_with(raw: str, extra: dict[str, Any]) -> str:
+    """A JSON object's text with `extra` fields added, without parsing it."""
+    added = json.dumps(extra, ensure_ascii=False, separators=(",", ":"))[1:]
+    body = raw.rstrip()[:-1].rstrip()
+    return f"{body},{added}" if body != "{" else "{" + added
+
+
+def raw_sse_frame(event_id: str, raw: str, *, id_line: bool) -> bytes:
     """One event. Its log id rides in the JSON as `event_id` (ext) for resuming; the SSE `id:`
     line only on our resume route: clients written for Dify parse every non-blank line of the
     answer stream as `data:` JSON (the official client's documented loop does) and break on it."""
-    data = json.dumps({**event, "event_id": event_id}, ensure_ascii=False, separators=(",", ":"))
+    data = json_with(raw, {"event_id": event_id})
     if id_line:
         return f"id: {event_id}\ndata: {data}\n\n".encode()
     return f"data: {data}\n\n".encode()
+
+
+def sse_frame(event_id: str, event: dict[str, Any], *, id_line: bool) -> bytes:
+    return raw_sse_frame(event_id, json.dumps(event, ensure_ascii=False), id_line=id_line)
 
 
 async def sse_stream(
@@ -107,8 +118,11 @@ async def sse_stream(
     after_id: str = START_ID,
     id_lines: bool = False,
     when_gone: WhenGone | None = None,
+    before_final: Callable[[], Awaitable[None]] | None = None,
 ) -> AsyncIterator[bytes]:
-    """Every event after `after_id`, one per write, with a ping after each quiet 10 s."""
+    """Every event after `after_id`, one per write, with a ping after each quiet 10 s.
+    `before_final` runs before the final event goes out: a client that sends its next request
+    as soon as it reads `message_end` finds what this answer held (its cap slot) free."""
     member = f"{task_id}:{uuid.uuid4().hex[:8]}"
     await stream_mark_active(member)
     # The first byte goes out as soon as the task is accepted, so clients and proxies see a live
@@ -125,7 +139,9 @@ async def sse_stream(
                 await stream_mark_active(member)
                 yield PING
             else:
-                yield shared_sse_frame(task_id, *item, id_line=id_lines)
+                if item.final and before_final is not None:
+                    await before_final()
+                yield shared_sse_frame(task_id, item, id_line=id_lines)
             # Let the event loop serve other streams between two writes (see DESIGN: streaming).
             await asyncio.sleep(0)
     except EventLogUnavailable:

@@ -86,6 +86,9 @@ DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
     "timeout": env.float("DB_POOL_TIMEOUT_S", default=10.0),
 }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+# Threads a process runs database work from async code in (apps.core.db): as many as its pool
+# has connections. 0: asgiref's one thread-sensitive thread (tests that hold a transaction).
+DB_ASYNC_THREADS = env.int("DB_ASYNC_THREADS", default=env.int("DB_POOL_MAX_SIZE", default=8))
 
 REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
 # Every key the platform writes (besides RQ's own `rq:` keys) starts with this prefix.

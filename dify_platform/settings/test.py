@@ -25,6 +25,9 @@ CHANNEL_LAYERS = {
     }
 }
 
+# In-process tests call async views inside their transaction: database work stays in the thread
+# that holds it. Platform processes started by the tests get the pool (tests/processes.py).
+DB_ASYNC_THREADS = env.int("DB_ASYNC_THREADS", default=0)
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 PLATFORM = {
     **PLATFORM,

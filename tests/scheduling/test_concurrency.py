@@ -313,7 +313,13 @@ def test_redis_flushed_mid_answer_the_model_is_called_once(live_web: WebServer) 
         received: list[dict[str, Any]] = []
 
         def follow() -> None:
-            body = {"inputs": {}, "query": "hi", "user": "u1", "response_mode": "streaming"}
+            body = {
+                "inputs": {},
+                "query": "hi",
+                "user": "u1",
+                "response_mode": "streaming",
+                "auto_generate_name": False,  # the model serves this answer alone
+            }
             headers = {"Authorization": f"Bearer {clear_key}"}
             with httpx.stream(
                 "POST", f"{live_web.url}/v1/chat-messages", json=body, headers=headers, timeout=60
