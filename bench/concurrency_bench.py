@@ -100,6 +100,7 @@ async def distinct_answers(port: int, key: str, users: int, tokens: int) -> Answ
         body = _body(response_mode="streaming", user=f"user-{number}", query=f"question {number}")
         request = _post("/v1/chat-messages", key, body, port)
         started = time.monotonic()
+
         def on_refusal(status: str, body: bytes) -> None:
             nonlocal ended
             ended = f"HTTP {status}: {body[:120]!r}"
