@@ -26,7 +26,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from apps.core.redis import async_client
 from apps.streams.log import (
@@ -38,11 +37,13 @@ from apps.streams.log import (
     riding_out_outages,
     stream_key,
 )
+from apps.streams.pubsub import PubSubConnection
 
 logger = logging.getLogger(__name__)
 
 SUBSCRIBE_TIMEOUT_S = 5.0
 PING_CHECK_S = 0.25
+CONNECTION_PING_S = 30.0
 
 
 class Event:
@@ -130,19 +131,35 @@ class _Hub:
     def __init__(self) -> None:
         self.feeds: dict[str, _Feed] = {}
         self.by_channel: dict[str, _Feed] = {}
-        self.pubsub = async_client().pubsub(ignore_subscribe_messages=False)
-        # Started with the first subscription: redis-py's pub/sub has no connection before it.
-        self.listener: asyncio.Task[None] | None = None
+        self.connection = PubSubConnection()
+        self.connected: asyncio.Task[None] | None = None
+        self.tasks: list[asyncio.Task[None]] = []
         self.closed = False
 
+    async def _connected(self) -> None:
+        if self.connected is None:
+            self.connected = asyncio.get_running_loop().create_task(self._connect_first())
+        await asyncio.shield(self.connected)
+
+    async def _connect_first(self) -> None:
+        await self.connection.connect()
+        loop = asyncio.get_running_loop()
+        self.tasks = [
+            loop.create_task(self._listen(), name="feeds-listen"),
+            loop.create_task(self._tick(), name="feeds-tick"),
+        ]
+
     async def join(self, task_id: str, block_s: float) -> tuple[_Feed, _Follower]:
+        try:
+            await self._connected()
+        except (OSError, ConnectionError, TimeoutError) as error:
+            self._fail(EventLogUnavailable(f"Redis unreachable: {error}"))
+            raise EventLogUnavailable(f"Redis unreachable: {error}") from error
         feed = self.feeds.get(task_id)
         if feed is None:
             feed = _Feed(task_id)
             self.feeds[task_id] = self.by_channel[feed.channel] = feed
-            await self.pubsub.subscribe(feed.channel)
-            if self.listener is None:
-                self.listener = asyncio.get_running_loop().create_task(self._listen(), name="feeds")
+            self.connection.send("SUBSCRIBE", feed.channel)
         follower = _Follower(block_s)
         feed.followers.add(follower)
         if not feed.subscribed.done():
@@ -168,63 +185,52 @@ class _Hub:
             # idle web process holds nothing).
             self.close()
             return
-        asyncio.get_running_loop().create_task(self._unsubscribe(feed.channel))
+        with contextlib.suppress(ConnectionError):
+            self.connection.send("UNSUBSCRIBE", feed.channel)
 
     def close(self) -> None:
         self.closed = True
         if _hubs.get(asyncio.get_running_loop()) is self:
             del _hubs[asyncio.get_running_loop()]
-        if self.listener is not None:
-            self.listener.cancel()
-        asyncio.get_running_loop().create_task(self._close_connection())
-
-    async def _close_connection(self) -> None:
-        with contextlib.suppress(Exception):
-            await self.pubsub.aclose()
-
-    async def _unsubscribe(self, channel: str) -> None:
-        try:
-            if channel not in self.by_channel:
-                await self.pubsub.unsubscribe(channel)
-        except Exception:
-            logger.debug("could not unsubscribe from a finished feed", exc_info=True)
+        for task in self.tasks:
+            task.cancel()
+        asyncio.get_running_loop().create_task(self.connection.close())
 
     async def _listen(self) -> None:
-        next_ping_check = time.monotonic() + PING_CHECK_S
         while True:
             try:
-                message = await self.pubsub.get_message(timeout=PING_CHECK_S)
-            except (RedisConnectionError, RedisTimeoutError) as error:
+                replies = await self.connection.read()
+            except (OSError, ConnectionError) as error:
                 if not await self._reconnect(error):
                     return
                 continue
-            except Exception as error:
-                self._fail(EventLogUnavailable(f"the feeds' connection failed: {error!r}"))
-                return
-            if message is not None:
-                self._dispatch(message)
-            now = time.monotonic()
-            if now >= next_ping_check:
-                next_ping_check = now + PING_CHECK_S
-                self._pings(now)
+            for reply in replies:
+                if isinstance(reply, list) and len(reply) >= 3:
+                    self._dispatch(reply)
 
-    def _dispatch(self, message: dict[str, Any]) -> None:
-        channel = message["channel"]
-        channel = channel.decode() if isinstance(channel, bytes) else channel
+    async def _tick(self) -> None:
+        """Keep-alive markers for quiet followers; a PING now and then keeps the connection
+        known to be alive through proxies and idle timeouts."""
+        last_ping = time.monotonic()
+        while True:
+            await asyncio.sleep(PING_CHECK_S)
+            now = time.monotonic()
+            self._pings(now)
+            if now - last_ping >= CONNECTION_PING_S:
+                last_ping = now
+                with contextlib.suppress(ConnectionError):
+                    self.connection.send("PING")
+
+    def _dispatch(self, reply: list[Any]) -> None:
+        kind, channel = reply[0], reply[1].decode()
         feed = self.by_channel.get(channel)
         if feed is None:
             return
-        kind = message["type"]
-        if kind == "subscribe":
-            if not feed.subscribed.done():
-                feed.subscribed.set_result(None)
-            return
-        if kind != "message":
-            return
-        data = message["data"]
-        text = data.decode() if isinstance(data, bytes) else str(data)
-        event_id, event_kind, raw = text.split("\n", 2)
-        feed.deliver(Event(event_id, event_kind, raw))
+        if kind == b"message":
+            event_id, event_kind, raw = reply[2].decode().split("\n", 2)
+            feed.deliver(Event(event_id, event_kind, raw))
+        elif kind == b"subscribe" and not feed.subscribed.done():
+            feed.subscribed.set_result(None)
 
     def _pings(self, now: float) -> None:
         """Followers quiet for their keep-alive period get a None (their caller pings)."""
@@ -239,23 +245,24 @@ class _Hub:
         logger.warning("feeds' connection lost; reconnecting", extra={"error": repr(error)})
         give_up_at = time.monotonic() + OUTAGE_BUDGET_S
         pause_s = 0.1
-        while True:
+        while not self.closed:
             try:
-                with contextlib.suppress(Exception):
-                    await self.pubsub.aclose()
-                self.pubsub = async_client().pubsub(ignore_subscribe_messages=False)
+                await self.connection.close()
+                self.connection = PubSubConnection()
+                await self.connection.connect()
                 channels = [feed.channel for feed in self.feeds.values()]
                 if channels:
-                    await self.pubsub.subscribe(*channels)
+                    self.connection.send("SUBSCRIBE", *channels)
                 for feed in list(self.feeds.values()):
                     await self._catch_up(feed)
                 return True
-            except (RedisConnectionError, RedisTimeoutError) as again:
+            except (OSError, ConnectionError, TimeoutError, RedisConnectionError) as again:
                 if time.monotonic() + pause_s > give_up_at:
                     self._fail(EventLogUnavailable(f"Redis unreachable: {again}"))
                     return False
                 await asyncio.sleep(pause_s)
                 pause_s = min(pause_s * 2, 2.0)
+        return False
 
     async def _catch_up(self, feed: _Feed) -> None:
         entries: Any = await async_client().xrange(feed.stream, min=f"({feed.last_id}", max="+")
@@ -271,6 +278,9 @@ class _Hub:
         self.by_channel.clear()
         if _hubs.get(asyncio.get_running_loop()) is self:
             del _hubs[asyncio.get_running_loop()]
+        for task in self.tasks:
+            if task is not asyncio.current_task():
+                task.cancel()
 
 
 _hubs: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Hub]" = weakref.WeakKeyDictionary()
@@ -279,7 +289,7 @@ _hubs: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Hub]" = weakref.We
 def _hub() -> _Hub:
     loop = asyncio.get_running_loop()
     hub = _hubs.get(loop)
-    if hub is None or hub.closed or (hub.listener is not None and hub.listener.done()):
+    if hub is None or hub.closed:
         hub = _hubs[loop] = _Hub()
     return hub
 
