@@ -93,11 +93,10 @@ DB_ASYNC_THREADS = env.int("DB_ASYNC_THREADS", default=env.int("DB_POOL_MAX_SIZE
 REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
 # Every key the platform writes (besides RQ's own `rq:` keys) starts with this prefix.
 REDIS_KEY_PREFIX = env.str("REDIS_KEY_PREFIX", default="dp:")
-# Connections a web process may open to Redis. Each open answer stream holds one while it waits
-# for its next event (a blocking XREAD), so this bounds the streams one process serves at once;
-# redis-py's own default (100) would refuse the 101st. Keep Redis's maxclients (10,000 by default)
-# above this times the number of processes.
-REDIS_MAX_CONNECTIONS = env.int("REDIS_MAX_CONNECTIONS", default=4000)
+# Connections a process's async code shares to Redis (callers wait for a free one: each command
+# holds one briefly). Open answer streams hold none: a web process follows every task it relays on
+# one pub/sub connection (apps.streams.feeds).
+REDIS_MAX_CONNECTIONS = env.int("REDIS_MAX_CONNECTIONS", default=64)
 
 RQ_QUEUES = {name: {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 600} for name in ("high", "medium", "low")}
 # We enqueue from transaction.on_commit ourselves (see apps.scheduling.queues), so django-rq must
