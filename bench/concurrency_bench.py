@@ -72,6 +72,9 @@ class Answers:
     complete: int = 0
     errors: dict[str, int] = field(default_factory=dict)
     word_delays_ms: list[float] = field(default_factory=list)
+    # (received at, ms), to tell the words after every request was admitted from the rest.
+    word_delays_at: list[tuple[float, float]] = field(default_factory=list)
+    admitted_at: list[float] = field(default_factory=list)
     relay_delays_ms: list[float] = field(default_factory=list)
     durations_s: list[float] = field(default_factory=list)
     wall_s: float = 0.0
@@ -90,7 +93,9 @@ async def distinct_answers(port: int, key: str, users: int, tokens: int) -> Answ
             kind = data.get("event")
             if kind == "message":
                 for stamp in STAMP.findall(data.get("answer", "")):
-                    result.word_delays_ms.append(received_ms - float(stamp))
+                    delay = received_ms - float(stamp)
+                    result.word_delays_ms.append(delay)
+                    result.word_delays_at.append((received_ms, delay))
                     seen_words += 1
                 if event_id:
                     result.relay_delays_ms.append(received_ms - _stream_id_ms(event_id))
@@ -106,8 +111,11 @@ async def distinct_answers(port: int, key: str, users: int, tokens: int) -> Answ
             ended = f"HTTP {status}: {body[:120]!r}"
 
         try:
-            await sse_read(
+            first_byte, _ = await sse_read(
                 "127.0.0.1", port, request, on_event, read_limit_s=300, on_refusal=on_refusal
+            )
+            result.admitted_at.append(
+                time.time() * 1000 - (time.monotonic() - started - first_byte) * 1000
             )
         except Exception as error:  # a refused connection, a timeout: counted, not raised
             ended = type(error).__name__
@@ -148,7 +156,11 @@ class PeakRss:
 
 
 def summary(answers: Answers) -> dict[str, float]:
+    last_admitted = max(answers.admitted_at, default=0.0)
+    settled = [delay for at, delay in answers.word_delays_at if at > last_admitted]
     return {
+        "word_delay_p99_after_admission_ms": percentile(settled, 99),
+        "admission_s": (last_admitted - min(answers.admitted_at, default=0.0)) / 1000,
         "complete": float(answers.complete),
         "word_delay_p50_ms": percentile(answers.word_delays_ms, 50),
         "word_delay_p99_ms": percentile(answers.word_delays_ms, 99),

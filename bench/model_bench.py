@@ -91,3 +91,31 @@ def local_app_key() -> str:
         temperature=0.0,
     )
     return api_key_create(app=app)[1]
+
+
+def parallel_tokens_per_s(port: int, key: str, sequences: int) -> float:
+    """Aggregate decode speed of one worker given `sequences` answers at once: their tokens in
+    all over the time from the first request to the last answer's end."""
+    tokens: list[int] = []
+
+    async def one(number: int) -> None:
+        def on_event(event_id: str | None, data: dict[str, Any], received_ms: float) -> None:
+            if data.get("event") == "message_end":
+                tokens.append(int(data["metadata"]["usage"]["completion_tokens"]))
+
+        body = {
+            "inputs": {},
+            "query": PROMPT,
+            "user": f"bench-{number}",
+            "response_mode": "streaming",
+            "auto_generate_name": False,
+        }
+        await sse_read("127.0.0.1", port, _post("/v1/chat-messages", key, body, port), on_event)
+
+    async def all_at_once() -> float:
+        started = time.monotonic()
+        await asyncio.gather(*(one(number) for number in range(sequences)))
+        return time.monotonic() - started
+
+    elapsed = asyncio.run(all_at_once())
+    return sum(tokens) / elapsed if tokens else 0.0

@@ -390,6 +390,25 @@ def bench_model(report: Report, quick: bool) -> None:
     report.add(
         "model", "tokens/s, built-in model", o, b, ">= 0.9x xllamacpp", o >= 0.9 * b, "tok/s"
     )
+    # One worker, one loaded copy, 1, 2 and 4 sequences at once (LOCAL_MODEL_PARALLEL).
+    single = None
+    for parallel in (1, 2, 4):
+        harness.reset_state()
+        web, workers, port = _web_and_workers(1, LOCAL_MODEL_PARALLEL=str(parallel))
+        with harness.running(web, *workers):
+            key = mb.local_app_key()
+            rates = [
+                mb.parallel_tokens_per_s(port, key, parallel) for _ in range(1 if quick else 3)
+            ]
+        rate = harness.median(rates)
+        single = single or rate
+        report.add(
+            "model",
+            f"aggregate tokens/s, {parallel} sequence(s) at once",
+            rate,
+            single,
+            unit="tok/s",
+        )
 
 
 BENCHES = {

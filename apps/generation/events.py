@@ -48,6 +48,10 @@ class AnswerPublisher:
         self.task_id = task_id
         self.message = message
         self.log = log
+        # The text handed to the log so far, as a reader following from the start holds it.
+        self.shown = ""
+        if log is not None:
+            log.resync = self._resync
         self.base: dict[str, Any] = {
             "task_id": task_id,
             "id": str(message.id),
@@ -76,10 +80,15 @@ class AnswerPublisher:
         return kind == "message" or (kind == "message_replace" and bool(event.get("answer")))
 
     def text(self, text: str) -> None:
+        self.shown += text
         self._append("message", answer=text)
 
     def replace(self, text: str, reason: str) -> None:
+        self.shown = text
         self._append("message_replace", answer=text, reason=reason)
+
+    def _resync(self) -> list[dict[str, Any]]:
+        return [{"event": "message_replace", **self.base, "answer": self.shown, "reason": "resync"}]
 
     def end(self) -> str:
         metadata = {"usage": usage_metadata(self.message), "retriever_resources": []}

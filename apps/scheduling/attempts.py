@@ -190,7 +190,7 @@ class Attempt:
                 return
             logger.warning("task lock was lost (Redis restarted?) and taken back")
             if self._log is not None:
-                self._log.resume()
+                self._log.resume(log_lost=True)
         except Exception:
             logger.exception("could not take the task's lock back; trying again")
             await asyncio.sleep(0.5)
@@ -215,6 +215,8 @@ class AttemptRuntime:
         self.db_executor = db_executor
         self.outbox = EventOutbox()
         self.attempts: dict[str, Attempt] = {}
+        # The worker is stopping: attempts that start now go straight back to their queues.
+        self.stopping = False
         self._tasks: list[asyncio.Task[None]] = []
         self._closing: asyncio.Event | None = None
         self.lock_ttl_s = float(settings.PLATFORM["TASK_LOCK_TTL_S"])

@@ -172,6 +172,8 @@ async def attempt_run(started: Started, runtime: AttemptRuntime) -> tuple[Attemp
     attempt = Attempt(started.task, started.lock, started.slot, runtime)
     if started.stop_reason is not None:
         attempt.context.stop(started.stop_reason)  # stopped while it was still queued
+    if runtime.stopping:
+        attempt.context.stop("shutdown")
     runtime.add(attempt)
     kind = task_kind_get(started.task.kind)
     limit_s = job_timeout_s(started.task.time_left_s())

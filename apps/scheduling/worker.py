@@ -22,6 +22,7 @@ loading it per job costs ~0.7 s.
 """
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -147,6 +148,7 @@ class PlatformWorker(SimpleWorker):
             while self._jobs and not self._forced and time.monotonic() < deadline:
                 await asyncio.wait(set(self._jobs), timeout=0.2)
         if self._jobs:
+            self.runtime.stopping = True  # attempts still starting go back as soon as they run
             for attempt in list(self.runtime.attempts.values()):
                 attempt.context.stop("shutdown")
             await asyncio.wait(set(self._jobs), timeout=RETURN_TIMEOUT_S)
@@ -205,8 +207,12 @@ class PlatformWorker(SimpleWorker):
                     next_heartbeat = time.monotonic() + HEARTBEAT_S
                 if not self.free_slots.acquire(timeout=0.5):
                     continue
-                if not self._take_one(intake, burst):
-                    self.free_slots.release()
+                took = False
+                try:
+                    took = self._take_one(intake, burst)
+                finally:
+                    if not took:
+                        self.free_slots.release()
                 pause_s = 1.0
             except redis.exceptions.ConnectionError as error:
                 logger.error("Redis unreachable; retrying", extra={"error": repr(error)})
@@ -231,12 +237,16 @@ class PlatformWorker(SimpleWorker):
         if self.stop_taking.is_set():
             intake.put_back(taken)  # stopping while it was being taken
             return False
+        try:
+            running = job_started(
+                self, taken.job, taken.queue, intermediate=taken.intermediate, busy=self._active + 1
+            )
+        except Exception:
+            with contextlib.suppress(Exception):
+                intake.put_back(taken)  # taken but not started: back to its queue as it was
+            raise
         with self._active_lock:
             self._active += 1
-            busy = self._active
-        running = job_started(
-            self, taken.job, taken.queue, intermediate=taken.intermediate, busy=busy
-        )
         assert self._loop is not None
         self._loop.call_soon_threadsafe(self._launch, taken, running)
         return True

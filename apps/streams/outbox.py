@@ -87,6 +87,11 @@ class AttemptLog:
         self.ttl_s = ttl_s
         self.on_fence = on_fence
         self.pending: collections.deque[str] = collections.deque()
+        # Events that bring a reader up to date from scratch (the answer so far, as one
+        # replacement), sent instead of what waited when the attempt takes its lock back: the
+        # lock vanished with Redis's data, and the log with it, so readers may have missed any
+        # of the events before.
+        self.resync: Callable[[], list[dict[str, Any]]] | None = None
         self.paused = False
         self.abandoned = False
         self.failure: Exception | None = None
@@ -113,8 +118,14 @@ class AttemptLog:
         if self.failure is not None:
             raise self.failure
 
-    def resume(self) -> None:
-        """The attempt holds its lock again: send what waited."""
+    def resume(self, *, log_lost: bool = False) -> None:
+        """The attempt holds its lock again: send what waited (or, if the log was lost with
+        the lock, what brings readers up to date)."""
+        if log_lost and self.resync is not None:
+            self.pending.clear()
+            for event in self.resync():
+                self.pending.append(str(event.get("event", "")))
+                self.pending.append(event_json(event))
         self.paused = False
         if self.pending:
             self.outbox.wake(self)

@@ -24,7 +24,8 @@ TEXT = words(24)
 def test_redis_restart_with_queued_and_running_tasks(start_cluster: Callable[..., Any]) -> None:
     api_key, key = scripted_key(text=TEXT, tokens_per_s=8)  # 3 s per answer, 2 workers
     with redis_server() as server:
-        env = drill_env(TEST_REDIS_BASE_URL=server.base_url)
+        # One task at a time per worker, so that the restart finds work queued as well.
+        env = drill_env(TEST_REDIS_BASE_URL=server.base_url, WORKER_CONCURRENCY="1")
         with start_cluster(env=env) as cluster:
             streams = [stream_in_background(cluster.url, key, f"s{index}") for index in range(4)]
             blocking = [blocking_in_background(cluster.url, key, f"b{index}") for index in range(2)]
