@@ -301,6 +301,8 @@ class LocalProvider:
                 loop.call_soon_threadsafe(chunks.put_nowait, None)
 
         done = loop.run_in_executor(model.sequences, sequence)
+        # Not awaited when the sequence is stopped early: its outcome is read all the same.
+        done.add_done_callback(lambda finished: finished.cancelled() or finished.exception())
         reader = _ChunkReader(on_delta)
         try:
             while (chunk := await chunks.get()) is not None:

@@ -28,7 +28,7 @@ from django.db import connection
 
 from apps.core.redis import async_client
 from apps.scheduling.control import stop_flag_key, stop_version_key
-from apps.scheduling.locks import EXTEND_SCRIPT, LockState, TaskLock
+from apps.scheduling.locks import EXTEND_SCRIPT, RETAKE_SCRIPT, LockState, TaskLock
 from apps.scheduling.models import Task, TaskStatus
 from apps.scheduling.slots import RENEW_SCRIPT, Slot
 from apps.streams.outbox import AttemptLog, EventOutbox, Fence, FenceState
@@ -85,13 +85,15 @@ class AttemptContext:
 
     def stop(self, reason: str) -> None:
         # The first reason wins, except that losing the task overrides everything: an abandoned
-        # attempt must write nothing, whatever it was about to do.
-        if self._stop_reason is None or reason == "abandoned":
+        # attempt must write nothing, whatever it was about to do. Once the run is over and its
+        # outcome being recorded, nothing else changes it (a deadline passing meanwhile, a
+        # shutdown).
+        if reason == "abandoned" or (self._stop_reason is None and not self._attempt.finishing):
             self._stop_reason = reason
             self.stopped.set()
 
     def should_stop(self) -> bool:
-        if self._stop_reason is None:
+        if self._stop_reason is None and not self._attempt.finishing:
             left = self.time_left_s()
             if left is not None and left <= 0:
                 self.stop("deadline")
@@ -178,9 +180,12 @@ class Attempt:
 
     async def _recover(self) -> None:
         client = async_client()
+        if self._log is not None:
+            self._log.paused = True  # nothing is appended until PostgreSQL agrees
         try:
-            took = await client.set(self.lock.key, self.lock.token, nx=True, px=self.lock.ttl_ms)
-            if not took:
+            lock = self.lock
+            took = await client.eval(RETAKE_SCRIPT, 1, lock.key, lock.token, lock.ttl_ms)
+            if int(took) != 1:
                 self.abandon("the task's lock was taken by another worker")
                 return
             current = await self.runtime.db(_attempts_current, {self.task_id: self.task.attempts})
@@ -269,12 +274,20 @@ class AttemptRuntime:
     # --- leases -------------------------------------------------------------------------------
 
     async def _keep_leases(self) -> None:
+        """Renew every lock and slot on a fixed schedule, and check the fence beside it: the
+        check waits on PostgreSQL, the renewal must not (a slow database would let every lock
+        lapse)."""
         interval = self.lock_ttl_s / 3
+        fence_check: asyncio.Task[None] | None = None
         while not await self._pause(interval):
             try:
                 await self.renew_once()
             except Exception:
                 logger.exception("could not renew the attempts' leases; trying again")
+            if fence_check is None or fence_check.done():
+                fence_check = asyncio.get_running_loop().create_task(self._check_fences())
+        if fence_check is not None:
+            fence_check.cancel()
 
     async def renew_once(self) -> None:
         attempts = list(self.attempts.values())
@@ -295,19 +308,28 @@ class AttemptRuntime:
                 attempt.abandon("another worker holds the task's lock")
             elif state is LockState.MISSING:
                 attempt.recover()
-        # The other half of the fence: PostgreSQL still at this attempt (the watchdog, an
-        # operator or another worker may have moved the task on).
+
+    async def _check_fences(self) -> None:
+        """The other half of the fence: PostgreSQL still at each attempt (the watchdog, an
+        operator or another worker may have moved the task on)."""
+        attempts = list(self.attempts.values())
         checked = {
             attempt.task_id: attempt.task.attempts
             for attempt in attempts
             if not attempt.finishing and attempt.context.stop_reason != "abandoned"
         }
-        if checked:
-            current = await self.db(_attempts_current, checked)
-            for task_id in checked.keys() - current:
-                attempt_or_none = self.attempts.get(task_id)
-                if attempt_or_none is not None and not attempt_or_none.finishing:
-                    attempt_or_none.abandon("the task moved on without this attempt")
+        if not checked:
+            return
+        try:
+            async with asyncio.timeout(self.lock_ttl_s):
+                current = await self.db(_attempts_current, checked)
+        except Exception:
+            logger.warning("could not check the attempts' fences; trying again", exc_info=True)
+            return
+        for task_id in checked.keys() - current:
+            attempt = self.attempts.get(task_id)
+            if attempt is not None and not attempt.finishing:
+                attempt.abandon("the task moved on without this attempt")
 
     # --- stops --------------------------------------------------------------------------------
 
@@ -325,7 +347,8 @@ class AttemptRuntime:
                     seen, last_full_read = version, now
                     await self._read_stop_flags()
                 for attempt in list(self.attempts.values()):
-                    attempt.context.should_stop()  # deadlines, even while a provider is quiet
+                    if not attempt.finishing:
+                        attempt.context.should_stop()  # deadlines, even while a provider is quiet
             except Exception:
                 logger.warning("could not read stop requests; trying again", exc_info=True)
                 await self._pause(0.5)

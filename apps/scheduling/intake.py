@@ -19,6 +19,10 @@ from apps.scheduling.queues import lane_key
 
 # How far into each queue a worker with a full lane looks for a job it can run.
 FIRST_FIT_DEPTH = 200
+# With a lane full and nothing else to take, how long a worker waits for room (a unit freed
+# here wakes it sooner) before it looks again: new work that needs no lane waits this long at
+# most for a worker whose lane is full.
+FIRST_FIT_WAIT_S = 0.05
 
 # KEYS: the queues in priority order, then the sets of the full lanes. ARGV: queue count, depth.
 _FIRST_FIT = """
@@ -76,21 +80,26 @@ class Intake:
         return Taken(job, queue, self._claim_lane(job.id), intermediate)
 
     def put_back(self, taken: Taken) -> None:
-        """Return a job taken but not started to the head of its queue, as it was."""
-        pipe = self.connection.pipeline()
-        pipe.lpush(taken.queue.key, taken.job.id)
-        if taken.intermediate:
-            pipe.lrem(taken.queue.intermediate_queue_key, 1, taken.job.id)
-        if taken.lane:
-            pipe.sadd(lane_key(taken.lane), taken.job.id)
-        pipe.execute()
-        if taken.lane:
-            self.lanes.release(taken.lane)
+        """Return a job taken but not started to the head of its queue, as it was. Its lane
+        unit is let go even if Redis cannot be reached (the reconciler pushes the job again)."""
+        try:
+            pipe = self.connection.pipeline()
+            pipe.lpush(taken.queue.key, taken.job.id)
+            if taken.intermediate:
+                pipe.lrem(taken.queue.intermediate_queue_key, 1, taken.job.id)
+            if taken.lane:
+                pipe.sadd(lane_key(taken.lane), taken.job.id)
+            pipe.execute()
+        finally:
+            if taken.lane:
+                self.lanes.release(taken.lane)
 
     def _take_first_fit(self, full: list[str]) -> Taken | None:
         keys = [queue.key for queue in self.queues] + [lane_key(lane) for lane in full]
+        self.lanes.released.clear()
         found = self._first_fit(keys=keys, args=[len(self.queues), FIRST_FIT_DEPTH])
         if not found:
+            self.lanes.released.wait(FIRST_FIT_WAIT_S)
             return None
         queue_key, job_id = (part.decode() for part in found)
         queue = next(queue for queue in self.queues if queue.key == queue_key)

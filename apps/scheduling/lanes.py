@@ -19,6 +19,8 @@ class LaneGate:
         self.capacity = {lane: max(1, int(size)) for lane, size in capacity.items()}
         self.used = dict.fromkeys(self.capacity, 0)
         self._lock = threading.Lock()
+        # Set whenever a unit is released: a worker waiting for room in a full lane wakes.
+        self.released = threading.Event()
 
     def full(self) -> list[str]:
         with self._lock:
@@ -39,3 +41,4 @@ class LaneGate:
             return
         with self._lock:
             self.used[lane] = max(0, self.used[lane] - 1)
+        self.released.set()

@@ -28,6 +28,17 @@ return 0
 """
 
 
+# Take the lock back for its holder: 1 if it is ours now (already, or it was free), -1 if
+# another holds it.
+_RETAKE = """
+local holder = redis.call('get', KEYS[1])
+if holder == ARGV[1] then redis.call('pexpire', KEYS[1], ARGV[2]) return 1 end
+if holder then return -1 end
+redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+
+
 class LockState(enum.IntEnum):
     HELD = 1
     MISSING = 0
@@ -60,3 +71,4 @@ def lock_held(task_id: str) -> bool:
 
 
 EXTEND_SCRIPT = _EXTEND
+RETAKE_SCRIPT = _RETAKE

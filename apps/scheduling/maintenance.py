@@ -22,7 +22,7 @@ from django.utils import timezone
 from apps.core.redis import key, sync_client
 from apps.scheduling.errors import WorkerLost
 from apps.scheduling.load import load_evaluate, load_state_current
-from apps.scheduling.locks import TaskLock, lock_held
+from apps.scheduling.locks import TaskLock, lock_held, task_lock_key
 from apps.scheduling.models import Task, TaskStatus
 from apps.scheduling.policy import PROMOTION, aging_limit_s, waiting_since
 from apps.scheduling.queues import JobCensus, delayed_pop_due, job_exists_in_queue, task_push
@@ -133,8 +133,11 @@ def reconcile_lost_jobs() -> int:
     return pushed
 
 
-# Running tasks found without a lock, and since when (monotonic seconds), in this process.
+# Running tasks found without a lock, and since when (monotonic seconds), in this process; and
+# when it last looked (a process that lost the maintenance lease and got it back starts afresh).
 _lockless_since: dict[str, float] = {}
+_last_look = {"at": 0.0}
+WATCHDOG_PAGE = 1000
 
 
 def recover_orphaned_running() -> int:
@@ -144,40 +147,56 @@ def recover_orphaned_running() -> int:
     worker takes it back at its next event or renewal, within a third of the lock's TTL. So a
     task is handed over only once its lock has stayed missing for longer than that, and the
     watchdog holds the lock itself while it does, so that a worker taking its lock back at that
-    moment either wins (and the task stays its own) or finds it taken (and abandons).
+    moment either wins (and the task stays its own) or finds it taken (and abandons). Every
+    running task is looked at, a page at a time (workers run hundreds each).
     """
     ttl_s = float(settings.PLATFORM["TASK_LOCK_TTL_S"])
-    grace = timedelta(seconds=ttl_s)
     patience_s = ttl_s / 3 + 1.0
-    recovered = 0
     now = time.monotonic()
-    running = Task.objects.filter(status=TaskStatus.RUNNING, started_at__lt=timezone.now() - grace)
-    lockless = set()
-    for task in running[:1000]:
-        task_id = str(task.id)
-        if lock_held(task_id):
-            continue
-        lockless.add(task_id)
-        if now - _lockless_since.setdefault(task_id, now) < patience_s:
-            continue
-        lock = TaskLock(task_id, ttl_s=ttl_s)
-        if not lock.acquire():
-            continue  # its worker took it back just now
-        try:
-            logger.warning(
-                "running task lost its worker; recovering it",
-                extra={"task_id": task_id, "worker": task.worker_name},
-            )
-            from apps.scheduling.runner import handle_attempt_failure
-
-            error = WorkerLost(f"worker {task.worker_name} stopped")
-            handle_attempt_failure(task, error, "watchdog")
-            recovered += 1
-        finally:
-            lock.release()
+    if now - _last_look["at"] > 2 * patience_s + 10:
+        _lockless_since.clear()  # not looked for a while: what was seen then says nothing now
+    _last_look["at"] = now
+    started_before = timezone.now() - timedelta(seconds=ttl_s)
+    running = Task.objects.filter(status=TaskStatus.RUNNING, started_at__lt=started_before)
+    lockless: set[str] = set()
+    recovered = 0
+    after = None
+    while True:
+        page = running.order_by("id") if after is None else running.filter(id__gt=after)
+        tasks = list(page.order_by("id")[:WATCHDOG_PAGE])
+        if not tasks:
+            break
+        after = tasks[-1].id
+        pipe = sync_client().pipeline(transaction=False)
+        for task in tasks:
+            pipe.exists(task_lock_key(str(task.id)))
+        for task, held in zip(tasks, pipe.execute(), strict=True):
+            if held:
+                continue
+            task_id = str(task.id)
+            lockless.add(task_id)
+            if now - _lockless_since.setdefault(task_id, now) >= patience_s:
+                recovered += _hand_on(task, ttl_s)
     for task_id in set(_lockless_since) - lockless:
         del _lockless_since[task_id]
     return recovered
+
+
+def _hand_on(task: Task, ttl_s: float) -> int:
+    lock = TaskLock(str(task.id), ttl_s=ttl_s)
+    if not lock.acquire():
+        return 0  # its worker took it back just now
+    try:
+        logger.warning(
+            "running task lost its worker; recovering it",
+            extra={"task_id": str(task.id), "worker": task.worker_name},
+        )
+        from apps.scheduling.runner import handle_attempt_failure
+
+        handle_attempt_failure(task, WorkerLost(f"worker {task.worker_name} stopped"), "watchdog")
+        return 1
+    finally:
+        lock.release()
 
 
 class Maintainer(threading.Thread):

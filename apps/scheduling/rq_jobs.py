@@ -7,8 +7,9 @@ see every running job: StartedJobRegistry holds each job's execution while it ru
 says `started` then `finished` (or `failed`), and heartbeats keep both alive.
 
 If Redis lost a job's hash while it ran (a restart, a flush), nothing is written back for it:
-RQ's methods would recreate a hash holding only a few fields, which RQ could not read. The task
-itself lives in PostgreSQL, which is what counts.
+RQ's methods would recreate a hash holding only a few fields, which RQ could not read. Nor when
+the same id was pushed again meanwhile (a task sent back to its queue): that job is another
+run's now. The task itself lives in PostgreSQL, which is what counts.
 """
 
 import logging
@@ -19,7 +20,7 @@ from typing import Any, Protocol, runtime_checkable
 from rq import Queue
 from rq.executions import Execution
 from rq.job import Job, JobStatus
-from rq.utils import now
+from rq.utils import now, utcformat
 from rq.worker import SimpleWorker
 
 logger = logging.getLogger(__name__)
@@ -59,14 +60,33 @@ def job_started(
     return RunningJob(job=job, queue=queue, execution=execution)
 
 
+# The job's heartbeat only while its hash exists: RQ's Job.heartbeat writes it unconditionally,
+# which after a flush would recreate a partial hash RQ cannot read.
+_JOB_HEARTBEAT = """
+if redis.call('exists', KEYS[1]) == 1 then
+  redis.call('hset', KEYS[1], 'last_heartbeat', ARGV[1])
+end
+return 0
+"""
+# Record a job's end only if it is still this execution's: the same id may have been pushed
+# again (a task sent back to its queue) and be queued or running elsewhere by now.
+_STILL_OURS = """
+local fields = redis.call('hmget', KEYS[1], 'status', 'worker_name', 'started_at')
+local status, worker, started = fields[1], fields[2], fields[3]
+if status == 'started' and worker == ARGV[1] and started == ARGV[2] then return 1 end
+return 0
+"""
+
+
 def jobs_heartbeat(worker: SimpleWorker, running: list[RunningJob]) -> None:
     """One heartbeat for the worker and every job it runs (RQ's maintain_heartbeats, for all)."""
     with worker.connection.pipeline() as pipeline:
         worker.heartbeat(worker.worker_ttl + 60, pipeline=pipeline)
+        stamp = utcformat(now())
         for item in running:
             ttl = int(worker.get_heartbeat_ttl(item.job))
             item.execution.heartbeat(item.job.started_job_registry, ttl, pipeline=pipeline)
-            item.job.heartbeat(now(), ttl, pipeline=pipeline, xx=True)
+            pipeline.eval(_JOB_HEARTBEAT, 1, item.job.key, stamp)
         pipeline.execute()
 
 
@@ -89,10 +109,11 @@ def job_ended(
     execution (RQ's handle_job_success / handle_job_failure, for one job among several)."""
     job = item.job
     job.ended_at = now()
-    exists = bool(worker.connection.exists(job.key))
+    started = utcformat(job.started_at) if job.started_at else ""
+    ours = bool(worker.connection.eval(_STILL_OURS, 1, job.key, worker.name, started))
     with worker.connection.pipeline() as pipeline:
         item.execution.delete(job=job, pipeline=pipeline)
-        if exists:
+        if ours:
             _record_end(worker, item, failure, pipeline)
         if job.started_at:
             worker.increment_total_working_time(job.ended_at - job.started_at, pipeline)

@@ -167,20 +167,14 @@ def _start_locked(
     return Started(task, lock, slot, task_stop_reason(task_id=task_id))
 
 
-async def attempt_run(started: Started, runtime: AttemptRuntime) -> tuple[Attempt, Outcome]:
+async def attempt_run(attempt: Attempt) -> Outcome:
     """Run the kind's attempt on the loop, within the task's time limit."""
-    attempt = Attempt(started.task, started.lock, started.slot, runtime)
-    if started.stop_reason is not None:
-        attempt.context.stop(started.stop_reason)  # stopped while it was still queued
-    if runtime.stopping:
-        attempt.context.stop("shutdown")
-    runtime.add(attempt)
-    kind = task_kind_get(started.task.kind)
-    limit_s = job_timeout_s(started.task.time_left_s())
+    limit_s = job_timeout_s(attempt.task.time_left_s())
     outcome = Outcome()
     try:
+        kind = task_kind_get(attempt.task.kind)
         async with asyncio.timeout(limit_s):
-            outcome.result = await kind.run(started.task, attempt.context)
+            outcome.result = await kind.run(attempt.task, attempt.context)
             await attempt.drain()
     except LogAbandoned:
         attempt.abandon("its lock was taken while it wrote")
@@ -194,16 +188,20 @@ async def attempt_run(started: Started, runtime: AttemptRuntime) -> tuple[Attemp
         except Exception:
             logger.warning("could not write an attempt's last events", exc_info=True)
     attempt.finishing = True
-    return attempt, outcome
+    return outcome
 
 
-def attempt_finish(attempt: Attempt, outcome: Outcome) -> None:
-    """Record how the attempt ended (fenced by its number), then let go of lock and slot."""
+def attempt_finish(attempt: Attempt, outcome: Outcome | None) -> None:
+    """Record how the attempt ended (fenced by its number), then let go of lock and slot. An
+    abandoned attempt leaves the slot alone: the attempt that replaced it holds that slot now
+    (a slot's holder is the task). No outcome: the run was cut short (the worker is stopping
+    hard), and the watchdog hands the task on once its lock lapses."""
     try:
-        _record(attempt, outcome)
+        if outcome is not None:
+            _record(attempt, outcome)
     finally:
         attempt.lock.release()
-        if attempt.slot is not None:
+        if attempt.slot is not None and attempt.context.stop_reason != "abandoned":
             _hand_over(attempt.slot)
 
 
@@ -285,11 +283,21 @@ async def task_run(
         )
         if started is None:
             return
-        attempt, outcome = await attempt_run(started, runtime)
+        attempt = Attempt(started.task, started.lock, started.slot, runtime)
+        if started.stop_reason is not None:
+            attempt.context.stop(started.stop_reason)  # stopped while it was still queued
+        if runtime.stopping:
+            attempt.context.stop("shutdown")
+        runtime.add(attempt)
+        outcome: Outcome | None = None
         try:
-            await runtime.db(attempt_finish, attempt, outcome)
+            outcome = await attempt_run(attempt)
         finally:
-            runtime.discard(attempt)
+            attempt.finishing = True
+            try:
+                await runtime.db(attempt_finish, attempt, outcome)
+            finally:
+                runtime.discard(attempt)
     finally:
         task_id_var.reset(token)
 

@@ -116,12 +116,15 @@ class PlatformWorker(SimpleWorker):
         try:
             await self._stopping.wait()
             self.stop_taking.set()
+            # No job taken but not yet launched may be left behind: the intake thread ends
+            # first, then the launches it scheduled run, then the running jobs are finished.
+            await asyncio.to_thread(intake.join, 5.0)
+            await asyncio.sleep(0)
             await self._finish_running()
         finally:
             self.stop_taking.set()
             await self.runtime.close()
             await async_client_close()
-            await asyncio.to_thread(intake.join, 5.0)
             self._db_threads.shutdown(wait=True)
 
     def _on_signal(self) -> None:

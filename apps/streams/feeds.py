@@ -194,7 +194,9 @@ class _Hub:
             del _hubs[asyncio.get_running_loop()]
         for task in self.tasks:
             task.cancel()
-        asyncio.get_running_loop().create_task(self.connection.close())
+        closing = asyncio.get_running_loop().create_task(self.connection.close())
+        _closing.add(closing)
+        closing.add_done_callback(_closing.discard)
 
     async def _listen(self) -> None:
         while True:
@@ -253,16 +255,32 @@ class _Hub:
                 channels = [feed.channel for feed in self.feeds.values()]
                 if channels:
                     self.connection.send("SUBSCRIBE", *channels)
+                    # Subscribed again before the logs are read: nothing published between
+                    # the two is missed.
+                    async with asyncio.timeout(SUBSCRIBE_TIMEOUT_S):
+                        await self._confirmations(set(channels))
                 for feed in list(self.feeds.values()):
                     await self._catch_up(feed)
                 return True
             except (OSError, ConnectionError, TimeoutError, RedisConnectionError) as again:
+                # (A TimeoutError here: the subscriptions were not confirmed in time.)
                 if time.monotonic() + pause_s > give_up_at:
                     self._fail(EventLogUnavailable(f"Redis unreachable: {again}"))
                     return False
                 await asyncio.sleep(pause_s)
                 pause_s = min(pause_s * 2, 2.0)
         return False
+
+    async def _confirmations(self, channels: set[str]) -> None:
+        """Read until Redis confirmed every channel's subscription; messages that come first
+        are delivered as usual."""
+        while channels:
+            for reply in await self.connection.read():
+                if not (isinstance(reply, list) and len(reply) >= 3):
+                    continue
+                self._dispatch(reply)
+                if reply[0] == b"subscribe":
+                    channels.discard(reply[1].decode())
 
     async def _catch_up(self, feed: _Feed) -> None:
         entries: Any = await async_client().xrange(feed.stream, min=f"({feed.last_id}", max="+")
@@ -283,6 +301,8 @@ class _Hub:
                 task.cancel()
 
 
+# Connections being closed (a task nobody awaits must be kept from the garbage collector).
+_closing: set[asyncio.Task[None]] = set()
 _hubs: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Hub]" = weakref.WeakKeyDictionary()
 
 

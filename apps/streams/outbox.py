@@ -25,24 +25,30 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from apps.core.redis import async_client
+from apps.core.redis import async_client, key
 from apps.streams.log import OUTAGE_BUDGET_S, channel_key, event_json, stream_key
 
 logger = logging.getLogger(__name__)
 
-# KEYS: the lock, the stream, the task's channel. ARGV: the lock token, the log's TTL, then kind
-# and JSON of each event (as apps.streams.log appends them).
-# 1: appended; 0: the lock is gone; -1: another attempt holds it (nothing appended).
+# KEYS: the lock, the stream, the task's channel, the attempts' batch counters. ARGV: the lock
+# token, the log's TTL, the batch's number, then kind and JSON of each event (as
+# apps.streams.log appends them). A batch sent again after a lost reply (the script ran, the
+# answer did not arrive) is not appended twice: each attempt's last batch number is kept.
+# 1: appended (or already); 0: the lock is gone; -1: another attempt holds it (nothing appended).
 _APPEND = r"""
 local holder = redis.call('get', KEYS[1])
 if holder ~= ARGV[1] then
   if holder then return -1 end
   return 0
 end
-for i = 3, #ARGV, 2 do
+local applied = tonumber(redis.call('hget', KEYS[4], ARGV[1]) or '0')
+if applied >= tonumber(ARGV[3]) then return 1 end
+for i = 4, #ARGV, 2 do
   local id = redis.call('xadd', KEYS[2], '*', 'k', ARGV[i], 'd', ARGV[i + 1])
   redis.call('publish', KEYS[3], id .. '\n' .. ARGV[i] .. '\n' .. ARGV[i + 1])
 end
+redis.call('hset', KEYS[4], ARGV[1], ARGV[3])
+redis.call('expire', KEYS[4], ARGV[2])
 redis.call('expire', KEYS[2], ARGV[2])
 return 1
 """
@@ -83,6 +89,8 @@ class AttemptLog:
         self.task_id = task_id
         self.stream = stream_key(task_id)
         self.channel = channel_key(task_id)
+        self.batches = key("task", task_id, "appended")
+        self.batch_number = 0
         self.fence = fence
         self.ttl_s = ttl_s
         self.on_fence = on_fence
@@ -195,8 +203,10 @@ class EventOutbox:
                     log._failed(error)
 
     async def _write(self, batch: list[AttemptLog]) -> None:
-        sent = [(log, list(log.pending)) for log in batch]
+        sent = []
         for log in batch:
+            log.batch_number += 1
+            sent.append((log, [str(log.batch_number), *log.pending]))
             log.pending.clear()
         loop = asyncio.get_running_loop()
         give_up_at = loop.time() + OUTAGE_BUDGET_S
@@ -223,14 +233,15 @@ class EventOutbox:
                 continue
             # Refused: the events wait (in order, before anything appended since) until the
             # attempt decides.
-            log.pending.extendleft(reversed(events))  # kinds and JSON, in pairs
+            log.pending.extendleft(reversed(events[1:]))  # kinds and JSON, in pairs
             log.paused = True
             log.on_fence(state)
 
     def _append(self, pipe: Any, log: AttemptLog, events: list[str]) -> None:
         fence = log.fence
-        keys = (fence.lock_key, log.stream, log.channel)
-        pipe.evalsha(self._sha, 3, *keys, fence.token, log.ttl_s, *events)
+        keys = (fence.lock_key, log.stream, log.channel, log.batches)
+        number, *pairs = events
+        pipe.evalsha(self._sha, 4, *keys, fence.token, log.ttl_s, number, *pairs)
 
     async def _send(self, sent: list[tuple[AttemptLog, list[str]]]) -> list[Any]:
         client = async_client()
