@@ -26,6 +26,11 @@ class LaneGate:
         with self._lock:
             return [lane for lane, size in self.capacity.items() if self.used[lane] >= size]
 
+    def room(self) -> dict[str, int]:
+        """Units free now, per lane."""
+        with self._lock:
+            return {lane: size - self.used[lane] for lane, size in self.capacity.items()}
+
     def take(self, lane: str) -> bool:
         """Use one unit of `lane` if it has room (a lane this worker does not limit always has)."""
         if lane not in self.capacity:

@@ -38,26 +38,25 @@ class SlotsReporter(Protocol):
     def slots_record(self, pipeline: Any, *, busy: int, current_job_id: str | None) -> None: ...
 
 
-def job_started(
-    worker: SimpleWorker,
-    job: Job,
-    queue: Queue,
-    *,
-    intermediate: bool = False,
-    busy: int = 1,
-) -> RunningJob:
-    """Record the job as started by this worker (RQ's prepare_execution and
-    prepare_job_execution, for one job among several)."""
-    ttl = worker.get_heartbeat_ttl(job)
-    with worker.connection.pipeline() as pipeline:
-        execution = Execution.create(job, ttl, pipeline=pipeline, worker_name=worker.name)
-        job.prepare_for_execution(worker.name, pipeline=pipeline)
-        job.heartbeat(now(), ttl, pipeline=pipeline)
-        _slots(worker, pipeline, busy=busy, current_job_id=job.id)
-        if intermediate:
-            pipeline.lrem(queue.intermediate_queue_key, 1, job.id)
+def jobs_started(
+    worker: SimpleWorker, started: list[tuple[Job, Queue, bool]], *, busy: int
+) -> list[RunningJob]:
+    """Record jobs as started by this worker, in one round trip (RQ's prepare_execution and
+    prepare_job_execution, for several jobs at once). Each: (job, queue, taken through RQ's
+    intermediate list)."""
+    running = []
+    with worker.connection.pipeline(transaction=False) as pipeline:
+        for job, queue, intermediate in started:
+            ttl = worker.get_heartbeat_ttl(job)
+            execution = Execution.create(job, ttl, pipeline=pipeline, worker_name=worker.name)
+            job.prepare_for_execution(worker.name, pipeline=pipeline)
+            job.heartbeat(now(), ttl, pipeline=pipeline)
+            if intermediate:
+                pipeline.lrem(queue.intermediate_queue_key, 1, job.id)
+            running.append(RunningJob(job=job, queue=queue, execution=execution))
+        _slots(worker, pipeline, busy=busy, current_job_id=running[-1].job.id if running else None)
         pipeline.execute()
-    return RunningJob(job=job, queue=queue, execution=execution)
+    return running
 
 
 # The job's heartbeat only while its hash exists: RQ's Job.heartbeat writes it unconditionally,

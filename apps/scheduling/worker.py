@@ -49,7 +49,7 @@ from apps.scheduling.control import task_request_stop
 from apps.scheduling.intake import Intake, Taken
 from apps.scheduling.lanes import LaneGate
 from apps.scheduling.queues import JOB_FUNC, QUEUE_ORDER, queue_for
-from apps.scheduling.rq_jobs import RunningJob, job_ended, job_started, jobs_heartbeat
+from apps.scheduling.rq_jobs import RunningJob, job_ended, jobs_heartbeat, jobs_started
 from apps.scheduling.runner import LaneClaim, task_run
 
 logger = logging.getLogger(__name__)
@@ -57,6 +57,8 @@ logger = logging.getLogger(__name__)
 # After the grace period, attempts told to go back to their queues get this long to do it.
 RETURN_TIMEOUT_S = 10.0
 HEARTBEAT_S = 5.0
+# Jobs taken in one round trip at most (the worker's free slots, up to this).
+TAKE_BATCH_MAX = 64
 
 
 class PlatformWorker(SimpleWorker):
@@ -210,11 +212,14 @@ class PlatformWorker(SimpleWorker):
                     next_heartbeat = time.monotonic() + HEARTBEAT_S
                 if not self.free_slots.acquire(timeout=0.5):
                     continue
-                took = False
+                free = 1
+                while free < TAKE_BATCH_MAX and self.free_slots.acquire(blocking=False):
+                    free += 1
+                took = 0
                 try:
-                    took = self._take_one(intake, burst)
+                    took = self._take_some(intake, burst, free)
                 finally:
-                    if not took:
+                    for _ in range(free - took):
                         self.free_slots.release()
                 pause_s = 1.0
             except redis.exceptions.ConnectionError as error:
@@ -225,34 +230,36 @@ class PlatformWorker(SimpleWorker):
                 logger.exception("could not take a job; retrying")
                 time.sleep(1.0)
 
-    def _take_one(self, intake: Intake, burst: bool) -> bool:
-        """Take one job and hand it to the loop; False if none was taken."""
+    def _take_some(self, intake: Intake, burst: bool, free: int) -> int:
+        """Take up to `free` jobs and hand them to the loop; returns how many were taken."""
         if self.stop_taking.is_set():
-            return False
+            return 0
         if is_suspended(self.connection, self):
             time.sleep(1.0)
-            return False
-        taken = intake.take(block_s=1)
-        if taken is None:
+            return 0
+        taken = intake.take(block_s=1, limit=free)
+        if not taken:
             if burst and self._active == 0:
                 self._burst_finished()
-            return False
+            return 0
         if self.stop_taking.is_set():
-            intake.put_back(taken)  # stopping while it was being taken
-            return False
+            for one in taken:
+                intake.put_back(one)  # stopping while they were being taken
+            return 0
         try:
-            running = job_started(
-                self, taken.job, taken.queue, intermediate=taken.intermediate, busy=self._active + 1
-            )
+            started = [(one.job, one.queue, one.intermediate) for one in taken]
+            running = jobs_started(self, started, busy=self._active + len(taken))
         except Exception:
-            with contextlib.suppress(Exception):
-                intake.put_back(taken)  # taken but not started: back to its queue as it was
+            for one in taken:
+                with contextlib.suppress(Exception):
+                    intake.put_back(one)  # taken but not started: back to the queue as it was
             raise
         with self._active_lock:
-            self._active += 1
+            self._active += len(taken)
         assert self._loop is not None
-        self._loop.call_soon_threadsafe(self._launch, taken, running)
-        return True
+        for one, job in zip(taken, running, strict=True):
+            self._loop.call_soon_threadsafe(self._launch, one, job)
+        return len(taken)
 
     def _burst_finished(self) -> None:
         if not self._burst_done and self._loop is not None:

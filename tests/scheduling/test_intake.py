@@ -1,11 +1,11 @@
-"""How a worker takes jobs, on the real Redis: strictly by priority, and past the jobs of a lane
-that is full in this worker (they stay queued for another)."""
+"""How a worker takes jobs, on the real Redis: strictly by priority, as many as it has room for,
+and past the jobs of a lane that is full in this worker (they stay queued for another)."""
 
 import pytest
 from rq import Queue
 
 from apps.core.redis import sync_client
-from apps.scheduling.intake import Intake
+from apps.scheduling.intake import Intake, Taken
 from apps.scheduling.lanes import LaneGate
 from apps.scheduling.queues import QUEUE_ORDER, job_push, queue_for
 
@@ -19,14 +19,29 @@ def push(task_id: str, priority: str, lane: str = "") -> None:
     job_push(task_id=task_id, priority=priority, time_left_s=None, lane=lane)
 
 
+def ids(taken: list[Taken]) -> list[str]:
+    return [one.job.id for one in taken]
+
+
 def test_takes_strictly_by_priority(queues: list[Queue]) -> None:
     intake = Intake(queues=queues, connection=sync_client(), lanes=LaneGate({"local": 2}))
     push("low-1", "low")
     push("medium-1", "medium")
     push("high-1", "high")
     taken = [intake.take(block_s=1) for _ in range(3)]
-    assert [t.job.id for t in taken if t] == ["high-1", "medium-1", "low-1"]
-    assert intake.take(block_s=1) is None
+    assert [ids(one) for one in taken] == [["high-1"], ["medium-1"], ["low-1"]]
+    assert intake.take(block_s=1) == []
+
+
+def test_a_batch_is_taken_in_priority_order_and_no_larger_than_asked(queues: list[Queue]) -> None:
+    intake = Intake(queues=queues, connection=sync_client(), lanes=LaneGate({"local": 2}))
+    for index in range(3):
+        push(f"low-{index}", "low")
+        push(f"high-{index}", "high")
+    first = intake.take(block_s=1, limit=4)
+    assert ids(first) == ["high-0", "high-1", "high-2", "low-0"]
+    assert all(one.job.func_name == "apps.scheduling.jobs.task_run_job" for one in first)
+    assert ids(intake.take(block_s=1, limit=4)) == ["low-1", "low-2"]
 
 
 def test_a_full_lane_leaves_its_jobs_queued_and_takes_the_next_job(queues: list[Queue]) -> None:
@@ -37,21 +52,16 @@ def test_a_full_lane_leaves_its_jobs_queued_and_takes_the_next_job(queues: list[
     push("remote-1", "high")
     push("remote-2", "low")
 
-    first = intake.take(block_s=1)
-    assert first is not None
-    assert (first.job.id, first.lane) == ("local-1", "local")
-    # The lane is full now: the next local job is passed over, in its queue, not taken.
-    assert [t.job.id for t in (intake.take(block_s=1), intake.take(block_s=1)) if t] == [
-        "remote-1",
-        "remote-2",
-    ]
+    # Room for one local answer: the second stays queued, and work behind it is taken.
+    taken = intake.take(block_s=1, limit=10)
+    assert ids(taken) == ["local-1", "remote-1", "remote-2"]
+    assert [one.lane for one in taken] == ["local", "", ""]
     assert queues[0].get_job_ids() == ["local-2"]
-    assert intake.take(block_s=1) is None
+    assert intake.take(block_s=1, limit=10) == []
 
     lanes.release("local")
     again = intake.take(block_s=1)
-    assert again is not None
-    assert (again.job.id, again.lane) == ("local-2", "local")
+    assert [(one.job.id, one.lane) for one in again] == [("local-2", "local")]
 
 
 def test_a_job_put_back_is_first_again(queues: list[Queue]) -> None:
@@ -59,11 +69,9 @@ def test_a_job_put_back_is_first_again(queues: list[Queue]) -> None:
     intake = Intake(queues=queues, connection=sync_client(), lanes=lanes)
     push("local-1", "medium", lane="local")
     push("other", "medium")
-    taken = intake.take(block_s=1)
-    assert taken is not None
+    (taken,) = intake.take(block_s=1)
     intake.put_back(taken)
     assert lanes.full() == []
     assert queues[1].get_job_ids() == ["local-1", "other"]
     again = intake.take(block_s=1)
-    assert again is not None
-    assert (again.job.id, again.lane) == ("local-1", "local")
+    assert [(one.job.id, one.lane) for one in again] == [("local-1", "local")]
