@@ -64,10 +64,12 @@ _async_clients: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aredis.Red
 def async_client() -> aredis.Redis:
     """The async client for the running loop: a pool must never be shared between loops.
 
-    A bounded pool that makes callers wait for a free connection: a burst of a thousand new
-    requests then shares REDIS_MAX_CONNECTIONS connections (each command holds one for well under
-    a millisecond) instead of opening one each, at about a millisecond of CPU per connection.
-    Nothing holds a connection while it waits for events (apps.streams.feeds)."""
+    A bounded pool that makes callers wait for a free connection once REDIS_MAX_CONNECTIONS are
+    open, instead of failing. Nothing holds a connection while it waits for events
+    (apps.streams.feeds), but a command holds one until its caller runs again: when the loop is
+    busy with a burst of requests that can take tens of milliseconds, so the pool must be large
+    enough for a burst's commands in flight (64 made a burst of 1,000 answers wait past the
+    timeout)."""
     loop = asyncio.get_running_loop()
     client = _async_clients.get(loop)
     if client is None:

@@ -96,7 +96,7 @@ REDIS_KEY_PREFIX = env.str("REDIS_KEY_PREFIX", default="dp:")
 # Connections a process's async code shares to Redis (callers wait for a free one: each command
 # holds one briefly). Open answer streams hold none: a web process follows every task it relays on
 # one pub/sub connection (apps.streams.feeds).
-REDIS_MAX_CONNECTIONS = env.int("REDIS_MAX_CONNECTIONS", default=64)
+REDIS_MAX_CONNECTIONS = env.int("REDIS_MAX_CONNECTIONS", default=1000)
 
 RQ_QUEUES = {name: {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 600} for name in ("high", "medium", "low")}
 # We enqueue from transaction.on_commit ourselves (see apps.scheduling.queues), so django-rq must
@@ -156,6 +156,9 @@ PLATFORM = {
     # Allocations that start a young garbage collection in web and worker processes (Python's
     # default is 700); see apps.core.gc_tuning.
     "GC_GEN0_THRESHOLD": env.int("GC_GEN0_THRESHOLD", default=10_000),
+    # How long a thread may hold the GIL while another waits (Python's default: 5 ms); see
+    # apps.core.gc_tuning.
+    "SWITCH_INTERVAL_MS": env.float("SWITCH_INTERVAL_MS", default=1.0),
     # How long a task's event log stays readable after its last event (resume, late clients).
     "EVENT_LOG_TTL_S": env.int("EVENT_LOG_TTL_S", default=3600),
     # Default number of attempts for a task (the first run plus retries).
