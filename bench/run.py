@@ -339,6 +339,13 @@ def bench_concurrency(report: Report, quick: bool) -> None:
     report.add(
         "concurrency", "  relay delay p99 (log to client)", result["relay_delay_p99_ms"], unit="ms"
     )
+    report.add("concurrency", "  all requests admitted within", result["admission_s"], unit="s")
+    report.add(
+        "concurrency",
+        "  word delay p99, once all admitted",
+        result["word_delay_p99_after_admission_ms"],
+        unit="ms",
+    )
     report.add("concurrency", "  slowest answer", result["slowest_s"], unit="s")
     if answers.errors:
         print(f"  errors: {answers.errors}")
