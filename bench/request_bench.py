@@ -238,8 +238,12 @@ async def concurrent_readers(
         from websockets.asyncio.client import connect
 
         seen: list[str] = []
-        url = f"ws://127.0.0.1:{port}/ws/v1/chat?api_key={key}"
-        async with asyncio.timeout(180), connect(url, open_timeout=60) as socket:
+        url = f"ws://127.0.0.1:{port}/ws/v1/chat"
+        headers = {"Authorization": f"Bearer {key}"}
+        async with (
+            asyncio.timeout(180),
+            connect(url, additional_headers=headers, open_timeout=60) as socket,
+        ):
             assert json.loads(await socket.recv())["type"] == "ready"
             await socket.send(json.dumps({"type": "resume", "task_id": task_id, "user": "bench"}))
             while True:

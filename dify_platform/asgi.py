@@ -7,8 +7,15 @@ authenticates with app keys and applies its own Origin policy (apps.conversation
 import os
 
 from django.core.asgi import get_asgi_application
+from django.core.exceptions import ImproperlyConfigured
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dify_platform.settings.base")
+# A served process says which settings it runs with: falling back to the development settings
+# would start a deployment with their defaults (the development secret among them).
+if not os.environ.get("DJANGO_SETTINGS_MODULE"):
+    raise ImproperlyConfigured(
+        "DJANGO_SETTINGS_MODULE is not set: use dify_platform.settings.production in a "
+        "deployment (dify_platform.settings.base on a developer machine; `make run` sets it)."
+    )
 django_asgi_app = get_asgi_application()
 
 # These need Django set up first.

@@ -13,19 +13,40 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from apps.applications.models import ApiKey, App
-from apps.applications.services import api_key_create
+from apps.applications.services import (
+    api_key_create,
+    app_provider_key_set,
+    app_share_code_rotate,
+)
 
 EMPTY = "—"
 API_KEY_READ_FIELDS = ("prefix", "name", "max_priority", "created_at", "last_used_at", "revoked_at")
 
 
 class AppForm(forms.ModelForm):
-    """The admin supplies the model and the fields (AppAdmin.fieldsets)."""
+    """The admin supplies the model and the fields (AppAdmin.fieldsets). The provider key is
+    write-only: typed once, sealed, and from then on shown as its first characters."""
+
+    provider_api_key = forms.CharField(
+        required=False,
+        strip=True,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        label="Provider API key",
+        help_text="Stored encrypted. Leave empty to keep the current key.",
+    )
+    provider_api_key_clear = forms.BooleanField(required=False, label="Remove the provider API key")
+    web_share_code_rotate = forms.BooleanField(
+        required=False,
+        label="Rotate the share code",
+        help_text="A new chat link: the old one, and every browser session it gave, stop working.",
+    )
 
     def clean(self) -> dict[str, Any]:
         super().clean()
         # An emptied JSON box means "none" (the field's default), not a NULL the column refuses.
         for name in self.fields:
+            if name in self.declared_fields:
+                continue  # the form's own fields (the provider key, the share code's rotation)
             model_field = App._meta.get_field(name)
             if (
                 isinstance(model_field, models.JSONField)
@@ -70,7 +91,14 @@ class AppAdmin(admin.ModelAdmin):
     ]
     list_filter = ["mode", "provider", "enabled"]
     search_fields = ["name"]
-    readonly_fields = ["id", "settings_version", "created_at", "updated_at"]
+    readonly_fields = [
+        "id",
+        "settings_version",
+        "created_at",
+        "updated_at",
+        "provider_api_key_hint",
+        "web_chat_link",
+    ]
     fieldsets = [
         (
             "Identity",
@@ -91,7 +119,30 @@ class AppAdmin(admin.ModelAdmin):
         ),
         (
             "Model and provider",
-            {"fields": ["provider", "model_name", "provider_config", "context_window"]},
+            {
+                "fields": [
+                    "provider",
+                    "model_name",
+                    "provider_config",
+                    "provider_api_key",
+                    "provider_api_key_hint",
+                    "provider_api_key_clear",
+                    "context_window",
+                ]
+            },
+        ),
+        (
+            "Web chat",
+            {
+                "description": "The chat page for end users, at /chat/<share code>. Each browser "
+                "gets its own end-user session; the app's API keys never reach a browser.",
+                "fields": [
+                    "web_chat_enabled",
+                    "web_chat_link",
+                    "web_share_code_rotate",
+                    "web_chat_private",
+                ],
+            },
         ),
         (
             "Prompt and inputs form",
@@ -147,9 +198,22 @@ class AppAdmin(admin.ModelAdmin):
     ]
     inlines = [ApiKeyInline]
 
+    @admin.display(description="Chat link")
+    def web_chat_link(self, obj: App) -> str:
+        if obj.pk is None:
+            return EMPTY
+        return f"/chat/{obj.web_share_code}" + ("" if obj.web_chat_enabled else " (not enabled)")
+
     def save_model(
         self, request: HttpRequest, obj: App, form: forms.ModelForm, change: bool
     ) -> None:
+        data = form.cleaned_data
+        if data.get("provider_api_key_clear"):
+            app_provider_key_set(obj, "")
+        elif data.get("provider_api_key"):
+            app_provider_key_set(obj, data["provider_api_key"])
+        if data.get("web_share_code_rotate"):
+            app_share_code_rotate(obj)
         bump = change and form.has_changed()
         if bump:
             # In SQL, so two operators saving at once both count.

@@ -21,6 +21,9 @@ class DemoApp:
 
 def _demo_app(name: str, mode: str, **fields: object) -> DemoApp:
     app = App.objects.filter(name=name).first() or app_create(name=name, mode=mode, **fields)
+    if fields.get("web_chat_enabled") and not app.web_chat_enabled:
+        app.web_chat_enabled = True  # a database from before the chat page needed turning on
+        app.save(update_fields=["web_chat_enabled", "updated_at"])
     # Keys are stored hashed, so an old demo key cannot be shown again: replace it.
     ApiKey.objects.filter(app=app, name=DEMO_KEY_NAME).delete()
     _, clear_key = api_key_create(app=app, name=DEMO_KEY_NAME)
@@ -41,6 +44,7 @@ def demo_seed(*, admin_username: str, admin_password: str) -> list[DemoApp]:
             system_prompt="You are a helpful assistant. Answer briefly.",
             opening_statement="Hello! Ask me anything.",
             max_tokens=128,
+            web_chat_enabled=True,
         ),
         _demo_app(
             DEMO_COMPLETION,

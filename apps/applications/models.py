@@ -1,5 +1,6 @@
 """AI apps and the API keys that call them."""
 
+import secrets
 from decimal import Decimal
 from typing import Any
 
@@ -7,6 +8,7 @@ from django.core.validators import MinValueValidator
 from django.db import models
 
 from apps.applications.config_cache import config_changed
+from apps.applications.validators import provider_config_validate
 from apps.core.models import TimestampedModel
 from apps.core.priorities import Priority
 from apps.generation.moderation import keywords_validate, patterns_validate
@@ -37,6 +39,10 @@ class ConfigQuerySet(models.QuerySet):  # type: ignore[type-arg]
         return deleted
 
 
+def share_code_new() -> str:
+    return secrets.token_urlsafe(12)
+
+
 class App(TimestampedModel):
     """An AI app: which model answers, how it is prompted, and how its work is scheduled.
 
@@ -48,6 +54,21 @@ class App(TimestampedModel):
     description = models.TextField(blank=True, default="")
     mode = models.CharField(max_length=16, choices=AppMode.choices, default=AppMode.CHAT)
     enabled = models.BooleanField(default=True)
+    # The web chat page (apps.conversations.pages): off until the operator turns it on, reached at
+    # /chat/<web_share_code>; rotating the code cuts off the old link and every session it issued.
+    web_chat_enabled = models.BooleanField(
+        default=False, help_text="Serve this app's chat page at /chat/<share code>."
+    )
+    web_share_code = models.CharField(
+        max_length=32,
+        unique=True,
+        default=share_code_new,
+        help_text="The public code in the chat page's URL. Rotate it to cut off the old link.",
+    )
+    web_chat_private = models.BooleanField(
+        default=False,
+        help_text="Only signed-in accounts may chat (their username is the end user).",
+    )
     author_name = models.CharField(max_length=255, blank=True, default="")
     tags = models.JSONField(default=list, blank=True)
 
@@ -56,9 +77,14 @@ class App(TimestampedModel):
     )
     model_name = models.CharField(max_length=255, default="SmolLM2-135M-Instruct")
     # Provider-specific settings: for `openai` {"base_url", "api_key_env"}; for `scripted`
-    # {"text", "tokens_per_s", "fail_times", ...}. Secrets are never stored here, only the name of
-    # the environment variable that holds them.
-    provider_config = models.JSONField(default=dict, blank=True)
+    # {"text", "tokens_per_s", "fail_times", ...}. Secrets are never stored here: the key is
+    # sealed in `provider_api_key_sealed`, or named as an allowed environment variable.
+    provider_config = models.JSONField(
+        default=dict, blank=True, validators=[provider_config_validate]
+    )
+    # The provider's API key, encrypted (apps.core.sealing); only its first characters are shown.
+    provider_api_key_sealed = models.TextField(blank=True, default="", editable=False)
+    provider_api_key_hint = models.CharField(max_length=16, blank=True, default="", editable=False)
 
     system_prompt = models.TextField(blank=True, default="")
     opening_statement = models.TextField(blank=True, default="")
@@ -207,9 +233,14 @@ class App(TimestampedModel):
 
 
 class ApiKey(TimestampedModel):
-    """An app's API key. Only a SHA-256 digest is stored; the clear key is shown once."""
+    """An app's API key. Only a SHA-256 digest is stored; the clear key is shown once.
+
+    The one key per app `for_web_sessions` is never given out: requests of the chat page's
+    end-user sessions run under it, so its priority ceiling and rate limit are the browsers'.
+    """
 
     app = models.ForeignKey(App, on_delete=models.CASCADE, related_name="api_keys")
+    for_web_sessions = models.BooleanField(default=False, editable=False)
     name = models.CharField(max_length=255, blank=True, default="")
     prefix = models.CharField(
         max_length=16, help_text="The key's first characters, to recognise it."

@@ -9,7 +9,8 @@ from typing import Any
 from django.db import models, transaction
 from django.utils import timezone
 
-from apps.applications.models import ApiKey, App
+from apps.applications.models import ApiKey, App, share_code_new
+from apps.core.sealing import hint, reseal, seal
 
 KEY_PREFIX = "app-"
 
@@ -62,3 +63,49 @@ def api_key_used(key_id: Any) -> None:
 @transaction.atomic
 def app_create(*, name: str, mode: str = "chat", **fields: Any) -> App:
     return App.objects.create(name=name, mode=mode, **fields)
+
+
+def app_provider_key_set(app: App, clear_key: str) -> None:
+    """Seal the app's provider key onto the row (saved with it); an empty key removes it."""
+    clear_key = clear_key.strip()
+    app.provider_api_key_sealed = seal(clear_key) if clear_key else ""
+    app.provider_api_key_hint = hint(clear_key) if clear_key else ""
+
+
+def app_share_code_rotate(app: App) -> None:
+    """A new share code (saved with the row): the old chat link and its sessions end."""
+    app.web_share_code = share_code_new()
+
+
+@transaction.atomic
+def web_session_key(app: App) -> ApiKey:
+    """The app's key for end-user sessions of its chat page, made on first use. Its clear text
+    is thrown away at once: it authenticates nothing by itself; sessions are mapped to it."""
+    existing = ApiKey.objects.filter(app=app, for_web_sessions=True).first()
+    if existing is not None:
+        return existing
+    App.objects.select_for_update().filter(id=app.id).first()  # one maker at a time per app
+    existing = ApiKey.objects.filter(app=app, for_web_sessions=True).first()
+    if existing is not None:
+        return existing
+    unusable = secrets.token_urlsafe(32)
+    return ApiKey.objects.create(
+        app=app,
+        name="Web chat sessions",
+        prefix="web-session",
+        digest=api_key_digest("web-session:" + unusable),
+        # Browsers ask at the app's priority, never above it.
+        max_priority=app.default_priority,
+        for_web_sessions=True,
+    )
+
+
+@transaction.atomic
+def provider_keys_reseal() -> int:
+    """Seal every app's provider key again with the newest secret; all or none."""
+    count = 0
+    for app in App.objects.select_for_update().exclude(provider_api_key_sealed=""):
+        app.provider_api_key_sealed = reseal(app.provider_api_key_sealed)
+        app.save(update_fields=["provider_api_key_sealed", "updated_at"])
+        count += 1
+    return count

@@ -9,6 +9,7 @@ import uuid
 from typing import Any
 
 from django.conf import settings
+from django.db import connection
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -236,6 +237,10 @@ class ConversationRenameApi(APIView):
             api_key=_api_key(request), conversation=conversation
         )
         timeout_s = settings.PLATFORM["BLOCKING_TIMEOUT_S"]
+        if not connection.in_atomic_block:
+            # The wait is for the model, seconds long: the pooled connection goes back first,
+            # or a few renames at once would hold every connection the other requests need.
+            connection.close()
         if not conversation_name_wait(task_id=str(task.id), timeout_s=timeout_s):
             raise DeadlineExceeded(
                 f"The name was not ready within {timeout_s:g} s; it is saved when generated."

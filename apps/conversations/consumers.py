@@ -42,12 +42,14 @@ import json
 import logging
 import re
 import uuid
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
+from django.http import parse_cookie
 from django.http.request import split_domain_port, validate_host
 
 from apps.applications.models import ApiKey, AppMode
@@ -73,8 +75,10 @@ from apps.gateway.requests import (
     ChatRequestSerializer,
     CompletionRequestSerializer,
     StopRequestSerializer,
+    json_text_check,
     validated,
 )
+from apps.gateway.sessions import web_caller, web_caller_async
 from apps.streams.feeds import events_follow
 from apps.streams.log import START_ID, EventLogUnavailable
 from apps.streams.relay import json_with
@@ -121,18 +125,68 @@ def origin_allowed(scope: dict[str, Any]) -> bool:
     return bool(domain) and validate_host(domain, [h for h in settings.ALLOWED_HOSTS if h != "*"])
 
 
-def handshake_authorization(scope: dict[str, Any]) -> str | None:
-    """The key the handshake carried, as an Authorization header value, or None."""
+class KeyInUrl(Unauthorized):
+    default_message = (
+        "An API key in the URL is refused (URLs land in access logs): send it in an "
+        'Authorization header, or as a first frame {"type": "auth", "api_key": "..."}.'
+    )
+
+
+@dataclass(frozen=True)
+class KeyCredential:
+    """An app key: the caller names the end user in each frame."""
+
+    authorization: str
+
+    def resolve(self) -> tuple[ApiKey, str | None]:
+        return api_key_from_header(self.authorization), None
+
+    async def resolve_async(self) -> tuple[ApiKey, str | None]:
+        return await api_key_from_header_async(self.authorization), None
+
+
+@dataclass(frozen=True)
+class SessionCredential:
+    """A chat page's end-user session: the session names the end user (apps.gateway.sessions)."""
+
+    share_code: str
+    cookies: dict[str, str]
+
+    def resolve(self) -> tuple[ApiKey, str | None]:
+        return web_caller(self.share_code, self.cookies)
+
+    async def resolve_async(self) -> tuple[ApiKey, str | None]:
+        return await web_caller_async(self.share_code, self.cookies)
+
+
+Credential = KeyCredential | SessionCredential
+
+
+def handshake_credential(scope: dict[str, Any]) -> Credential | None:
+    """What the handshake carried: a key in an Authorization header, or `?app_code=` with the
+    browser's session cookie; None when neither (an auth frame may follow). A key in the URL
+    raises KeyInUrl."""
     params = parse_qs(bytes(scope.get("query_string", b"")).decode("latin-1"))
-    if params.get("api_key"):
-        return f"Bearer {params['api_key'][0]}"
-    return _header(scope, b"authorization")
+    if "api_key" in params:
+        raise KeyInUrl()
+    authorization = _header(scope, b"authorization")
+    if authorization is not None:
+        return KeyCredential(authorization)
+    if params.get("app_code"):
+        cookies = parse_cookie(_header(scope, b"cookie") or "")
+        return SessionCredential(params["app_code"][0], cookies)
+    return None
 
 
-# Each of these runs in one thread hop: the key is looked up again, then the work is done.
+def _as_session_user(frame: dict[str, Any], end_user: str | None) -> dict[str, Any]:
+    """A session's frames act as its end user, whatever `user` they carry."""
+    return frame if end_user is None else {**frame, "user": end_user}
+
+
+# Each of these runs in one thread hop: the caller is looked up again, then the work is done.
 @database_sync_to_async
-def _authenticate(authorization: str) -> ApiKey:
-    return api_key_from_header(authorization)
+def _authenticate(credential: Credential) -> ApiKey:
+    return credential.resolve()[0]
 
 
 @database_sync_to_async
@@ -159,12 +213,13 @@ def _submit(api_key: ApiKey, data: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _admitted_query(
-    authorization: str, frame: dict[str, Any]
+    credential: Credential, frame: dict[str, Any]
 ) -> tuple[ApiKey, dict[str, Any]]:
     """A query frame passes the REST answer routes' input protections, in their order: the key
     (checked again: it may have been revoked since the handshake), the key's and the user's rate
     limits, validation, load shedding."""
-    api_key = await api_key_from_header_async(authorization)
+    api_key, end_user = await credential.resolve_async()
+    frame = _as_session_user(frame, end_user)
     user = frame.get("user")
     await rate_limit(api_key, user if isinstance(user, str) else None)
     mode = api_key.app.mode
@@ -174,16 +229,18 @@ async def _admitted_query(
     return api_key, data
 
 
-@database_sync_to_async
-def _stop(authorization: str, task_id: str, end_user: str) -> None:
-    answer_stop(api_key=api_key_from_header(authorization), task_id=task_id, end_user=end_user)
+async def _admitted_control(credential: Credential, frame: dict[str, Any]) -> tuple[ApiKey, str]:
+    """A stop or resume frame: the caller, then the same rate limits as the REST stop and
+    events routes, then its `user`."""
+    api_key, end_user = await credential.resolve_async()
+    frame = _as_session_user(frame, end_user)
+    user = frame.get("user")
+    await rate_limit(api_key, user if isinstance(user, str) else None)
+    return api_key, _user(frame)
 
 
-@database_sync_to_async
-def _check_owned(authorization: str, task_id: str, end_user: str) -> None:
-    api_key = api_key_from_header(authorization)
-    if not task_owned_by(app_id=api_key.app_id, task_id=task_id, end_user=end_user):
-        raise NotFound("Task Not Exists.")
+_answer_stop = database_sync_to_async(answer_stop)
+_task_owned = database_sync_to_async(task_owned_by)
 
 
 def _user(frame: dict[str, Any]) -> str:
@@ -218,7 +275,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     channel_layer_alias = NO_CHANNEL_LAYER
 
     async def connect(self) -> None:
-        self.authorization: str | None = None
+        self.credential: Credential | None = None
         self.closing = False
         self.relays: dict[str, asyncio.Task[None]] = {}
         self.auth_timer: asyncio.Task[None] | None = None
@@ -227,7 +284,11 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             await self.close()  # before accept: daphne answers the handshake with 403
             return
         await self.accept()
-        given = handshake_authorization(self.scope)
+        try:
+            given = handshake_credential(self.scope)
+        except ApiError as error:
+            await self._refuse(error, None)
+            return
         if given is None:
             self.auth_timer = asyncio.create_task(self._auth_deadline())
         else:
@@ -264,9 +325,11 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     @classmethod
     async def decode_json(cls, text_data: str) -> Any:
         try:
-            return json.loads(text_data)
+            content = json.loads(text_data)
         except (json.JSONDecodeError, RecursionError):
             raise InvalidJson() from None
+        json_text_check(text_data, content)
+        return content
 
     @classmethod
     async def encode_json(cls, content: Any) -> str:
@@ -279,17 +342,19 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                 raise InvalidJson("A frame must be a JSON object.")
             request_id = _request_id(content)
             kind = content.get("type")
-            if self.authorization is None:
+            if self.credential is None:
                 if kind != "auth":
                     raise Unauthorized('Authenticate first: {"type": "auth", "api_key": "..."}.')
                 api_key = content.get("api_key")
                 if not isinstance(api_key, str) or not api_key.strip():
                     raise Unauthorized("api_key must be provided.")
-                await self._authenticate(f"Bearer {api_key}")
+                await self._authenticate(KeyCredential(f"Bearer {api_key}"))
             elif kind == "query":
                 await self._query(content, request_id)
             elif kind == "stop":
-                await _stop(self.authorization, _task_id(content), _user(content))
+                task_id = _task_id(content)
+                api_key, user = await _admitted_control(self.credential, content)
+                await _answer_stop(api_key=api_key, task_id=task_id, end_user=user)
             elif kind == "resume":
                 await self._resume(content, request_id)
             elif kind == "auth":
@@ -299,27 +364,27 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         except Exception as exc:  # every refusal answers in the envelope; the socket lives on
             await self._refuse(to_api_error(exc), request_id)
 
-    async def _authenticate(self, authorization: str) -> None:
+    async def _authenticate(self, credential: Credential) -> None:
         try:
-            api_key = await _authenticate(authorization)
+            api_key = await _authenticate(credential)
         except ApiError as error:
             await self._refuse(error, None)
             return
-        self.authorization = authorization
+        self.credential = credential
         if self.auth_timer is not None:
             self.auth_timer.cancel()
         await self.send_json({"type": "ready", "mode": api_key.app.mode})
 
     async def _auth_deadline(self) -> None:
         await asyncio.sleep(AUTH_TIMEOUT_S)
-        if self.authorization is None and not self.closing:
+        if self.credential is None and not self.closing:
             await self._refuse(Unauthorized("No api_key within the time allowed."), None)
 
     async def _query(self, frame: dict[str, Any], request_id: str | int | None) -> None:
         if len(self.relays) >= MAX_RELAYS:
             raise TooManyRequests(f"At most {MAX_RELAYS} answers at once on one socket.")
-        assert self.authorization is not None
-        api_key, data = await _admitted_query(self.authorization, frame)
+        assert self.credential is not None
+        api_key, data = await _admitted_query(self.credential, frame)
         # The app's cap on answers served at once counts socket answers too: the lease is held
         # while the answer is relayed.
         lease = await slot(api_key.app)
@@ -333,14 +398,18 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         self._relay_start(accepted["task_id"], START_ID, request_id, lease)
 
     async def _resume(self, frame: dict[str, Any], request_id: str | int | None) -> None:
-        task_id, user = _task_id(frame), _user(frame)
+        task_id = _task_id(frame)
         after_id = frame.get("last_event_id") or START_ID
         if not isinstance(after_id, str) or not EVENT_ID.match(after_id):
             raise InvalidParam("last_event_id: must be an event id from this stream.")
         if task_id not in self.relays and len(self.relays) >= MAX_RELAYS:
             raise TooManyRequests(f"At most {MAX_RELAYS} answers at once on one socket.")
-        assert self.authorization is not None
-        await _check_owned(self.authorization, task_id, user)
+        assert self.credential is not None
+        api_key, user = await _admitted_control(self.credential, frame)
+        if not await _task_owned(app_id=api_key.app_id, task_id=task_id, end_user=user):
+            raise NotFound("Task Not Exists.")
+        # A resumed answer's slot under the app's cap stays with the answer (held until its
+        # task ends, apps.gateway.caps), not with whichever socket relays it.
         self._relay_start(task_id, after_id, request_id)
 
     def _relay_start(
@@ -366,7 +435,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     async def _leased_relay(
         self, lease: Lease | None, task_id: str, after_id: str, request_id: str | int | None
     ) -> None:
-        async with lease_kept(lease):
+        async with lease_kept(lease, task_id):
             await self._relay(task_id, after_id, request_id, lease)
 
     async def _relay(

@@ -15,8 +15,8 @@ from apps.conversations.models import Conversation, Message, MessageStatus
 from apps.conversations.selectors import conversation_first_message
 from apps.conversations.services import NAMING_KIND, NEW_CONVERSATION_NAME
 from apps.core.redis import sync_client
+from apps.generation.provider_settings import app_provider
 from apps.providers.base import ChatMessage, GenerationRequest, ProviderError
-from apps.providers.registry import provider_for
 from apps.scheduling.errors import RetryableTaskError, TaskCancelled
 from apps.scheduling.kinds import FinalFailure, RunContext, TaskKind
 from apps.scheduling.models import Task
@@ -88,7 +88,7 @@ async def _title_from_model(first: Message, context: RunContext) -> str:
         return context.should_stop()
 
     try:
-        provider = provider_for(kind=app.provider, config=app.provider_config)
+        provider = app_provider(app)
         await context.until_stopped(provider.generate(request, on_delta))
     except ProviderError as error:
         if error.retryable:

@@ -1,17 +1,27 @@
-"""The chat page: one HTML page whose script talks to /v1 and /ws/v1/chat with an app key.
+"""The chat page of an app, `/chat/<share code>`: one HTML page whose script talks to /v1 and
+/ws/v1/chat as the browser's own end user.
 
-The page holds the key in the browser (localStorage), so it is served with a strict Content
-Security Policy: only its own script and style run, and it connects only to this host.
+The operator turns an app's web chat on (App.web_chat_enabled) and shares the link; the page
+issues the browser a signed end-user session (apps.gateway.sessions) and never sees an API key.
+A private app (App.web_chat_private) first asks for a sign-in; the account is then the end user.
+The page is served with a strict Content Security Policy: only its own script and style run, and
+it connects only to this host.
 """
 
 import re
 from pathlib import Path
 
 from django.conf import settings
+from django.contrib.auth.views import LoginView, redirect_to_login
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase
 from django.shortcuts import render
+from django.urls import reverse
 from django.views.decorators.http import require_GET
 from django.views.static import serve
+
+from apps.applications.models import App
+from apps.applications.services import web_session_key
+from apps.gateway.sessions import cookie_name, session_cookie_set, session_new, session_read
 
 CONTENT_SECURITY_POLICY = (
     "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
@@ -21,13 +31,54 @@ CONTENT_SECURITY_POLICY = (
 ASSET_NAME = re.compile(r"^[A-Za-z0-9_-]+\.(js|css|svg)$")
 
 
-@require_GET
-def chat_page(request: HttpRequest) -> HttpResponse:
-    response = render(request, "chat/index.html")
+def _strict(response: HttpResponse) -> HttpResponse:
     response["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
-    response["Referrer-Policy"] = "no-referrer"
-    response["Cache-Control"] = "no-cache"
+    response["Referrer-Policy"] = "no-referrer"  # the share code stays out of other sites' logs
+    response["Cache-Control"] = "no-store"
     return response
+
+
+def _unavailable(request: HttpRequest) -> HttpResponse:
+    return _strict(render(request, "chat/unavailable.html", status=404))
+
+
+@require_GET
+def chat_index(request: HttpRequest) -> HttpResponse:
+    """No share code: nothing to chat with (each app's chat has its own link)."""
+    return _unavailable(request)
+
+
+@require_GET
+def chat_page(request: HttpRequest, share_code: str) -> HttpResponseBase:
+    app = App.objects.filter(web_share_code=share_code, web_chat_enabled=True, enabled=True).first()
+    if app is None:
+        return _unavailable(request)
+    account = None
+    if app.web_chat_private:
+        if not request.user.is_authenticated:
+            return redirect_to_login(request.get_full_path(), login_url=reverse("chat-login"))
+        account = request.user
+    web_session_key(app)  # the key its sessions' requests run under, made on the first visit
+    session = session_read(app, request.COOKIES.get(cookie_name(app)))
+    if session is None or (account is not None and session.account_id != account.pk):
+        session = session_new(app, account)
+    label = account.get_username() if account is not None else "Guest"
+    response = _strict(
+        render(
+            request,
+            "chat/index.html",
+            {"app": app, "share_code": app.web_share_code, "user_label": label},
+        )
+    )
+    session_cookie_set(response, request, app, session)  # a visit renews the session
+    return response
+
+
+class ChatLoginView(LoginView):
+    """Sign-in for private chats: any active account, staff or not."""
+
+    template_name = "chat/login.html"
+    redirect_authenticated_user = True
 
 
 @require_GET

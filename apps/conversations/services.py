@@ -13,7 +13,13 @@ from apps.applications.models import ApiKey, AppMode
 from apps.conversations.inputs import inputs_validate
 from apps.conversations.models import Conversation, Feedback, Message
 from apps.conversations.selectors import conversation_first_message, task_owned_by
-from apps.core.errors import AppUnavailable, InvalidParam, NotChatApp, NotFound
+from apps.core.errors import (
+    AppUnavailable,
+    IdempotencyKeyGone,
+    InvalidParam,
+    NotChatApp,
+    NotFound,
+)
 from apps.core.priorities import Priority, capped_priority
 from apps.scheduling.control import task_request_stop
 from apps.scheduling.models import ACTIVE_STATUSES, Task
@@ -78,7 +84,9 @@ def answer_submit(
         )
     except IntegrityError:
         existing = (
-            answer_submission_by_key(app_id=api_key.app_id, idempotency_key=idempotency_key)
+            answer_submission_by_key(
+                app_id=api_key.app_id, end_user=end_user, idempotency_key=idempotency_key
+            )
             if idempotency_key is not None
             else None
         )
@@ -87,14 +95,24 @@ def answer_submit(
         return existing
 
 
-def answer_submission_by_key(*, app_id: uuid.UUID, idempotency_key: str) -> SubmittedAnswer | None:
-    """The submission an earlier request with this Idempotency-Key recorded, if any."""
-    task = Task.objects.filter(app_id=app_id, idempotency_key=idempotency_key).first()
+def answer_submission_by_key(
+    *, app_id: uuid.UUID, end_user: str, idempotency_key: str
+) -> SubmittedAnswer | None:
+    """The submission an earlier request of this end user with this Idempotency-Key recorded,
+    if any. Keys are the end user's own: another user's key names nothing of theirs."""
+    task = Task.objects.filter(
+        app_id=app_id, end_user=end_user, idempotency_key=idempotency_key
+    ).first()
     if task is None:
         return None
     message = Message.objects.select_related("conversation").filter(task=task).first()
     if message is None:
-        return None
+        # Its conversation was deleted (which frees the key, see conversation_delete); a race
+        # with that delete lands here.
+        raise IdempotencyKeyGone(
+            "The request recorded with this Idempotency-Key was deleted with its conversation: "
+            "send it with a new key."
+        )
     return SubmittedAnswer(
         task=task, message=message, conversation=message.conversation, replayed=True
     )
@@ -250,6 +268,11 @@ def conversation_delete(*, conversation: Conversation) -> None:
     )
     for task_id in unfinished.values_list("id", flat=True).distinct():
         task_cancel(task_id=task_id, actor="conversation deleted")
+    # The answers' Idempotency-Keys go with them: a retry with one is a new request, not a
+    # replay of something that no longer exists.
+    Task.objects.filter(messages__conversation=conversation, idempotency_key__isnull=False).update(
+        idempotency_key=None
+    )
     conversation.delete()
 
 

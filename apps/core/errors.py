@@ -136,3 +136,11 @@ ERRORS_BY_CODE: dict[str, type[ApiError]] = {
         InternalError,
     )
 }
+
+
+class IdempotencyKeyGone(ApiError):
+    """The request an Idempotency-Key recorded was deleted (with its conversation)."""
+
+    status = 409
+    code = "idempotency_key_gone"
+    default_message = "The request recorded with this Idempotency-Key no longer exists."

@@ -173,7 +173,7 @@ async def _answer(request: HttpRequest, media: str, route: Route) -> HttpRespons
     key = idempotency_key(request)
     fingerprint = request_hash(request.path, body) if key else ""
     if key is not None:
-        earlier = await _by_key(app_id=api_key.app_id, idempotency_key=key)
+        earlier = await _by_key(app_id=api_key.app_id, end_user=data["user"], idempotency_key=key)
         if earlier is not None:
             same_request(earlier, fingerprint, key)
             return await _replay(earlier, route, data, media, started)
@@ -207,7 +207,7 @@ async def _answer(request: HttpRequest, media: str, route: Route) -> HttpRespons
             when_gone=when_log_gone(task_id),
             before_final=(lambda: lease_release(lease)) if lease is not None else None,
         )
-        return sse_response(leased_stream(lease, stream))
+        return sse_response(leased_stream(lease, stream, task_id))
     collected = await _collect(task_id, data, lease)
     answer = route.shape(submitted, collected, started)
     if use_cache and await _complete(message_id=submitted.message.id):
@@ -217,7 +217,7 @@ async def _answer(request: HttpRequest, media: str, route: Route) -> HttpRespons
 
 
 async def _collect(task_id: str, data: dict[str, Any], lease: Lease | None) -> CollectedAnswer:
-    async with lease_kept(lease):
+    async with lease_kept(lease, task_id):
         return await answer_collect(
             task_id=task_id, timeout_s=_blocking_timeout(data), when_gone=when_log_gone(task_id)
         )

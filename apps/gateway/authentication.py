@@ -1,6 +1,8 @@
-"""App-key authentication: `Authorization: Bearer app-...` identifies one app."""
+"""App-key authentication: `Authorization: Bearer app-...` identifies one app; a chat page's
+end-user session (apps.gateway.sessions) identifies its app and its end user."""
 
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.http import HttpRequest
 from rest_framework.authentication import BaseAuthentication
@@ -13,6 +15,7 @@ from apps.applications.services import api_key_use_due, api_key_used
 from apps.core.background import in_background
 from apps.core.db import db_sync_to_async
 from apps.core.errors import Forbidden, Unauthorized
+from apps.gateway.sessions import APP_CODE_HEADER, web_caller, web_caller_async
 
 _api_key_used = db_sync_to_async(api_key_used)
 
@@ -50,11 +53,43 @@ async def api_key_from_header_async(authorization: str | None) -> ApiKey:
 
 
 def api_key_from_request(request: HttpRequest) -> ApiKey:
-    return api_key_from_header(request.headers.get("Authorization"))
+    """The caller's key: an app key in Authorization, or the web-session key of a chat page's
+    end-user session (apps.gateway.sessions), which also fixes the request's end user."""
+    authorization = request.headers.get("Authorization")
+    if authorization is None and APP_CODE_HEADER in request.headers:
+        api_key, end_user = web_caller(_web_code(request), request.COOKIES)
+        _as_end_user(request, end_user)
+        return api_key
+    return api_key_from_header(authorization)
 
 
 async def api_key_from_request_async(request: HttpRequest) -> ApiKey:
-    return await api_key_from_header_async(request.headers.get("Authorization"))
+    authorization = request.headers.get("Authorization")
+    if authorization is None and APP_CODE_HEADER in request.headers:
+        api_key, end_user = await web_caller_async(_web_code(request), request.COOKIES)
+        _as_end_user(request, end_user)
+        return api_key
+    return await api_key_from_header_async(authorization)
+
+
+def _web_code(request: HttpRequest) -> str | None:
+    origin = request.headers.get("Origin")
+    if origin is not None and not same_origin(origin, request.get_host()):
+        raise Forbidden("Chat sessions are used from their own page only.")
+    return request.headers.get(APP_CODE_HEADER)
+
+
+def same_origin(origin: str, host: str) -> bool:
+    parts = urlsplit(origin.strip().lower())
+    return parts.scheme in ("http", "https") and parts.netloc == host.lower()
+
+
+def _as_end_user(request: HttpRequest, end_user: str) -> None:
+    """The session's end user replaces any `user` the page sent (query string and JSON body)."""
+    request.web_end_user = end_user  # type: ignore[attr-defined]  # read by json_body
+    query = request.GET.copy()
+    query["user"] = end_user
+    request.GET = query  # type: ignore[assignment]  # mutable: the end user was set
 
 
 class AppKeyAuthentication(BaseAuthentication):

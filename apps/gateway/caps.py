@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -21,8 +22,11 @@ from dataclasses import dataclass
 from django.conf import settings
 
 from apps.applications.models import App
+from apps.core.background import in_background
+from apps.core.db import db_sync_to_async
 from apps.core.errors import TooManyRequests
 from apps.core.redis import async_client, key
+from apps.scheduling.selectors import task_is_over
 
 logger = logging.getLogger(__name__)
 
@@ -58,13 +62,14 @@ return redis.call('ZCOUNT', KEYS[1], '(' .. now_ms, '+inf')
 """
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False)
 class Lease:
     """A slot held by one served answer."""
 
     set_key: str
     member: str
     ttl_s: float
+    released: bool = False
 
     @property
     def ttl_ms(self) -> int:
@@ -108,6 +113,7 @@ async def lease_renew(lease: Lease) -> bool:
 
 
 async def lease_release(lease: Lease) -> None:
+    lease.released = True
     try:
         await async_client().zrem(lease.set_key, lease.member)
     except Exception:
@@ -131,29 +137,66 @@ async def _renew_forever(lease: Lease) -> None:
 
 
 @asynccontextmanager
-async def lease_kept(lease: Lease | None) -> AsyncIterator[None]:
-    """Hold the lease for the block: renewed every third of its TTL, released at the end,
-    whether the block returns, raises, or is cancelled because the client went away."""
+async def lease_kept(lease: Lease | None, task_id: str | None = None) -> AsyncIterator[None]:
+    """Hold the lease for the block: renewed every third of its TTL, released at the end.
+
+    With `task_id`, a block cut short because the client went away (cancelled, or its stream
+    closed) before the answer ended hands the lease to a holder that keeps it
+    until the task ends: dropping a connection and resuming the answer elsewhere must not free
+    its slot while it is still being generated (the cap would count nothing)."""
     if lease is None:
         yield
         return
     renewer = asyncio.create_task(_renew_forever(lease))
+    client_gone = False
     try:
         yield
+    except (asyncio.CancelledError, GeneratorExit):
+        client_gone = True
+        raise
     finally:
         renewer.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await renewer
+        if task_id is not None and client_gone and not lease.released:
+            in_background(lease_hold_until_over(lease, task_id))
+        else:
+            await lease_release(lease)
+
+
+_task_is_over = db_sync_to_async(task_is_over)
+# How often a held-over lease looks whether its task has ended.
+HOLD_CHECK_S = 2.0
+
+
+async def lease_hold_until_over(lease: Lease, task_id: str) -> None:
+    """Keep an answer's lease until its task is final (or gone), then release it. The web
+    process dying meanwhile costs one lease TTL, as for any lease."""
+    renewed_at = time.monotonic()
+    try:
+        while not lease.released:
+            if await _task_is_over(task_id=task_id):
+                break
+            await asyncio.sleep(min(HOLD_CHECK_S, lease.ttl_s / 3))
+            if time.monotonic() - renewed_at >= lease.ttl_s / 3:
+                renewed_at = time.monotonic()
+                if not await lease_renew(lease):
+                    return  # lapsed and dropped already: nothing left to release
+    except Exception:
+        logger.warning("could not hold an answer slot to its end", exc_info=True)
+    finally:
         await lease_release(lease)
 
 
-async def leased_stream(lease: Lease | None, source: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+async def leased_stream(
+    lease: Lease | None, source: AsyncIterator[bytes], task_id: str | None = None
+) -> AsyncIterator[bytes]:
     """`source`, holding the lease from the first byte until the stream ends or is dropped.
 
     A stream that is never started renews nothing, so its lease lapses by itself.
     """
     try:
-        async with lease_kept(lease):
+        async with lease_kept(lease, task_id):
             async for chunk in source:
                 yield chunk
     finally:

@@ -1,6 +1,7 @@
 """The API's edge, before authentication, parsing or any database work:
-- the global request-rate ceiling across every web process: 429 with Retry-After, so a flood
-  costs one Redis call per request;
+- the global request-rate ceiling across every web process for requests that name a caller (a
+  key or a chat session), and a budget per client address for those that name none: 429 with
+  Retry-After, so a flood costs one Redis call per request;
 - a URL that carries a NUL character (which no id or parameter can contain, and PostgreSQL cannot
   store): 400.
 
@@ -12,6 +13,7 @@ are CSRF-exempt; the security headers the chain would add are set here."""
 
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 from asgiref.sync import iscoroutinefunction
 from django.http import HttpRequest, HttpResponseBase
@@ -21,8 +23,16 @@ from django.utils.decorators import sync_and_async_middleware
 from apps.core.errors import ApiError, InvalidParam
 from apps.gateway.errors import NotAcceptable
 from apps.gateway.negotiation import JSON, error_document, response_type
-from apps.gateway.ratelimit import global_bucket, refusal, take, take_async
+from apps.gateway.ratelimit import (
+    Bucket,
+    anonymous_bucket,
+    global_bucket,
+    refusal,
+    take,
+    take_async,
+)
 from apps.gateway.refusals import refusal_count, refusal_count_async
+from apps.gateway.sessions import APP_CODE_HEADER
 
 # The API; probes, metrics, the admin and the API's own documentation stay reachable.
 API_PREFIXES = ("/v1/", "/api/v1/")
@@ -32,10 +42,32 @@ def _limited(request: HttpRequest) -> bool:
     return request.path.startswith(API_PREFIXES)
 
 
+def _edge_bucket(request: HttpRequest) -> Bucket | None:
+    """The global ceiling for requests that name a caller; a per-address budget for those that
+    name none, so an anonymous flood spends its own budget, not every real client's."""
+    headers = request.headers
+    if "Authorization" in headers or APP_CODE_HEADER in headers:
+        return global_bucket()
+    return anonymous_bucket(request.META.get("REMOTE_ADDR") or "unknown")
+
+
 def _malformed(request: HttpRequest) -> ApiError | None:
-    if "\x00" in request.path or "%00" in request.META.get("QUERY_STRING", ""):
+    query = request.META.get("QUERY_STRING", "")
+    if "\x00" in request.path or "%00" in query:
         return InvalidParam("The URL contains a NUL character.")
+    if "%" in query and not _utf8(unquote_to_bytes(query)):
+        # Django would decode it with replacement characters: `user=bob%ED%A0%80` would quietly
+        # become another end user instead of being refused.
+        return InvalidParam("The query string is not valid UTF-8 (or has an unpaired surrogate).")
     return None
+
+
+def _utf8(raw: bytes) -> bool:
+    try:
+        raw.decode("utf-8")  # strict: refuses encoded surrogates too
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 # What django.middleware.security and clickjacking add with our settings.
@@ -81,7 +113,7 @@ def api_edge_middleware(
         async def async_middleware(request: HttpRequest) -> HttpResponseBase:
             if not _limited(request):
                 return await async_get_response(request)
-            bucket = global_bucket()
+            bucket = _edge_bucket(request)
             if bucket is not None:
                 verdict = await take_async([bucket])
                 if not verdict.allowed:
@@ -99,7 +131,7 @@ def api_edge_middleware(
 
     def middleware(request: HttpRequest) -> HttpResponseBase:
         if _limited(request):
-            bucket = global_bucket()
+            bucket = _edge_bucket(request)
             if bucket is not None:
                 verdict = take([bucket])
                 if not verdict.allowed:

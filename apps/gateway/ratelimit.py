@@ -92,6 +92,19 @@ def global_bucket() -> Bucket | None:
     )
 
 
+def anonymous_bucket(address: str) -> Bucket | None:
+    """Requests that carry no credential, per client address (hashed: any text fits a key)."""
+    config = settings.GATEWAY
+    digest = hashlib.sha256(address.encode("utf-8", "replace")).hexdigest()[:32]
+    return _bucket(
+        f"anon:{digest}",
+        config["ANON_RATE_LIMIT_PER_S"],
+        config["ANON_RATE_LIMIT_BURST"],
+        "rate_anonymous",
+        "requests without a key from your address",
+    )
+
+
 def key_bucket(api_key: ApiKey) -> Bucket | None:
     """The key's own limit, else its app's, else the platform default."""
     app: App = api_key.app

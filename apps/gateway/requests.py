@@ -87,13 +87,25 @@ def json_body(request: HttpRequest) -> dict[str, Any]:
         raise InvalidJson()
     if _SUSPECT_ESCAPE.search(raw):
         _text_check(data)
+    end_user = getattr(request, "web_end_user", None)
+    if end_user is not None:
+        data["user"] = end_user  # a chat session's end user is the session's, whatever was sent
     return data
 
 
-# Escapes that decode to text PostgreSQL cannot store: NUL, and UTF-16 surrogates (a lone one is
-# not a character at all). Only bodies that contain one are walked.
-_SUSPECT_ESCAPE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])")
+# Text PostgreSQL cannot store: NUL, and UTF-16 surrogates (a lone one is not a character at
+# all), whether written as a JSON escape or as raw bytes: Python's json decodes bytes with
+# surrogates passed through, so `\xed\xa0\x80` in a body would otherwise arrive as one. Only
+# bodies that contain a suspect sequence are walked.
+_SUSPECT_ESCAPE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])|\xed[\xa0-\xbf]")
+_SUSPECT_TEXT = re.compile(r"\\u(?:0000|[dD][89a-fA-F])|[\ud800-\udfff]")
 _BAD_TEXT = re.compile("[\x00\ud800-\udfff]")
+
+
+def json_text_check(raw: str, data: Any) -> None:
+    """For JSON decoded from text (a WebSocket frame): refuse NUL and lone surrogates."""
+    if _SUSPECT_TEXT.search(raw):
+        _text_check(data)
 
 
 def _text_check(data: Any) -> None:

@@ -18,9 +18,9 @@ from apps.generation.events import AnswerPublisher
 from apps.generation.moderation import input_refusal, output_rules
 from apps.generation.pricing import PRICE_FIELDS, message_price
 from apps.generation.prompts import Prompt, PromptTooLong, prompt_build
+from apps.generation.provider_settings import app_provider
 from apps.generation.stream import AnswerStream
 from apps.providers.base import GenerationRequest, GenerationResult, Provider, ProviderError
-from apps.providers.registry import provider_for
 from apps.scheduling.errors import (
     PermanentTaskError,
     RetryableTaskError,
@@ -150,7 +150,10 @@ async def _generate(
     first_turn: bool,
 ) -> Outcome:
     app = message.app
-    provider = provider_for(kind=app.provider, config=app.provider_config)
+    try:
+        provider = app_provider(app)
+    except ProviderError as error:
+        raise task_error(error) from error
     stream = AnswerStream(
         publisher,
         output_rules(app),

@@ -1,11 +1,11 @@
 """Probes for load balancers and Kubernetes."""
 
-from asgiref.sync import sync_to_async
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
 from rq import Worker
 
 from apps.core.redis import sync_client
+from apps.operations.recent import Recent
 
 
 async def healthz(request: HttpRequest) -> JsonResponse:
@@ -34,9 +34,13 @@ def _readiness() -> tuple[dict[str, str], bool]:
     return checks, ready
 
 
+_recent_readiness = Recent(_readiness)
+
+
 async def readyz(request: HttpRequest) -> JsonResponse:
-    """PostgreSQL and Redis answer and at least one worker is registered."""
-    checks, ready = await sync_to_async(_readiness)()
+    """PostgreSQL and Redis answer and at least one worker is registered (checked at most once
+    per OPERATIONS_FIGURES_CACHE_S in this process)."""
+    checks, ready = await _recent_readiness.get_async()
     return JsonResponse(
         {"status": "ready" if ready else "not ready", "checks": checks},
         status=200 if ready else 503,

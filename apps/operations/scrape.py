@@ -1,14 +1,16 @@
 """GET /metrics: the recorded counters and histograms plus gauges read now from their sources."""
 
+import hmac
 import time
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db.models import Count
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 
+from apps.core.errors import Unauthorized
 from apps.core.redis import key, sync_client
 from apps.operations.metrics import render_recorded
+from apps.operations.recent import Recent
 from apps.scheduling.models import ACTIVE_STATUSES, Task, TaskStatus
 from apps.scheduling.selectors import scheduler_status
 
@@ -115,5 +117,24 @@ def _render() -> str:
     return "\n".join([*render_recorded(), *gauges()]) + "\n"
 
 
+_recent_render = Recent(_render)
+
+
+def _authorized(request: HttpRequest) -> bool:
+    token = settings.METRICS_TOKEN
+    if not token:
+        return True
+    given = request.headers.get("Authorization", "")
+    scheme, _, value = given.partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(value.strip(), token)
+
+
 async def metrics(request: HttpRequest) -> HttpResponse:
-    return HttpResponse(await sync_to_async(_render)(), content_type=CONTENT_TYPE)
+    """The cluster's figures in Prometheus's text format; with METRICS_TOKEN set, only for
+    `Authorization: Bearer <token>`."""
+    if not _authorized(request):
+        response = JsonResponse(Unauthorized("A valid metrics token is required.").envelope())
+        response.status_code = 401
+        response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+        return response
+    return HttpResponse(await _recent_render.get_async(), content_type=CONTENT_TYPE)

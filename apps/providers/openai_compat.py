@@ -1,7 +1,8 @@
 """Any OpenAI-compatible server (OpenAI, vLLM, Ollama, llama.cpp's server) through the official SDK.
 
-provider_config keys: `base_url` (required for anything but OpenAI), `api_key_env` (the name of the
-environment variable holding the key, default OPENAI_API_KEY; the key itself is never stored),
+provider_config keys: `base_url` (required for anything but OpenAI), `api_key` (handed in
+by the worker from the app's sealed key, never stored in provider_config), `api_key_env` (else the
+name of an allowed environment variable holding the key, default OPENAI_API_KEY),
 `timeout_s` (the longest wait for the server's next bytes, default 60).
 
 The SDK's async client, so a worker streams hundreds of answers at once from one event loop.
@@ -25,10 +26,10 @@ from apps.providers.base import (
     OnDelta,
     ProviderError,
 )
+from apps.providers.credentials import DEFAULT_ALLOWED, DEFAULT_KEY_ENV, key_env_allowed
 from apps.providers.tokens import prompt_tokens_estimate, text_tokens_estimate
 
 DEFAULT_TIMEOUT_S = 60.0
-DEFAULT_KEY_ENV = "OPENAI_API_KEY"
 # A request never gets less than this, even with its task's deadline about to pass (the
 # scheduler expires the task on its own).
 MIN_TIMEOUT_S = 1.0
@@ -59,10 +60,21 @@ def provider_error(exc: Exception) -> ProviderError:
     return ProviderError(f"provider error: {exc}", retryable=True, code="completion_request_error")
 
 
-def api_key_for(config: dict[str, Any]) -> str:
-    """The key from the environment variable the app names. Local servers (vLLM, Ollama,
-    llama.cpp) accept any key, but the SDK insists on one."""
-    return os.environ.get(str(config.get("api_key_env") or DEFAULT_KEY_ENV)) or "not-needed"
+def api_key_for(config: dict[str, Any], allowed: tuple[str, ...] = DEFAULT_ALLOWED) -> str:
+    """The app's sealed key (handed in as `api_key`, already unsealed), else the environment
+    variable it names, if the operator allows that name (apps.providers.credentials). Local
+    servers (vLLM, Ollama, llama.cpp) accept any key, but the SDK insists on one."""
+    if config.get("api_key"):
+        return str(config["api_key"])
+    name = str(config.get("api_key_env") or DEFAULT_KEY_ENV)
+    if not key_env_allowed(name, allowed):
+        raise ProviderError(
+            f"api_key_env {name!r} is not an allowed provider key variable "
+            "(PROVIDER_KEY_ENV_ALLOWED)",
+            retryable=False,
+            code="provider_not_initialize",
+        )
+    return os.environ.get(name) or "not-needed"
 
 
 class OpenAICompatibleProvider:
@@ -72,7 +84,13 @@ class OpenAICompatibleProvider:
 
     name = "openai"
 
-    def __init__(self, config: dict[str, Any], *, max_connections: int = 1000) -> None:
+    def __init__(
+        self,
+        config: dict[str, Any],
+        *,
+        api_key: str | None = None,
+        max_connections: int = 1000,
+    ) -> None:
         self.timeout_s = float(config.get("timeout_s") or DEFAULT_TIMEOUT_S)
         limits = httpx2.Limits(
             max_connections=max_connections,
@@ -81,7 +99,7 @@ class OpenAICompatibleProvider:
         )
         self.client = openai.AsyncOpenAI(
             base_url=config.get("base_url") or None,
-            api_key=api_key_for(config),
+            api_key=api_key if api_key is not None else api_key_for(config),
             timeout=self.timeout_s,
             # The scheduler owns retries (with backoff, jitter and a budget kept in PostgreSQL).
             max_retries=0,

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from apps.providers.base import Provider
+from apps.providers.credentials import DEFAULT_ALLOWED
 from apps.providers.local import LocalProvider, LocalSettings, local_models
 from apps.providers.scripted import ScriptedProvider
 
@@ -21,6 +22,8 @@ class ProviderSettings:
     local: LocalSettings = field(default_factory=LocalSettings)
     # Connections one remote client may hold: the answers a worker streams at once.
     remote_max_connections: int = 1000
+    # Environment variables an app may name for its provider key (apps.providers.credentials).
+    key_env_allowed: tuple[str, ...] = DEFAULT_ALLOWED
 
 
 _settings = ProviderSettings()
@@ -60,8 +63,9 @@ def _remote_provider(config: dict[str, Any]) -> Provider:
         loop = None  # counting tokens only, from a thread: no client is made for that
     if loop is None:
         return OpenAICompatibleProvider(config, max_connections=1)
+    api_key = api_key_for(config, _settings.key_env_allowed)
     # The key itself is part of the identity: a rotated key gets a new client.
-    cache_key = json.dumps([config, api_key_for(config)], sort_keys=True, default=str)
+    cache_key = json.dumps([config, api_key], sort_keys=True, default=str)
     with _remote_lock:
         clients = _remote.setdefault(loop, {})
         provider = clients.get(cache_key)
@@ -69,7 +73,7 @@ def _remote_provider(config: dict[str, Any]) -> Provider:
             if len(clients) >= MAX_REMOTE_CLIENTS:
                 clients.clear()  # configurations come and go with app edits; start afresh
             provider = clients[cache_key] = OpenAICompatibleProvider(
-                config, max_connections=_settings.remote_max_connections
+                config, api_key=api_key, max_connections=_settings.remote_max_connections
             )
     return provider
 

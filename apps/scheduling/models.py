@@ -72,7 +72,7 @@ class Task(models.Model):
     worker_name = models.CharField(max_length=255, blank=True, default="")
     error_type = models.CharField(max_length=255, blank=True, default="")
     error_message = models.TextField(blank=True, default="")
-    # NULL (not "") when absent: the per-app unique constraint must ignore tasks without a key.
+    # NULL (not "") when absent: the unique constraint must ignore tasks without a key.
     idempotency_key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
 
     class Meta:
@@ -87,10 +87,11 @@ class Task(models.Model):
             ("purge_task", "Can purge dead-letter tasks"),
         ]
         constraints = [
+            # Keys are each end user's own (one user's key cannot reach another's answer).
             models.UniqueConstraint(
-                fields=["app", "idempotency_key"],
+                fields=["app", "end_user", "idempotency_key"],
                 condition=models.Q(idempotency_key__isnull=False),
-                name="task_idempotency_key_unique_per_app",
+                name="task_idempotency_key_unique_per_user",
             )
         ]
 

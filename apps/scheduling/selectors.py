@@ -16,7 +16,7 @@ from apps.core.redis import key, sync_client
 from apps.operations.metrics import counter_totals
 from apps.scheduling.capacity import worker_slots_key
 from apps.scheduling.load import LoadState, hosts_cpu, load_state_read
-from apps.scheduling.models import Task, TaskStatus
+from apps.scheduling.models import FINAL_STATUSES, Task, TaskStatus
 from apps.scheduling.queues import QUEUE_ORDER, delayed_count, queue_for
 
 DEAD_LETTER_STATUSES = (
@@ -246,3 +246,9 @@ def dashboard_snapshot() -> dict[str, Any]:
         # A worker silent for longer is presumed dead by RQ.
         "worker_ttl_s": settings.PLATFORM["WORKER_TTL_S"],
     }
+
+
+def task_is_over(*, task_id: str) -> bool:
+    """True once the task reached a final status (or no longer exists)."""
+    status = Task.objects.filter(id=task_id).values_list("status", flat=True).first()
+    return status is None or status in FINAL_STATUSES

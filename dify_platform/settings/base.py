@@ -256,11 +256,16 @@ GATEWAY = {
     # Requests per second across every web process, refused with 429 before any database work.
     "GLOBAL_RATE_LIMIT_PER_S": env.float("GLOBAL_RATE_LIMIT_PER_S", default=1000.0),
     "GLOBAL_RATE_LIMIT_BURST": env.int("GLOBAL_RATE_LIMIT_BURST", default=0),  # 0: one second's
-    # Defaults for keys and end users whose app (or key) sets no rate of its own.
-    "KEY_RATE_LIMIT_PER_S": env.float("KEY_RATE_LIMIT_PER_S", default=0.0),
+    # Defaults for keys and end users whose app (or key) sets no rate of its own: one key may
+    # not take the whole ceiling from every other app, one end user not their app's whole budget.
+    "KEY_RATE_LIMIT_PER_S": env.float("KEY_RATE_LIMIT_PER_S", default=500.0),
     "KEY_RATE_LIMIT_BURST": env.int("KEY_RATE_LIMIT_BURST", default=0),
-    "USER_RATE_LIMIT_PER_S": env.float("USER_RATE_LIMIT_PER_S", default=0.0),
-    "USER_RATE_LIMIT_BURST": env.int("USER_RATE_LIMIT_BURST", default=0),
+    "USER_RATE_LIMIT_PER_S": env.float("USER_RATE_LIMIT_PER_S", default=20.0),
+    "USER_RATE_LIMIT_BURST": env.int("USER_RATE_LIMIT_BURST", default=40),
+    # Requests that carry no credential at all, per client address: counted apart from the
+    # global ceiling, so an anonymous flood cannot spend the budget of every real client.
+    "ANON_RATE_LIMIT_PER_S": env.float("ANON_RATE_LIMIT_PER_S", default=20.0),
+    "ANON_RATE_LIMIT_BURST": env.int("ANON_RATE_LIMIT_BURST", default=40),
     # Answers served at once per app (Dify's max_active_requests) when the app sets none.
     "MAX_ACTIVE_REQUESTS": env.int("MAX_ACTIVE_REQUESTS", default=0),
     # A served answer's slot lapses this long after its web process stopped renewing it (crash).
@@ -283,6 +288,25 @@ GATEWAY = {
     "MAX_INPUTS": env.int("MAX_INPUTS", default=100),
     "MAX_INPUT_CHARS": env.int("MAX_INPUT_CHARS", default=100_000),
 }
+
+# --- Secrets, end-user sessions, operator endpoints -----------------------------------------
+# Secrets that seal provider keys stored in PostgreSQL (apps.core.sealing), newest first; empty:
+# SECRET_KEY. To rotate: put the new one first, run `manage.py reseal_secrets`, drop the old.
+SEALING_SECRETS = env.list("SEALING_SECRETS", default=[])
+# Environment variables an app may name as its provider key (exact names, or prefixes with `*`).
+PROVIDER_KEY_ENV_ALLOWED = env.list(
+    "PROVIDER_KEY_ENV_ALLOWED", default=["OPENAI_API_KEY", "PROVIDER_KEY_*"]
+)
+# How long a browser's end-user session of a web chat lasts without a visit to the page.
+WEB_SESSION_MAX_AGE_S = env.int("WEB_SESSION_MAX_AGE_S", default=30 * 24 * 3600)
+WEB_SESSION_COOKIE_SECURE = env.bool("WEB_SESSION_COOKIE_SECURE", default=False)
+# Refuse a default or weak password for the operator account seed_demo makes (production: on).
+OPERATOR_PASSWORD_CHECKED = env.bool("OPERATOR_PASSWORD_CHECKED", default=False)
+# A bearer token /metrics requires (empty: open, as Prometheus scrapes usually are inside a
+# cluster), and how long /metrics and /readyz reuse their figures.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+OPERATIONS_FIGURES_CACHE_S = env.float("OPERATIONS_FIGURES_CACHE_S", default=1.0)
+
 SPECTACULAR_SETTINGS = {
     "TITLE": "dify-platform API",
     "DESCRIPTION": "Dify-compatible Service API for chat and completion apps, with extensions.",

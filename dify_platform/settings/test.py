@@ -36,3 +36,15 @@ PLATFORM = {
     # Tests check answers piece by piece; the window has tests of its own (which set it).
     "STREAM_COALESCE_MS": env.float("STREAM_COALESCE_MS", default=0.0),
 }
+
+# Tests read /metrics and /readyz right after what they check; the cache has a test of its own.
+OPERATIONS_FIGURES_CACHE_S = env.float("OPERATIONS_FIGURES_CACHE_S", default=0.0)
+# Tests send many requests as one key, one user and one address; the tests of each limit set
+# it themselves. The defaults people run with are base.py's.
+GATEWAY = {
+    **GATEWAY,  # noqa: F405
+    "KEY_RATE_LIMIT_PER_S": env.float("KEY_RATE_LIMIT_PER_S", default=0.0),
+    "USER_RATE_LIMIT_PER_S": env.float("USER_RATE_LIMIT_PER_S", default=0.0),
+    "USER_RATE_LIMIT_BURST": env.int("USER_RATE_LIMIT_BURST", default=0),
+    "ANON_RATE_LIMIT_PER_S": env.float("ANON_RATE_LIMIT_PER_S", default=0.0),
+}

@@ -1,10 +1,11 @@
 // The chat page: conversations over REST (/v1/conversations, /v1/messages), questions and
 // streamed answers over the WebSocket (/ws/v1/chat). Plain browser JavaScript, no build step.
 // Everything the server or the user wrote is put in the page as text, never as HTML.
+// Who the user is comes from the server: the page was served with an end-user session (an
+// HttpOnly cookie this script cannot read); every call names the app by its share code.
 "use strict";
 
 (() => {
-  const STORAGE = { key: "dify-platform.chat.key", user: "dify-platform.chat.user" };
   const RECONNECT_MAX_MS = 5000;
   const NEAR_BOTTOM_PX = 80;
 
@@ -16,7 +17,6 @@
     accountUser: $("account-user"),
     accountStatus: $("account-status"),
     statusDot: $("status-dot"),
-    openSettings: $("open-settings"),
     title: $("title"),
     notice: $("notice"),
     thread: $("thread"),
@@ -26,21 +26,16 @@
     question: $("question"),
     send: $("send"),
     stop: $("stop"),
-    settings: $("settings"),
-    settingsForm: $("settings-form"),
-    apiKey: $("api-key"),
-    userName: $("user-name"),
-    settingsError: $("settings-error"),
-    forgetKey: $("forget-key"),
   };
 
+  const page = document.body.dataset;
   const state = {
-    key: localStorage.getItem(STORAGE.key) || "",
-    user: localStorage.getItem(STORAGE.user) || "",
-    mode: "chat",
+    code: page.shareCode || "",
+    user: page.userLabel || "Guest",
+    mode: page.mode || "chat",
     socket: null,
     ready: false,
-    refused: false, // the server refused the key: wait for a new one instead of reconnecting
+    refused: false, // the server refused the session: reconnecting would not help
     reconnectMs: 500,
     reconnectTimer: null,
     conversations: [],
@@ -57,7 +52,10 @@
   async function api(path, params) {
     const url = new URL(path, location.origin);
     for (const [name, value] of Object.entries(params)) url.searchParams.set(name, value);
-    const response = await fetch(url, { headers: { Authorization: `Bearer ${state.key}` } });
+    const response = await fetch(url, {
+      headers: { "X-App-Code": state.code },
+      credentials: "same-origin",
+    });
     let body = null;
     try {
       body = await response.json();
@@ -73,13 +71,13 @@
   }
 
   async function loadConversations() {
-    if (!state.key || !state.user || state.mode !== "chat") {
+    if (!state.code || state.mode !== "chat") {
       state.conversations = [];
       renderConversations();
       return;
     }
     try {
-      const body = await api("/v1/conversations", { user: state.user, limit: "100" });
+      const body = await api("/v1/conversations", { limit: "100" });
       state.conversations = Array.isArray(body && body.data) ? body.data : [];
     } catch (error) {
       // A platform without the conversation list yet answers 404: show none, quietly.
@@ -95,7 +93,6 @@
     try {
       const body = await api("/v1/messages", {
         conversation_id: conversationId,
-        user: state.user,
         limit: "100",
       });
       if (token !== state.historyToken) return; // another conversation was chosen meanwhile
@@ -124,16 +121,14 @@
   // ---- WebSocket -------------------------------------------------------------------------------
 
   function connect() {
-    if (!state.key || !state.user || state.socket) return;
+    if (!state.code || state.socket) return;
     clearTimeout(state.reconnectTimer);
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-    const socket = new WebSocket(`${scheme}//${location.host}/ws/v1/chat`);
+    // The browser sends the session cookie with the handshake; the code names the app.
+    const code = encodeURIComponent(state.code);
+    const socket = new WebSocket(`${scheme}//${location.host}/ws/v1/chat?app_code=${code}`);
     state.socket = socket;
     setStatus("connecting");
-    socket.addEventListener("open", () => {
-      // The key goes in the first frame, not the URL, so it never lands in access logs.
-      socket.send(JSON.stringify({ type: "auth", api_key: state.key }));
-    });
     socket.addEventListener("message", (event) => {
       let frame;
       try {
@@ -153,8 +148,11 @@
     if (event.code === 4401 || event.code === 4403) {
       state.refused = true;
       setStatus("refused");
-      const reason = event.code === 4403 ? "This app is disabled." : "The key was refused.";
-      openSettings(reason);
+      const reason =
+        event.code === 4403
+          ? "This app is disabled."
+          : "This chat session is no longer valid: reload the page (or ask for a new link).";
+      showNotice(reason);
       return;
     }
     setStatus("reconnecting");
@@ -183,8 +181,6 @@
       if (generation) {
         addError(generation.turn, frame.message || "The question was refused.");
         endGeneration(generation);
-      } else if (!state.ready) {
-        el.settingsError.textContent = frame.message || "The key was refused.";
       } else {
         showNotice(frame.message || "Something went wrong.");
       }
@@ -218,18 +214,16 @@
 
   function onReady(frame) {
     state.ready = true;
+    if (state.refused) hideNotice(); // the refusal it explained is over
     state.refused = false;
     state.reconnectMs = 500;
     state.mode = frame.mode || "chat";
     setStatus("online");
-    el.settingsError.hidden = true;
-    if (el.settings.open && state.key) el.settings.close();
     // After a reconnect: pick every answer up again right after the last event we saw.
     for (const generation of state.generations.values()) {
       sendFrame({
         type: "resume",
         task_id: generation.taskId,
-        user: state.user,
         last_event_id: generation.lastEventId || "0-0",
         request_id: generation.requestId,
       });
@@ -264,7 +258,7 @@
     const query = el.question.value;
     if (!query.trim() || !state.ready || currentGeneration()) return;
     const requestId = `q${++state.requestCounter}`;
-    const frame = { type: "query", query, inputs: {}, user: state.user, request_id: requestId };
+    const frame = { type: "query", query, inputs: {}, request_id: requestId };
     if (state.mode === "chat" && state.conversationId) frame.conversation_id = state.conversationId;
     if (!sendFrame(frame)) return;
     const turn = addTurn(query);
@@ -294,7 +288,7 @@
   }
 
   function sendStop(generation) {
-    if (generation.taskId) sendFrame({ type: "stop", task_id: generation.taskId, user: state.user });
+    if (generation.taskId) sendFrame({ type: "stop", task_id: generation.taskId });
   }
 
   function endGeneration(generation) {
@@ -432,12 +426,12 @@
       connecting: "Connecting…",
       online: "Connected",
       reconnecting: "Reconnecting…",
-      refused: "Key refused",
+      refused: "Session ended",
       offline: "Offline",
     };
     el.statusDot.dataset.status = status;
     el.accountStatus.textContent = labels[status] || status;
-    el.accountUser.textContent = state.user || "Not connected";
+    el.accountUser.textContent = state.user;
   }
 
   function showNotice(text) {
@@ -472,57 +466,6 @@
     el.question.style.height = `${Math.min(el.question.scrollHeight, 200)}px`;
   }
 
-  // ---- Settings --------------------------------------------------------------------------------
-
-  function openSettings(error) {
-    el.apiKey.value = state.key;
-    el.userName.value = state.user;
-    el.settingsError.hidden = !error;
-    el.settingsError.textContent = error || "";
-    if (!el.settings.open) el.settings.showModal();
-    (state.key && !error ? el.userName : el.apiKey).focus();
-  }
-
-  function saveSettings(event) {
-    event.preventDefault();
-    const key = el.apiKey.value.trim();
-    const user = el.userName.value.trim();
-    if (!key || !user) return;
-    const changed = key !== state.key || user !== state.user;
-    state.key = key;
-    state.user = user;
-    localStorage.setItem(STORAGE.key, key);
-    localStorage.setItem(STORAGE.user, user);
-    el.settingsError.hidden = true;
-    if (changed || !state.socket) {
-      reconnectFresh();
-      openConversation(null);
-    }
-    if (state.ready && !changed) el.settings.close();
-    setStatus(state.ready ? "online" : "connecting");
-  }
-
-  function reconnectFresh() {
-    for (const generation of state.generations.values()) finishTurn(generation.turn);
-    state.generations.clear();
-    const socket = state.socket;
-    state.socket = null;
-    state.ready = false;
-    if (socket) socket.close();
-    state.reconnectMs = 500;
-    connect();
-  }
-
-  function forgetKey() {
-    localStorage.removeItem(STORAGE.key);
-    state.key = "";
-    state.conversations = [];
-    reconnectFresh();
-    setStatus("offline");
-    renderConversations();
-    openSettings();
-  }
-
   // ---- Wiring ----------------------------------------------------------------------------------
 
   el.composer.addEventListener("submit", (event) => {
@@ -541,21 +484,11 @@
   });
   el.stop.addEventListener("click", stop);
   el.newChat.addEventListener("click", () => openConversation(null));
-  el.openSettings.addEventListener("click", () => openSettings());
-  el.settingsForm.addEventListener("submit", saveSettings);
-  el.forgetKey.addEventListener("click", forgetKey);
-  el.settings.addEventListener("cancel", (event) => {
-    if (!state.key || !state.user) event.preventDefault(); // nothing works without them
-  });
 
   setStatus("offline");
   renderConversations();
   updateComposer();
-  if (state.key && state.user) {
-    connect();
-    const fromHash = location.hash.slice(1);
-    if (/^[0-9a-f-]{36}$/i.test(fromHash)) openConversation(fromHash);
-  } else {
-    openSettings();
-  }
+  connect();
+  const fromHash = location.hash.slice(1);
+  if (/^[0-9a-f-]{36}$/i.test(fromHash)) openConversation(fromHash);
 })();

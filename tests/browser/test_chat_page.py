@@ -18,7 +18,7 @@ from django.db import connection
 from playwright.sync_api import Browser, Page, WebSocketRoute, expect, sync_playwright
 
 from apps.conversations.models import Message, MessageStatus
-from tests.factories import make_app_with_key
+from tests.factories import make_app
 from tests.processes import WebServer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -77,27 +77,25 @@ def page(browser: Browser) -> Iterator[Page]:
     context.close()
 
 
+def web_chat(**fields: Any) -> str:
+    """The share code of a new app with its web chat on."""
+    return in_thread(lambda: make_app(web_chat_enabled=True, **fields).web_share_code)
+
+
 @pytest.fixture
-def slow_key() -> str:
-    """A key of an app that answers `word0 ... word39` at 10 words a second."""
+def slow_code() -> str:
+    """The chat link code of an app that answers `word0 ... word39` at 10 words a second."""
     text = " ".join(f"word{i}" for i in range(WORDS))
-    return in_thread(
-        lambda: make_app_with_key(
-            provider="scripted",
-            provider_config={"text": text, "tokens_per_s": 10},
-            max_tokens=WORDS + 10,
-        )[1]
+    return web_chat(
+        provider="scripted",
+        provider_config={"text": text, "tokens_per_s": 10},
+        max_tokens=WORDS + 10,
     )
 
 
-def sign_in(page: Page, platform: WebServer, key: str, user: str = "alice") -> None:
-    page.goto(f"{platform.url}/chat/")
-    expect(page.locator("#settings")).to_be_visible()
-    page.fill("#api-key", key)
-    page.fill("#user-name", user)
-    page.click("#connect")
+def open_chat(page: Page, platform: WebServer, code: str) -> None:
+    page.goto(f"{platform.url}/chat/{code}")
     expect(page.locator("#account-status")).to_have_text("Connected")
-    expect(page.locator("#settings")).to_be_hidden()
 
 
 def ask(page: Page, question: str) -> None:
@@ -114,9 +112,11 @@ def message_of(query: str) -> Message:
 
 
 def test_the_page_and_its_assets_are_served(platform: WebServer) -> None:
-    page = httpx.get(f"{platform.url}/chat/")
+    code = web_chat()
+    page = httpx.get(f"{platform.url}/chat/{code}")
     assert page.status_code == 200
     assert "script-src 'self'" in page.headers["content-security-policy"]
+    assert httpx.get(f"{platform.url}/chat/").status_code == 404
     for asset, kind in (("chat.js", "javascript"), ("chat.css", "text/css")):
         response = httpx.get(f"{platform.url}/chat/static/{asset}")
         assert response.status_code == 200
@@ -125,8 +125,8 @@ def test_the_page_and_its_assets_are_served(platform: WebServer) -> None:
         assert httpx.get(f"{platform.url}/chat/static/{bad}").status_code == 404
 
 
-def test_ask_stream_stop_and_history(platform: WebServer, page: Page, slow_key: str) -> None:
-    sign_in(page, platform, slow_key)
+def test_ask_stream_stop_and_history(platform: WebServer, page: Page, slow_code: str) -> None:
+    open_chat(page, platform, slow_code)
 
     ask(page, "First question")
     answer = last_answer(page)
@@ -178,7 +178,7 @@ def test_ask_stream_stop_and_history(platform: WebServer, page: Page, slow_key: 
 
 
 def test_dropped_socket_reconnects_and_resumes(
-    platform: WebServer, page: Page, slow_key: str
+    platform: WebServer, page: Page, slow_code: str
 ) -> None:
     sockets: list[WebSocketRoute] = []
 
@@ -186,8 +186,8 @@ def test_dropped_socket_reconnects_and_resumes(
         ws.connect_to_server()
         sockets.append(ws)
 
-    page.route_web_socket(re.compile(r"/ws/v1/chat$"), route)
-    sign_in(page, platform, slow_key)
+    page.route_web_socket(re.compile(r"/ws/v1/chat(\?|$)"), route)
+    open_chat(page, platform, slow_code)
     ask(page, "Keep going")
     expect(last_answer(page)).to_contain_text("word3")
     sockets[0].close(code=4000, reason="dropped by the test")  # the page sees its socket die
@@ -201,23 +201,58 @@ def test_dropped_socket_reconnects_and_resumes(
     expect(page.locator(".turn .error")).to_have_count(0)
 
 
-def test_a_refused_key_is_explained(platform: WebServer, page: Page) -> None:
-    page.goto(f"{platform.url}/chat/")
-    page.fill("#api-key", "app-not-a-real-key")
-    page.fill("#user-name", "alice")
-    page.click("#connect")
-    expect(page.locator("#settings-error")).to_have_text("The key was refused.")
-    expect(page.locator("#account-status")).to_have_text("Key refused")
-    expect(page.locator("#send")).to_be_disabled()
+def test_an_unknown_or_rotated_link_is_explained(platform: WebServer, page: Page) -> None:
+    page.goto(f"{platform.url}/chat/not-a-real-code")
+    expect(page.locator("h1")).to_have_text("This chat is not available")
+
+
+def test_a_second_browser_cannot_see_or_stop_the_firsts_conversations(
+    platform: WebServer, browser: Browser, slow_code: str
+) -> None:
+    first = browser.new_context().new_page()
+    second = browser.new_context().new_page()  # another browser: its own cookies
+    for page in (first, second):
+        page.set_default_timeout(WAIT_MS)
+    open_chat(first, platform, slow_code)
+    ask(first, "Only mine")
+    expect(last_answer(first)).to_contain_text("word1")
+    message = message_of("Only mine")
+
+    # The second browser lists nothing, and opening the first's conversation shows nothing.
+    open_chat(second, platform, slow_code)
+    expect(second.locator(".conversation")).to_have_count(0)
+    second.goto("about:blank")
+    second.goto(f"{platform.url}/chat/{slow_code}#{message.conversation_id}")
+    expect(second.locator("#account-status")).to_have_text("Connected")
+    expect(second.locator("#notice")).to_be_visible()
+    expect(second.locator(".turn")).to_have_count(0)
+    # Its socket cannot stop the first's answer: a stop frame for that task changes nothing.
+    second.evaluate(
+        """(taskId) => new Promise((resolve) => {
+            const code = document.body.dataset.shareCode;
+            const ws = new WebSocket(`ws://${location.host}/ws/v1/chat?app_code=${code}`);
+            ws.onmessage = (event) => {
+                if (JSON.parse(event.data).type === "ready") {
+                    ws.send(JSON.stringify({type: "stop", task_id: taskId, user: "x"}));
+                    setTimeout(() => { ws.close(); resolve(); }, 300);
+                }
+            };
+        })""",
+        str(message.task_id),
+    )
+    expect(first.locator(".turn.generating")).to_have_count(0, timeout=WAIT_MS)
+    finished = message_of("Only mine")
+    assert finished.status == MessageStatus.NORMAL
+    assert finished.answer.split()[-1] == f"word{WORDS - 1}"
+    first.context.close()
+    second.context.close()
 
 
 def test_an_error_is_shown_inline(platform: WebServer, page: Page) -> None:
-    key = in_thread(
-        lambda: make_app_with_key(
-            provider="scripted", provider_config={"permanent_error": "the model is unavailable"}
-        )[1]
+    code = web_chat(
+        provider="scripted", provider_config={"permanent_error": "the model is unavailable"}
     )
-    sign_in(page, platform, key)
+    open_chat(page, platform, code)
     ask(page, "Hello?")
     error = page.locator(".turn").last.locator(".error")
     expect(error).to_be_visible()

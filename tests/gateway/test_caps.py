@@ -93,7 +93,11 @@ def test_cap_never_overshoots_across_two_web_processes(
     assert active(app) == 0, "every finished answer gives its slot back"
 
 
-def test_client_disconnect_mid_stream_frees_the_slot(live_web: WebServer, worker: Any) -> None:
+def test_client_disconnect_mid_stream_keeps_the_slot_until_the_answer_ends(
+    live_web: WebServer, worker: Any
+) -> None:
+    """The answer goes on after its client left (and may be resumed from /events): its slot is
+    held until it ends, or dropping and resuming would run any number of answers at once."""
     app, key = slow_app(max_active_requests=1)
     url = f"{live_web.url}{CHAT}"
     streaming = {**BODY, "response_mode": "streaming"}
@@ -107,11 +111,16 @@ def test_client_disconnect_mid_stream_frees_the_slot(live_web: WebServer, worker
         assert any(line.startswith("data:") for line in lines), "the answer started"
         assert active(app) == 1
         assert_cap_refusal(httpx.post(url, json=BODY, headers=auth(key)))
-    # The connection is closed: the slot comes back at once, not after the lease TTL.
-    give_up_at = time.monotonic() + 5
+    # The connection is closed, the answer still runs: the slot is still taken.
+    assert Task.objects.get().status != TaskStatus.SUCCEEDED
+    assert active(app) == 1
+    assert_cap_refusal(httpx.post(url, json=BODY, headers=auth(key)))
+    # Once the answer ended (4 s at its pace), the slot comes back, not after the lease TTL.
+    give_up_at = time.monotonic() + 15
     while active(app) and time.monotonic() < give_up_at:
         time.sleep(0.05)
     assert active(app) == 0
+    assert Task.objects.get().status == TaskStatus.SUCCEEDED
     with httpx.stream("POST", url, json=streaming, headers=auth(key), timeout=TIMEOUT) as again:
         assert again.status_code == 200
     _stop_all(live_web, key)

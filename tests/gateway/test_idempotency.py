@@ -94,8 +94,8 @@ def test_a_streaming_retry_attaches_to_the_stream(platform: WebServer, slow_key:
 
 @pytest.mark.parametrize(
     "change",
-    [{"query": "Something else"}, {"user": "u2"}, {"inputs": {"x": "1"}}, {"priority": "low"}],
-    ids=["query", "user", "inputs", "priority"],
+    [{"query": "Something else"}, {"inputs": {"x": "1"}}, {"priority": "low"}],
+    ids=["query", "inputs", "priority"],
 )
 def test_the_same_key_with_another_request_is_refused(
     platform: WebServer, slow_key: str, change: dict[str, Any]
@@ -110,6 +110,39 @@ def test_the_same_key_with_another_request_is_refused(
     assert body["code"] == "idempotency_key_reused"
     assert "'reused'" in body["message"]
     assert chat_tasks() == 1
+
+
+def test_keys_are_each_end_users_own(platform: WebServer, slow_key: str) -> None:
+    """Another end user's request with the same key is theirs: neither refused (which would
+    tell them the key is in use) nor answered with the first user's answer."""
+    url = f"{platform.url}{CHAT}"
+    headers = keyed(slow_key, "shared")
+    first = httpx.post(url, json=BODY, headers=headers, timeout=TIMEOUT)
+    other = httpx.post(url, json={**BODY, "user": "u2"}, headers=headers, timeout=TIMEOUT)
+    assert first.status_code == other.status_code == 200
+    assert other.json()["message_id"] != first.json()["message_id"]
+    assert "Idempotent-Replayed" not in other.headers
+    assert chat_tasks() == 2
+
+
+def test_a_retry_after_its_conversation_was_deleted_is_a_new_request(
+    platform: WebServer, slow_key: str
+) -> None:
+    url = f"{platform.url}{CHAT}"
+    headers = keyed(slow_key, "then-deleted")
+    first = httpx.post(url, json=BODY, headers=headers, timeout=TIMEOUT)
+    conversation_id = first.json()["conversation_id"]
+    deleted = httpx.request(
+        "DELETE",
+        f"{platform.url}/v1/conversations/{conversation_id}",
+        json={"user": "u1"},
+        headers=auth(slow_key),
+        timeout=TIMEOUT,
+    )
+    assert deleted.status_code in (200, 204), deleted.text
+    again = httpx.post(url, json=BODY, headers=headers, timeout=TIMEOUT)
+    assert again.status_code == 200, again.text
+    assert again.json()["conversation_id"] != conversation_id
 
 
 def test_keys_are_per_app(platform: WebServer, slow_key: str) -> None:

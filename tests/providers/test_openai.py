@@ -27,7 +27,7 @@ from tests.processes import ROOT, free_port
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-KEY_ENV = "DP_TEST_LLAMA_KEY"
+KEY_ENV = "PROVIDER_KEY_TEST_LLAMA"  # an allowed name (PROVIDER_KEY_ENV_ALLOWED)
 LLAMA_KEY = "test-key-for-llama-server"
 START_TIMEOUT_S = 90.0
 

@@ -31,6 +31,10 @@ def platform(live_web: WebServer, live_worker: object) -> WebServer:
     return live_web
 
 
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
 def socket_url(platform: WebServer, **params: str) -> str:
     query = f"?{urlencode(params)}" if params else ""
     return f"ws://127.0.0.1:{platform.port}/ws/v1/chat{query}"
@@ -43,11 +47,11 @@ def receive(ws: ClientConnection) -> dict[str, Any]:
 
 @pytest.fixture
 def open_socket(platform: WebServer) -> Iterator[Any]:
-    """Opens authenticated sockets (query-parameter key) and closes them after the test."""
+    """Opens authenticated sockets (key in the Authorization header) and closes them after."""
     with ExitStack() as stack:
 
         def opener(key: str) -> ClientConnection:
-            ws = stack.enter_context(connect(socket_url(platform, api_key=key)))
+            ws = stack.enter_context(connect(socket_url(platform), additional_headers=bearer(key)))
             assert receive(ws)["type"] == "ready"
             return ws
 
@@ -290,8 +294,14 @@ def expect_refused(ws: ClientConnection, code: str, close_code: int) -> None:
     assert closed.value.rcvd.code == close_code
 
 
-def test_bad_key_in_the_url_is_refused_with_4401(platform: WebServer) -> None:
-    with connect(socket_url(platform, api_key="app-not-a-key")) as ws:
+def test_bad_key_in_the_header_is_refused_with_4401(platform: WebServer) -> None:
+    with connect(socket_url(platform), additional_headers=bearer("app-not-a-key")) as ws:
+        expect_refused(ws, "unauthorized", 4401)
+
+
+def test_a_key_in_the_url_is_refused_even_a_good_one(platform: WebServer) -> None:
+    _, key = make_app_with_key()
+    with connect(socket_url(platform, api_key=key)) as ws:
         expect_refused(ws, "unauthorized", 4401)
 
 
@@ -310,7 +320,7 @@ def test_a_query_before_authentication_is_refused_with_4401(platform: WebServer)
 def test_disabled_app_is_refused_with_4403(platform: WebServer) -> None:
     app, key = make_app_with_key()
     App.objects.filter(id=app.id).update(enabled=False)
-    with connect(socket_url(platform, api_key=key)) as ws:
+    with connect(socket_url(platform), additional_headers=bearer(key)) as ws:
         expect_refused(ws, "forbidden", 4403)
 
 
@@ -323,14 +333,12 @@ def test_disabling_the_app_reaches_an_open_socket(platform: WebServer, open_sock
     assert not Message.objects.filter(app=app).exists()
 
 
-@pytest.mark.parametrize("how", ["first_frame", "query_parameter", "header"])
+@pytest.mark.parametrize("how", ["first_frame", "header"])
 def test_each_way_to_authenticate(platform: WebServer, how: str) -> None:
     _, key = make_app_with_key()
     url, headers = socket_url(platform), {}
-    if how == "query_parameter":
-        url = socket_url(platform, api_key=key)
-    elif how == "header":
-        headers = {"Authorization": f"Bearer {key}"}
+    if how == "header":
+        headers = bearer(key)
     with connect(url, additional_headers=headers) as ws:
         if how == "first_frame":
             send(ws, {"type": "auth", "api_key": key})
@@ -386,7 +394,11 @@ def test_resume_of_a_finished_task_replays_it(platform: WebServer, open_socket: 
 def test_foreign_origin_is_refused_at_the_handshake(platform: WebServer) -> None:
     _, key = make_app_with_key()
     with pytest.raises(InvalidStatus) as refused:
-        connect(socket_url(platform, api_key=key), origin=Origin("http://evil.example"))
+        connect(
+            socket_url(platform),
+            additional_headers=bearer(key),
+            origin=Origin("http://evil.example"),
+        )
     assert refused.value.response.status_code == 403
 
 
@@ -395,7 +407,7 @@ def test_own_origins_are_accepted(platform: WebServer, origin: str) -> None:
     _, key = make_app_with_key()
     if origin == "same_host":
         origin = f"http://127.0.0.1:{platform.port}"
-    with connect(socket_url(platform, api_key=key), origin=Origin(origin)) as ws:
+    with connect(socket_url(platform), additional_headers=bearer(key), origin=Origin(origin)) as ws:
         assert receive(ws)["type"] == "ready"
 
 
