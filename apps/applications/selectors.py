@@ -1,15 +1,40 @@
 """Looking up keys and apps (cached per process, see apps.applications.config_cache)."""
 
 import uuid
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from apps.applications.config_cache import ConfigCache, config_version, config_version_async
 from apps.applications.models import ApiKey, App
 from apps.applications.services import api_key_digest
 from apps.core.db import db_sync_to_async
 
+Row = TypeVar("Row")
+
 _keys = ConfigCache()
 _apps = ConfigCache()
-_web_apps = ConfigCache()
+_web_keys = ConfigCache()
+
+
+def _cached(cache: ConfigCache, lookup: str, read: Callable[[str], Row]) -> Row:
+    version = config_version()
+    hit, row = cache.get(lookup, version)
+    if not hit:
+        row = read(lookup)
+        cache.put(lookup, version, row)
+    return row  # type: ignore[no-any-return]
+
+
+async def _cached_async(
+    cache: ConfigCache, lookup: str, read: Callable[[str], Awaitable[Row]]
+) -> Row:
+    """As _cached; a cached row costs no thread hop."""
+    version = await config_version_async()
+    hit, row = cache.get(lookup, version)
+    if not hit:
+        row = await read(lookup)
+        cache.put(lookup, version, row)
+    return row  # type: ignore[no-any-return]
 
 
 def _api_key_read(digest: str) -> ApiKey | None:
@@ -20,40 +45,21 @@ def _api_key_read(digest: str) -> ApiKey | None:
     )
 
 
-def api_key_get_active(*, clear_key: str) -> ApiKey | None:
-    """The key row (with its app) for a clear key, or None when unknown or revoked."""
-    digest = api_key_digest(clear_key)
-    version = config_version()
-    hit, api_key = _keys.get(digest, version)
-    if not hit:
-        api_key = _api_key_read(digest)
-        _keys.put(digest, version, api_key)
-    return api_key
-
-
 _api_key_read_async = db_sync_to_async(_api_key_read)
 
 
+def api_key_get_active(*, clear_key: str) -> ApiKey | None:
+    """The key row (with its app) for a clear key, or None when unknown or revoked."""
+    return _cached(_keys, api_key_digest(clear_key), _api_key_read)
+
+
 async def api_key_get_active_async(*, clear_key: str) -> ApiKey | None:
-    """As api_key_get_active; a cached key costs no thread hop."""
-    digest = api_key_digest(clear_key)
-    version = await config_version_async()
-    hit, api_key = _keys.get(digest, version)
-    if not hit:
-        api_key = await _api_key_read_async(digest)
-        _keys.put(digest, version, api_key)
-    return api_key
+    return await _cached_async(_keys, api_key_digest(clear_key), _api_key_read_async)
 
 
 def app_get(*, app_id: uuid.UUID | str) -> App | None:
     """The app row, as cached for this process while the config version holds."""
-    lookup = str(app_id)
-    version = config_version()
-    hit, app = _apps.get(lookup, version)
-    if not hit:
-        app = App.objects.filter(id=app_id).first()
-        _apps.put(lookup, version, app)
-    return app
+    return _cached(_apps, str(app_id), lambda lookup: App.objects.filter(id=lookup).first())
 
 
 def _web_key_read(share_code: str) -> ApiKey | None:
@@ -69,24 +75,14 @@ def _web_key_read(share_code: str) -> ApiKey | None:
     )
 
 
-def web_key_get(*, share_code: str) -> ApiKey | None:
-    """The web-session key (with its app) of the app whose chat is served under this share
-    code, or None: unknown code, chat not enabled, or the page never served yet."""
-    version = config_version()
-    hit, api_key = _web_apps.get(share_code, version)
-    if not hit:
-        api_key = _web_key_read(share_code)
-        _web_apps.put(share_code, version, api_key)
-    return api_key
-
-
 _web_key_read_async = db_sync_to_async(_web_key_read)
 
 
+def web_key_get(*, share_code: str) -> ApiKey | None:
+    """The web-session key (with its app) of the app whose chat is served under this share
+    code, or None: unknown code, chat not enabled, or the page never served yet."""
+    return _cached(_web_keys, share_code, _web_key_read)
+
+
 async def web_key_get_async(*, share_code: str) -> ApiKey | None:
-    version = await config_version_async()
-    hit, api_key = _web_apps.get(share_code, version)
-    if not hit:
-        api_key = await _web_key_read_async(share_code)
-        _web_apps.put(share_code, version, api_key)
-    return api_key
+    return await _cached_async(_web_keys, share_code, _web_key_read_async)
