@@ -81,7 +81,7 @@ drills: bootstrap-dev
 
 # Read-only: fails instead of fixing, so it is safe for CI; `make lint` fixes what it can.
 # One target per check so `make -k check` (what CI runs) reports every failing check at once.
-check: check-format check-lint check-types check-migrations
+check: check-format check-lint check-types check-imports check-migrations
 
 check-format: bootstrap-dev
 	$(BIN)/ruff format --check .
@@ -91,6 +91,9 @@ check-lint: bootstrap-dev
 
 check-types: bootstrap-dev
 	$(BIN)/mypy .
+
+check-imports: bootstrap-dev
+	$(BIN)/lint-imports
 
 # Model changes without a migration.
 check-migrations: bootstrap-dev

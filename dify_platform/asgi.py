@@ -1,7 +1,7 @@
 """ASGI entry point (served by daphne): HTTP through Django, WebSocket through Channels' routing.
 
 The WebSocket stack has no session or origin middleware on purpose: the chat consumer
-authenticates with app keys and applies its own Origin policy (apps.conversations.consumers).
+authenticates with app keys and applies its own Origin policy (apps.interface.consumers).
 """
 
 import os
@@ -24,8 +24,8 @@ from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 from django.urls import get_resolver  # noqa: E402
 
-from apps.conversations.routing import websocket_router  # noqa: E402
 from apps.core.gc_tuning import gc_tune_for_serving  # noqa: E402
+from apps.interface.routing import websocket_router  # noqa: E402
 
 # The admin's CSS and JS: served by the platform itself unless a proxy in front serves the
 # collected files (SERVE_STATIC=false, see deploy/); only paths under STATIC_URL are intercepted.

@@ -5,9 +5,9 @@ from apps.core.views import not_found, server_error
 
 urlpatterns = [
     path("admin/", admin.site.urls),
-    path("chat/", include("apps.conversations.page_urls")),
-    path("", include("apps.gateway.urls")),
-    path("", include("apps.conversations.urls")),
+    path("chat/", include("apps.interface.page_urls")),
+    path("", include("apps.interface.answer_urls")),
+    path("", include("apps.interface.conversation_urls")),
     path("", include("apps.operations.urls")),
 ]
 

@@ -8,10 +8,13 @@ from django.core.validators import MinValueValidator
 from django.db import models
 
 from apps.applications.config_cache import config_changed
-from apps.applications.validators import provider_config_validate
+from apps.applications.validators import (
+    keywords_validate,
+    patterns_validate,
+    provider_config_validate,
+)
 from apps.core.models import TimestampedModel
 from apps.core.priorities import Priority
-from apps.generation.moderation import keywords_validate, patterns_validate
 
 
 class AppMode(models.TextChoices):
@@ -54,7 +57,7 @@ class App(TimestampedModel):
     description = models.TextField(blank=True, default="")
     mode = models.CharField(max_length=16, choices=AppMode.choices, default=AppMode.CHAT)
     enabled = models.BooleanField(default=True)
-    # The web chat page (apps.conversations.pages): off until the operator turns it on, reached at
+    # The web chat page (apps.interface.pages): off until the operator turns it on, reached at
     # /chat/<web_share_code>; rotating the code cuts off the old link and every session it issued.
     web_chat_enabled = models.BooleanField(
         default=False, help_text="Serve this app's chat page at /chat/<share code>."

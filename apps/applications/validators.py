@@ -1,11 +1,53 @@
-"""Validators of the App model's fields that need more than a type."""
+"""Validators of the App model's fields that need more than a type: moderation rules (read by
+apps.generation.moderation) and provider settings."""
 
+import re
 from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 
 from apps.providers.credentials import key_env_allowed
+
+MAX_RULES = 200
+MAX_RULE_CHARS = 500
+# Keywords are held back while the stream could still be spelling one: keep them short.
+MAX_KEYWORD_CHARS = 100
+
+
+def rule_lines(value: str) -> list[str]:
+    """The rules in a text box: one per line, blank lines ignored."""
+    return [line.strip() for line in (value or "").splitlines() if line.strip()]
+
+
+def _check_count(lines: list[str], max_chars: int) -> None:
+    if len(lines) > MAX_RULES:
+        raise ValidationError(f"At most {MAX_RULES} rules (one per line); got {len(lines)}.")
+    for number, line in enumerate(lines, start=1):
+        if len(line) > max_chars:
+            raise ValidationError(f"Rule {number} is longer than {max_chars} characters.")
+
+
+def keywords_validate(value: str) -> None:
+    """Model field validator for keyword lists."""
+    _check_count(rule_lines(value), MAX_KEYWORD_CHARS)
+
+
+def patterns_validate(value: str) -> None:
+    """Model field validator for pattern lists: each line must be a valid regular expression
+    that cannot match empty text (which would flag or redact everything)."""
+    lines = rule_lines(value)
+    _check_count(lines, MAX_RULE_CHARS)
+    for number, line in enumerate(lines, start=1):
+        try:
+            pattern = re.compile(line)
+        except re.error as error:
+            raise ValidationError(
+                f"Pattern {number} ({line!r}) is not a valid regular expression: {error}."
+            ) from None
+        if pattern.search("") is not None:
+            raise ValidationError(f"Pattern {number} ({line!r}) matches empty text.")
+
 
 # Keys that would put a secret in the JSON box, where the admin shows it to every viewer.
 SECRET_CONFIG_KEYS = ("api_key", "apikey", "key", "token", "secret", "password", "bearer")

@@ -22,11 +22,11 @@ from apps.core.errors import (
 )
 from apps.core.priorities import Priority, capped_priority
 from apps.scheduling.control import task_request_stop
-from apps.scheduling.models import ACTIVE_STATUSES, Task
+from apps.scheduling.models import Task, TaskStatus
 from apps.scheduling.services import task_cancel, task_create, task_prepare, task_record
 
 NEW_CONVERSATION_NAME = "New conversation"
-# The task kind that titles conversations (registered by apps.conversations.naming).
+# The task kind that titles conversations (registered by apps.generation.naming).
 NAMING_KIND = "conversation_name"
 
 
@@ -263,7 +263,7 @@ def conversation_delete(*, conversation: Conversation) -> None:
     Its unfinished work (answers, naming) is cancelled first, while the rows it reports to still
     exist: waiting tasks end at once, running ones stop within a token or two.
     """
-    unfinished = Task.objects.filter(status__in=ACTIVE_STATUSES).filter(
+    unfinished = Task.objects.filter(status__in=TaskStatus.ACTIVE).filter(
         Q(messages__conversation=conversation) | Q(payload__conversation_id=str(conversation.id))
     )
     for task_id in unfinished.values_list("id", flat=True).distinct():

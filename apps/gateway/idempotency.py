@@ -23,7 +23,7 @@ from apps.core.errors import InvalidParam
 from apps.core.redis import sync_client
 from apps.gateway.errors import IdempotencyKeyReused
 from apps.generation.events import usage_metadata
-from apps.scheduling.models import FINAL_STATUSES, Task, TaskStatus
+from apps.scheduling.models import Task, TaskStatus
 from apps.streams.feeds import WhenGone
 from apps.streams.log import stream_key
 from apps.streams.relay import OPEN, CollectedAnswer, error_from_event, sse_frame
@@ -69,7 +69,7 @@ def rebuilt_events(submitted: SubmittedAnswer) -> list[dict[str, Any]] | None:
     log can still be relayed (or will be written: the task has not finished)."""
     task, message = submitted.task, submitted.message
     task.refresh_from_db(fields=["status", "error_message"])
-    if task.status not in FINAL_STATUSES or sync_client().exists(stream_key(str(task.id))):
+    if task.status not in TaskStatus.FINAL or sync_client().exists(stream_key(str(task.id))):
         return None
     message.refresh_from_db()
     return events_from_rows(task, message)
@@ -82,7 +82,7 @@ def task_events_rebuilt(*, task_id: str, resumed: bool) -> list[dict[str, Any]] 
     task = Task.objects.filter(id=task_id).only("status", "error_message", "kind").first()
     if task is None:
         return [_gone_error(task_id)]
-    if task.status not in FINAL_STATUSES:
+    if task.status not in TaskStatus.FINAL:
         return None
     message = Message.objects.filter(task_id=task_id).first()
     if message is None:

@@ -2,7 +2,7 @@
 
 from asgiref.sync import sync_to_async
 
-from apps.operations.metrics import metric_inc
+from apps.core.metrics import metric_inc
 
 METRIC = "dp_requests_refused_total"
 

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from django.conf import settings
 
 from apps.core.errors import Overloaded
+from apps.core.metrics import counter_totals
 from apps.core.priorities import PRIORITY_RANK, Priority
 from apps.core.redis import sync_client
-from apps.operations.metrics import counter_totals
 from apps.scheduling.capacity import workers_slots
 from apps.scheduling.queues import QUEUE_ORDER, queue_for
 

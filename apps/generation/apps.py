@@ -12,6 +12,7 @@ class GenerationConfig(AppConfig):
 
         providers_configure(provider_settings())
         from apps.generation.limits import provider_concurrency
+        from apps.generation.naming import NAMING_TASK_KIND
         from apps.generation.observe import answer_failed_observed, answer_succeeded_observed
         from apps.generation.requeue import answer_requeued
         from apps.scheduling.kinds import TaskKind, register_task_kind
@@ -28,3 +29,4 @@ class GenerationConfig(AppConfig):
                     lane=answer_lane,
                 )
             )
+        register_task_kind(NAMING_TASK_KIND)

@@ -12,53 +12,15 @@ import unicodedata
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from django.core.exceptions import ValidationError
+from apps.applications.validators import rule_lines
 
-if TYPE_CHECKING:  # the App model's fields use this module's validators
+if TYPE_CHECKING:
     from apps.applications.models import App
 
-MAX_RULES = 200
-MAX_RULE_CHARS = 500
-# Keywords are held back while the stream could still be spelling one: keep them short.
-MAX_KEYWORD_CHARS = 100
 # A pattern that can match text of any length (`\d+`) holds back at most this many characters
 # of the stream; a longer match is caught when it completes and replaced then.
 MAX_PATTERN_HOLD = 64
 DEFAULT_INPUT_REPLY = "Sorry, I can't help with that."
-
-
-def rule_lines(value: str) -> list[str]:
-    """The rules in a text box: one per line, blank lines ignored."""
-    return [line.strip() for line in (value or "").splitlines() if line.strip()]
-
-
-def _check_count(lines: list[str], max_chars: int) -> None:
-    if len(lines) > MAX_RULES:
-        raise ValidationError(f"At most {MAX_RULES} rules (one per line); got {len(lines)}.")
-    for number, line in enumerate(lines, start=1):
-        if len(line) > max_chars:
-            raise ValidationError(f"Rule {number} is longer than {max_chars} characters.")
-
-
-def keywords_validate(value: str) -> None:
-    """Model field validator for keyword lists."""
-    _check_count(rule_lines(value), MAX_KEYWORD_CHARS)
-
-
-def patterns_validate(value: str) -> None:
-    """Model field validator for pattern lists: each line must be a valid regular expression
-    that cannot match empty text (which would flag or redact everything)."""
-    lines = rule_lines(value)
-    _check_count(lines, MAX_RULE_CHARS)
-    for number, line in enumerate(lines, start=1):
-        try:
-            pattern = re.compile(line)
-        except re.error as error:
-            raise ValidationError(
-                f"Pattern {number} ({line!r}) is not a valid regular expression: {error}."
-            ) from None
-        if pattern.search("") is not None:
-            raise ValidationError(f"Pattern {number} ({line!r}) matches empty text.")
 
 
 def _fold(text: str) -> str:

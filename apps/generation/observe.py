@@ -2,11 +2,11 @@
 
 from apps.conversations.models import Message
 from apps.conversations.services import conversation_name_request
+from apps.core.metrics import TOKEN_BUCKETS, MetricsBatch
 from apps.core.priorities import Priority
 from apps.generation.answer import answer_final_failure
 from apps.generation.attempt import attempt_message_saved
 from apps.generation.events import AnswerPublisher
-from apps.operations.metrics import TOKEN_BUCKETS, MetricsBatch
 from apps.scheduling.kinds import FinalFailure
 from apps.scheduling.models import Task
 

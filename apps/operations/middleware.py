@@ -11,7 +11,7 @@ from django.http import HttpRequest, HttpResponseBase
 from django.utils.decorators import sync_and_async_middleware
 
 from apps.core.background import in_background
-from apps.operations.metrics import MetricsBatch
+from apps.core.metrics import MetricsBatch
 
 access_log = logging.getLogger("apps.http")
 

@@ -11,7 +11,7 @@ from apps.core.errors import Unauthorized
 from apps.core.redis import key, sync_client
 from apps.operations.metrics import render_recorded
 from apps.operations.recent import Recent
-from apps.scheduling.models import ACTIVE_STATUSES, Task, TaskStatus
+from apps.scheduling.models import Task, TaskStatus
 from apps.scheduling.selectors import scheduler_status
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -68,7 +68,7 @@ def gauges() -> list[str]:
         [("", status.load.cpu_percent)],
     )
     counts = dict(
-        Task.objects.filter(status__in=(*ACTIVE_STATUSES, TaskStatus.DEAD))
+        Task.objects.filter(status__in=(*TaskStatus.ACTIVE, TaskStatus.DEAD))
         .values_list("status")
         .annotate(n=Count("id"))
         .values_list("status", "n")
@@ -77,7 +77,7 @@ def gauges() -> list[str]:
         lines,
         "dp_tasks",
         "Tasks by status (active ones and dead letters).",
-        [(f'status="{s}"', counts.get(s, 0)) for s in (*ACTIVE_STATUSES, TaskStatus.DEAD)],
+        [(f'status="{s}"', counts.get(s, 0)) for s in (*TaskStatus.ACTIVE, TaskStatus.DEAD)],
     )
     _gauge(
         lines,

@@ -37,9 +37,7 @@ def push_due_delayed() -> int:
     deferred under load (deferred again while the load lasts, unless it has waited too long)."""
     pushed = 0
     for task_id in delayed_pop_due():
-        task = Task.objects.filter(
-            id=task_id, status__in=(TaskStatus.RETRYING, TaskStatus.QUEUED)
-        ).first()
+        task = Task.objects.filter(id=task_id, status__in=TaskStatus.WAITING).first()
         if task is None:
             continue
         if task.status == TaskStatus.QUEUED and _still_deferred(task):
@@ -103,9 +101,7 @@ def wake_slot_waiters() -> int:
 
 def expire_overdue() -> int:
     """Tasks still waiting when their deadline passes end `expired` now, not when a worker frees."""
-    overdue = Task.objects.filter(
-        status__in=(TaskStatus.QUEUED, TaskStatus.RETRYING), deadline_at__lt=timezone.now()
-    )
+    overdue = Task.objects.filter(status__in=TaskStatus.WAITING, deadline_at__lt=timezone.now())
     return sum(1 for task in overdue[:500] if task_expire_overdue(task=task) is not None)
 
 
@@ -115,7 +111,7 @@ def reconcile_lost_jobs() -> int:
     grace = timedelta(seconds=settings.PLATFORM["RECONCILE_GRACE_S"])
     now = timezone.now()
     candidates = Task.objects.filter(
-        status__in=(TaskStatus.QUEUED, TaskStatus.RETRYING),
+        status__in=TaskStatus.WAITING,
         enqueued_at__lt=now - grace,
     ).only("id", "status", "priority", "deadline_at", "not_before", "lane")[:1000]
     pushed = 0

@@ -2,6 +2,7 @@
 
 import uuid
 from datetime import datetime
+from enum import nonmember
 
 from django.db import models
 from django.utils import timezone
@@ -21,15 +22,15 @@ class TaskStatus(models.TextChoices):
     EXPIRED = "expired", "Expired"
     DEAD = "dead", "Dead (dead letter)"
 
-
-ACTIVE_STATUSES = (TaskStatus.PENDING, TaskStatus.QUEUED, TaskStatus.RUNNING, TaskStatus.RETRYING)
-FINAL_STATUSES = (
-    TaskStatus.SUCCEEDED,
-    TaskStatus.FAILED,
-    TaskStatus.CANCELLED,
-    TaskStatus.EXPIRED,
-    TaskStatus.DEAD,
-)
+    # The named groups (not choices themselves), as NetBox's JobStatusChoices keeps them.
+    # Not finished yet.
+    ACTIVE = nonmember(("pending", "queued", "running", "retrying"))
+    # Waiting in a queue (or for its retry), not running.
+    WAITING = nonmember(("queued", "retrying"))
+    # Finished for good, one way or another.
+    FINAL = nonmember(("succeeded", "failed", "cancelled", "expired", "dead"))
+    # Finished without an answer: what the dead-letter views and actions work on.
+    DEAD_LETTER = nonmember(("dead", "failed", "expired", "cancelled"))
 
 
 class Task(models.Model):
@@ -103,6 +104,10 @@ class Task(models.Model):
         if self.deadline_at is None:
             return None
         return (self.deadline_at - (now or timezone.now())).total_seconds()
+
+    def deadline_passed(self, now: datetime | None = None) -> bool:
+        left = self.time_left_s(now)
+        return left is not None and left <= 0
 
     @property
     def wait_s(self) -> float | None:

@@ -109,7 +109,7 @@ def _lock_busy(task_id: str) -> None:
     """Another holder has the task's lock. A duplicate job of a running task is dropped; a task
     that waits to run is tried again once that holder lets go, never left without a job."""
     task = Task.objects.filter(id=task_id).only("status", "priority", "deadline_at", "lane").first()
-    if task is None or task.status not in (TaskStatus.QUEUED, TaskStatus.RETRYING):
+    if task is None or task.status not in TaskStatus.WAITING:
         logger.info("task is already running elsewhere; duplicate job dropped")
         return
     logger.warning("task's lock is held by someone else; trying again shortly")
@@ -146,7 +146,7 @@ def _start_locked(
     if task is None:
         logger.info("task is not runnable (finished, cancelled, running or never committed)")
         return None
-    if task.deadline_at is not None and task.deadline_at <= timezone.now():
+    if task.deadline_passed():
         error = TimeoutError("the deadline passed before the task started")
         _finish_failed(task, TaskStatus.EXPIRED, "deadline_exceeded", error, worker_name)
         return None
@@ -243,7 +243,7 @@ def handle_attempt_failure(task: Task, error: BaseException, worker_name: str) -
     or expired."""
     retryable = error.retryable if isinstance(error, TaskError) else True
     code = error.code if isinstance(error, TaskError) else "internal_server_error"
-    deadline_passed = task.deadline_at is not None and task.deadline_at <= timezone.now()
+    deadline_passed = task.deadline_passed()
     logger.warning(
         "task attempt failed",
         extra={"attempt": task.attempts, "error": repr(error)[:500], "retryable": retryable},

@@ -12,19 +12,12 @@ from django.utils import timezone
 from rq import Worker
 from rq.job import Job
 
+from apps.core.metrics import counter_totals
 from apps.core.redis import key, sync_client
-from apps.operations.metrics import counter_totals
 from apps.scheduling.capacity import worker_slots_key
 from apps.scheduling.load import LoadState, hosts_cpu, load_state_read
-from apps.scheduling.models import FINAL_STATUSES, Task, TaskStatus
+from apps.scheduling.models import Task, TaskStatus
 from apps.scheduling.queues import QUEUE_ORDER, delayed_count, queue_for
-
-DEAD_LETTER_STATUSES = (
-    TaskStatus.DEAD,
-    TaskStatus.FAILED,
-    TaskStatus.EXPIRED,
-    TaskStatus.CANCELLED,
-)
 
 
 @dataclass(frozen=True)
@@ -92,7 +85,7 @@ def workers_status() -> list[WorkerStatus]:
 
 
 def dead_letters(*, kind: str | None = None, app_id: str | None = None) -> QuerySet[Task]:
-    tasks = Task.objects.filter(status__in=DEAD_LETTER_STATUSES).select_related("app")
+    tasks = Task.objects.filter(status__in=TaskStatus.DEAD_LETTER).select_related("app")
     if kind:
         tasks = tasks.filter(kind=kind)
     if app_id:
@@ -251,4 +244,4 @@ def dashboard_snapshot() -> dict[str, Any]:
 def task_is_over(*, task_id: str) -> bool:
     """True once the task reached a final status (or no longer exists)."""
     status = Task.objects.filter(id=task_id).values_list("status", flat=True).first()
-    return status is None or status in FINAL_STATUSES
+    return status is None or status in TaskStatus.FINAL

@@ -15,10 +15,10 @@ from django.utils import timezone
 
 from apps.applications.models import App
 from apps.core.insert import insert_together
-from apps.operations.metrics import MetricsBatch, metric_inc
+from apps.core.metrics import MetricsBatch, metric_inc
 from apps.scheduling.control import task_stop_clear
 from apps.scheduling.kinds import FinalFailure, task_kind_find
-from apps.scheduling.models import ACTIVE_STATUSES, Task, TaskEvent, TaskStatus
+from apps.scheduling.models import Task, TaskEvent, TaskStatus
 from apps.scheduling.policy import PriorityDecision, priority_decide
 from apps.scheduling.queues import job_remove, task_push
 from apps.scheduling.transitions import Increment, guarded_update
@@ -195,7 +195,7 @@ def task_transition(
 def task_mark_running(*, task_id: str, worker_name: str) -> Task | None:
     return task_transition(
         task_id=task_id,
-        from_statuses=(TaskStatus.QUEUED, TaskStatus.RETRYING),
+        from_statuses=TaskStatus.WAITING,
         to_status=TaskStatus.RUNNING,
         reason="started",
         actor=worker_name,
@@ -353,7 +353,7 @@ def task_cancel(*, task_id: uuid.UUID | str, actor: str) -> str:
     Returns what happened: "cancelled", "stopping" or "not active".
     """
     task = Task.objects.filter(id=task_id).first()
-    if task is None or task.status not in ACTIVE_STATUSES:
+    if task is None or task.status not in TaskStatus.ACTIVE:
         return "not active"
     if task.status == TaskStatus.RUNNING:
         from apps.scheduling.control import task_request_stop
@@ -388,7 +388,7 @@ def task_reprioritize(
     with transaction.atomic():
         task = (
             Task.objects.select_for_update()
-            .filter(id=task_id, status__in=(TaskStatus.QUEUED, TaskStatus.RETRYING))
+            .filter(id=task_id, status__in=TaskStatus.WAITING)
             .first()
         )
         if task is None or task.priority == priority:
@@ -470,7 +470,7 @@ def task_purge(*, task_id: uuid.UUID | str, actor: str) -> bool:
     """Delete a finished, unsuccessful task and its history (an operator's decision)."""
     deleted, _ = Task.objects.filter(
         id=task_id,
-        status__in=(TaskStatus.DEAD, TaskStatus.FAILED, TaskStatus.EXPIRED, TaskStatus.CANCELLED),
+        status__in=TaskStatus.DEAD_LETTER,
     ).delete()
     if deleted:
         logger.warning("task purged", extra={"task_id": str(task_id), "actor": actor})
@@ -501,7 +501,7 @@ def task_expire(*, task_id: uuid.UUID | str, actor: str) -> str:
     Returns what happened: "expired", "stopping" or "not active".
     """
     task = Task.objects.filter(id=task_id).first()
-    if task is None or task.status not in ACTIVE_STATUSES:
+    if task is None or task.status not in TaskStatus.ACTIVE:
         return "not active"
     if task.status == TaskStatus.RUNNING:
         from apps.scheduling.control import task_request_stop

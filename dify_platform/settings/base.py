@@ -36,7 +36,6 @@ INSTALLED_APPS = [
     "apps.conversations",
     "apps.scheduling",
     "apps.generation",
-    "apps.providers",
     "apps.gateway",
     "apps.streams",
     "apps.operations",
@@ -320,7 +319,7 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "/api/docs/assets/favicon-32x32.png",
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
-        "apps.gateway.openapi.add_response_components",
+        "apps.interface.openapi.add_response_components",
     ],
 }
 # --- end of input protections -----------------------------------------------------------------

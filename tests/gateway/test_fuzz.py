@@ -17,7 +17,7 @@ from schemathesis.checks import (
 )
 
 from apps.applications.models import App
-from apps.gateway.docs import openapi_document
+from apps.interface.docs import openapi_document
 from apps.scheduling.models import Task
 from tests.factories import make_app_with_key
 from tests.processes import WebServer

@@ -13,7 +13,7 @@ import yaml
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, resolve
 
-from apps.gateway.docs import openapi_document
+from apps.interface.docs import openapi_document
 from tests.factories import make_app_with_key
 from tests.gateway.live import TIMEOUT, auth
 from tests.processes import WebServer

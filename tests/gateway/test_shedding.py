@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from django.test import Client
 
+from apps.core.metrics import metric_inc
 from apps.gateway import shedding
-from apps.operations.metrics import metric_inc
 from apps.scheduling.models import Task
 from apps.scheduling.services import task_create
 from tests.factories import make_app_with_key

@@ -6,8 +6,8 @@ from typing import Any
 import pytest
 from channels.testing import WebsocketCommunicator
 
-from apps.conversations import consumers
-from apps.conversations.consumers import ChatConsumer, origin_allowed
+from apps.interface import consumers
+from apps.interface.consumers import ChatConsumer, origin_allowed
 
 
 def scope(origin: str | None, host: str = "127.0.0.1:8000") -> dict[str, Any]:

@@ -5,7 +5,7 @@ from decimal import Decimal
 import django.core.validators
 from django.db import migrations, models
 
-import apps.generation.moderation
+import apps.applications.validators
 
 
 class Migration(migrations.Migration):
@@ -46,7 +46,7 @@ class Migration(migrations.Migration):
                 blank=True,
                 default="",
                 help_text="One per line, case-insensitive, matched anywhere in the query and inputs: a match is answered with the preset reply, without calling the model.",
-                validators=[apps.generation.moderation.keywords_validate],
+                validators=[apps.applications.validators.keywords_validate],
             ),
         ),
         migrations.AddField(
@@ -56,7 +56,7 @@ class Migration(migrations.Migration):
                 blank=True,
                 default="",
                 help_text="Regular expressions (Python syntax), one per line, like the input keywords. Case-sensitive unless the pattern starts with (?i).",
-                validators=[apps.generation.moderation.patterns_validate],
+                validators=[apps.applications.validators.patterns_validate],
             ),
         ),
         migrations.AddField(
@@ -75,7 +75,7 @@ class Migration(migrations.Migration):
                 blank=True,
                 default="",
                 help_text="One per line, case-insensitive: redacted from answers as they stream.",
-                validators=[apps.generation.moderation.keywords_validate],
+                validators=[apps.applications.validators.keywords_validate],
             ),
         ),
         migrations.AddField(
@@ -85,7 +85,7 @@ class Migration(migrations.Migration):
                 blank=True,
                 default="",
                 help_text="Regular expressions (Python syntax), one per line, redacted from answers. Case-sensitive unless the pattern starts with (?i).",
-                validators=[apps.generation.moderation.patterns_validate],
+                validators=[apps.applications.validators.patterns_validate],
             ),
         ),
         migrations.AddField(

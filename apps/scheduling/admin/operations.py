@@ -15,9 +15,8 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
-from apps.scheduling.models import ACTIVE_STATUSES, Task, TaskStatus
+from apps.scheduling.models import Task, TaskStatus
 from apps.scheduling.queues import QUEUE_ORDER
-from apps.scheduling.selectors import DEAD_LETTER_STATUSES
 from apps.scheduling.services import (
     task_cancel,
     task_expire,
@@ -26,7 +25,6 @@ from apps.scheduling.services import (
     task_requeue,
 )
 
-WAITING_STATUSES = (TaskStatus.QUEUED, TaskStatus.RETRYING)
 # Shown on the confirmation page; the whole selection is acted on however large it is.
 CONFIRMATION_PREVIEW = 100
 
@@ -82,7 +80,7 @@ def _operations() -> list[TaskOperation]:
             name=f"move_to_{queue}",
             label=f"Move to the {queue} queue",
             explanation=f"Waiting tasks (queued or retrying) move to the {queue} queue.",
-            statuses=WAITING_STATUSES,
+            statuses=TaskStatus.WAITING,
             perform=_move(queue),
             skip=_already_on(queue),
         )
@@ -96,7 +94,7 @@ def _operations() -> list[TaskOperation]:
                 f"Dead letters (dead, failed, expired or cancelled tasks) go back to the {queue}"
                 " queue with a fresh budget of attempts and no deadline."
             ),
-            statuses=DEAD_LETTER_STATUSES,
+            statuses=TaskStatus.DEAD_LETTER,
             perform=_retry(queue),
         )
         for queue in QUEUE_ORDER
@@ -110,7 +108,7 @@ def _operations() -> list[TaskOperation]:
                 "Dead letters (dead, failed, expired or cancelled tasks) go back to their queue"
                 " with a fresh budget of attempts and no deadline."
             ),
-            statuses=DEAD_LETTER_STATUSES,
+            statuses=TaskStatus.DEAD_LETTER,
             perform=_retry(None),
         ),
         *dead_letter_retries,
@@ -121,7 +119,7 @@ def _operations() -> list[TaskOperation]:
                 "Waiting tasks end as cancelled now; running tasks are stopped by their worker"
                 " within a token or two and end as cancelled."
             ),
-            statuses=ACTIVE_STATUSES,
+            statuses=TaskStatus.ACTIVE,
             perform=lambda task, actor: _outcome(task_cancel(task_id=task.id, actor=actor)),
         ),
         TaskOperation(
@@ -131,7 +129,7 @@ def _operations() -> list[TaskOperation]:
                 "Waiting tasks end as expired now; running tasks get a deadline of now and are"
                 " stopped by their worker, ending as expired."
             ),
-            statuses=ACTIVE_STATUSES,
+            statuses=TaskStatus.ACTIVE,
             perform=lambda task, actor: _outcome(task_expire(task_id=task.id, actor=actor)),
         ),
         TaskOperation(
@@ -141,7 +139,7 @@ def _operations() -> list[TaskOperation]:
                 "Dead letters (dead, failed, expired or cancelled tasks) are deleted with their"
                 " whole event history. This cannot be undone."
             ),
-            statuses=DEAD_LETTER_STATUSES,
+            statuses=TaskStatus.DEAD_LETTER,
             perform=lambda task, actor: (
                 "purged" if task_purge(task_id=task.id, actor=actor) else None
             ),

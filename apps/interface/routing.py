@@ -4,7 +4,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.routing import URLRouter
 from django.urls import path, re_path
 
-from apps.conversations.consumers import NO_CHANNEL_LAYER, ChatConsumer
+from apps.interface.consumers import NO_CHANNEL_LAYER, ChatConsumer
 
 
 class RefusingConsumer(AsyncWebsocketConsumer):

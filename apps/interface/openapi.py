@@ -1,11 +1,11 @@
 """The OpenAPI 3 document of the API, served at /api/schema/ and shown at /api/docs/.
 
 drf-spectacular generates it from the same serializers that validate requests, so requests stay
-documented as they are checked. The DRF routes (apps.conversations.apis) are described through
-spectacular's view extensions, without touching their code; the async answer routes are not DRF
-views, so the document is generated from `documented_patterns()`: the real DRF routes plus one
-schema-only view per async route (same paths, same methods, never routed). Responses are
-described as they are rendered; tests check the routes against the document (tests/gateway).
+documented as they are checked. The DRF routes (apps.interface.conversation_apis) are described
+through spectacular's view extensions, without touching their code; the async answer routes are
+not DRF views, so the document is generated from `documented_patterns()`: the real DRF routes
+plus one schema-only view per async route (same paths, same methods, never routed). Responses
+are described as they are rendered; tests check the routes against the document (tests/gateway).
 """
 
 from typing import Any
@@ -24,9 +24,14 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from apps.conversations import apis as conversation_apis
-from apps.conversations import urls as conversation_urls
-from apps.gateway.openapi_schemas import (
+from apps.gateway.requests import (
+    AskRequestSerializer,
+    ChatRequestSerializer,
+    CompletionRequestSerializer,
+    StopRequestSerializer,
+)
+from apps.interface import conversation_apis, conversation_urls
+from apps.interface.openapi_schemas import (
     ASK_ANSWER,
     BLOCKING_ANSWER,
     CONVERSATION,
@@ -35,12 +40,6 @@ from apps.gateway.openapi_schemas import (
     SSE_STREAM,
     add_components,
     ref,
-)
-from apps.gateway.requests import (
-    AskRequestSerializer,
-    ChatRequestSerializer,
-    CompletionRequestSerializer,
-    StopRequestSerializer,
 )
 
 # Statuses each kind of route can answer with besides its success (all in the error envelope).
@@ -107,7 +106,7 @@ class AppKeyScheme(OpenApiAuthenticationExtension):  # type: ignore[no-untyped-c
 
 
 class TimestampFieldSchema(OpenApiSerializerFieldExtension):  # type: ignore[no-untyped-call]
-    target_class = "apps.conversations.apis.TimestampField"
+    target_class = "apps.interface.conversation_apis.TimestampField"
 
     def map_serializer_field(self, auto_schema: AutoSchema, direction: str) -> Any:
         return build_basic_type(OpenApiTypes.INT)
@@ -218,7 +217,7 @@ _view_extension(
 
 
 class _Documented(APIView):
-    # Schema-only stand-ins for the async answer routes (apps.gateway.apis): never routed.
+    # Schema-only stand-ins for the async answer routes (apps.interface.answer_apis): never routed.
     pass
 
 

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from apps.conversations import pages
+from apps.interface import pages
 
 urlpatterns = [
     path("", pages.chat_index, name="chat-index"),

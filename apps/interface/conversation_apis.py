@@ -18,9 +18,9 @@ from rest_framework.views import APIView
 from apps.applications.models import ApiKey, App, AppMode
 from apps.conversations import selectors, services
 from apps.conversations.models import Conversation, Message, MessageStatus
-from apps.conversations.naming import conversation_name_wait
 from apps.core.errors import DeadlineExceeded, NotChatApp
 from apps.gateway.requests import MAX_USER_CHARS, USER_ERRORS, StrictCharField, json_body, validated
+from apps.generation.naming import conversation_name_wait
 from apps.generation.pricing import decimal_text
 
 DEFAULT_LIMIT = 20

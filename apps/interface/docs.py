@@ -13,7 +13,7 @@ from drf_spectacular.views import SpectacularAPIView
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from apps.gateway.openapi import documented_patterns
+from apps.interface.openapi import documented_patterns
 
 SWAGGER_DIST = (
     Path(drf_spectacular_sidecar.__file__).resolve().parent

@@ -7,7 +7,6 @@ import pytest
 
 from apps.applications.models import ApiKey
 from apps.conversations.models import Conversation, Message, MessageStatus
-from apps.conversations.naming import NAMING_MAX_ATTEMPTS, title_clean, title_fallback
 from apps.conversations.services import (
     NAMING_KIND,
     NEW_CONVERSATION_NAME,
@@ -17,6 +16,7 @@ from apps.conversations.services import (
     conversation_name_request,
     conversation_rename,
 )
+from apps.generation.naming import NAMING_MAX_ATTEMPTS, title_clean, title_fallback
 from apps.scheduling.kinds import task_kind_get
 from apps.scheduling.models import Task, TaskStatus
 from apps.scheduling.runner import task_execute

@@ -1,7 +1,8 @@
 from django.urls import path
 from drf_spectacular.views import SpectacularSwaggerView
 
-from apps.gateway import apis, docs
+from apps.interface import answer_apis as apis
+from apps.interface import docs
 
 urlpatterns = [
     path("v1/chat-messages", apis.chat_messages_create, name="chat-messages"),

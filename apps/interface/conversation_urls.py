@@ -1,6 +1,6 @@
 from django.urls import path
 
-from apps.conversations import apis
+from apps.interface import conversation_apis as apis
 
 # Ids in paths are taken as text and checked by the views, so a malformed one is the same clean
 # 404 ("Conversation Not Exists.") as an unknown one.
