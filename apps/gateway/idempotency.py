@@ -39,10 +39,14 @@ _FAILURES = {
 
 
 def idempotency_key(request: HttpRequest) -> str | None:
-    raw = request.headers.get(HEADER)
+    return idempotency_key_checked(request.headers.get(HEADER))
+
+
+def idempotency_key_checked(raw: Any) -> str | None:
+    """A key as a client gave it (a header, a frame's `idempotency_key`), or None without one."""
     if raw is None:
         return None
-    if not _VALID.match(raw):
+    if not isinstance(raw, str) or not _VALID.match(raw):
         raise InvalidParam(
             f"{HEADER} must be 1 to 255 printable ASCII characters, without surrounding spaces."
         )

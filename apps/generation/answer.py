@@ -29,6 +29,7 @@ from apps.scheduling.errors import (
 )
 from apps.scheduling.kinds import FinalFailure, RunContext
 from apps.scheduling.models import Task
+from apps.streams.log import event_append
 
 logger = logging.getLogger(__name__)
 
@@ -214,9 +215,26 @@ async def _generate(
 
 def answer_final_failure(task: Task, failure: FinalFailure) -> None:
     """Tell the client the answer will not come, and record why on the message."""
-    message = Message.objects.select_related("app", "conversation").get(
-        id=task.payload["message_id"]
+    message = (
+        Message.objects.select_related("app", "conversation")
+        .filter(id=task.payload["message_id"])
+        .first()
     )
+    if message is None:
+        # Deleted with its conversation while it ran: nothing left to record, but whoever
+        # follows the stream still hears that it ended, and why.
+        event_append(
+            task_id=str(task.id),
+            event={
+                "event": "error",
+                "id": str(task.payload["message_id"]),
+                "message_id": str(task.payload["message_id"]),
+                "status": STATUS_BY_CODE.get(failure.code, 500),
+                "code": failure.code,
+                "message": failure.message,
+            },
+        )
+        return
     Message.objects.filter(id=message.id).update(
         status=MessageStatus.ERROR, error=failure.message[:2000]
     )

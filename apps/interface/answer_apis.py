@@ -22,19 +22,14 @@ from django.http import HttpRequest, HttpResponseBase, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from rest_framework import serializers
 
-from apps.applications.models import ApiKey, AppMode
+from apps.applications.models import AppMode
 from apps.conversations.selectors import task_owned_by
-from apps.conversations.services import (
-    SubmittedAnswer,
-    answer_stop,
-    answer_submission_by_key,
-    answer_submit,
-)
+from apps.conversations.services import SubmittedAnswer, answer_stop
 from apps.core.db import db_sync_to_async
 from apps.core.errors import InvalidParam, MethodNotAllowed, NotFound
 from apps.core.exception_handler import to_api_error
 from apps.gateway import cache
-from apps.gateway.admission import admitted, authenticated, rate_limit, shed, slot
+from apps.gateway.admission import admitted, authenticated, rate_limit
 from apps.gateway.caps import Lease, lease_kept, lease_release, leased_stream
 from apps.gateway.idempotency import (
     REPLAYED_HEADER,
@@ -42,11 +37,10 @@ from apps.gateway.idempotency import (
     events_stream,
     idempotency_key,
     rebuilt_events,
-    request_hash,
-    same_request,
     when_log_gone,
 )
 from apps.gateway.negotiation import JSON, document_response, error_document, response_type
+from apps.gateway.pipeline import AnswerRequest, answer_admit
 from apps.gateway.requests import (
     AskRequestSerializer,
     ChatRequestSerializer,
@@ -89,8 +83,6 @@ def api_view(method: str) -> Callable[[AsyncView], AsyncView]:
     return decorate
 
 
-_submit = db_sync_to_async(answer_submit)
-_by_key = db_sync_to_async(answer_submission_by_key)
 _rebuilt = db_sync_to_async(rebuilt_events)
 _complete = db_sync_to_async(message_is_complete)
 
@@ -169,37 +161,24 @@ def _streaming(data: dict[str, Any]) -> bool:
 async def _answer(request: HttpRequest, media: str, route: Route) -> HttpResponseBase:
     started = time.monotonic()
     api_key, body, data = await admitted(request, route.serializer)
-    await shed(api_key, data)
-    key = idempotency_key(request)
-    fingerprint = request_hash(request.path, body) if key else ""
-    if key is not None:
-        earlier = await _by_key(app_id=api_key.app_id, end_user=data["user"], idempotency_key=key)
-        if earlier is not None:
-            same_request(earlier, fingerprint, key)
-            return await _replay(earlier, route, data, media, started)
-    # A keyed request promises the result of its own run, so it is never served from the cache.
-    use_cache = (
-        route.mode == AppMode.COMPLETION
-        and not _streaming(data)
-        and api_key.app.cache_enabled
-        and key is None
+    admission = await answer_admit(
+        AnswerRequest(
+            api_key=api_key,
+            route_mode=route.mode,
+            route=request.path,
+            body=body,
+            data=data,
+            idempotency_key=idempotency_key(request),
+            cacheable=not _streaming(data),
+        )
     )
-    if use_cache:
-        cached = await cache.cache_get(api_key.app, data["query"], data["inputs"])
-        if cached is not None:
-            return document_response(cache.hit_body(cached), media)
-    lease = await slot(api_key.app)
-    try:
-        submitted = await _submitted(api_key, route, data, key, fingerprint)
-    except BaseException:
-        if lease is not None:
-            await lease_release(lease)
-        raise
-    if submitted.replayed:  # a request with the same key won the race to record it
-        if lease is not None:
-            await lease_release(lease)
-        same_request(submitted, fingerprint, str(key))
+    if admission.cached is not None:
+        return document_response(cache.hit_body(admission.cached), media)
+    submitted = admission.submitted
+    assert submitted is not None
+    if admission.replayed:
         return await _replay(submitted, route, data, media, started)
+    lease = admission.lease
     task_id = str(submitted.task.id)
     if _streaming(data):
         stream = sse_stream(
@@ -210,7 +189,7 @@ async def _answer(request: HttpRequest, media: str, route: Route) -> HttpRespons
         return sse_response(leased_stream(lease, stream, task_id))
     collected = await _collect(task_id, data, lease)
     answer = route.shape(submitted, collected, started)
-    if use_cache and await _complete(message_id=submitted.message.id):
+    if admission.store_in_cache and await _complete(message_id=submitted.message.id):
         await cache.cache_put(api_key.app, data["query"], data["inputs"], answer)
         answer = cache.miss_body(answer)
     return document_response(answer, media)
@@ -221,24 +200,6 @@ async def _collect(task_id: str, data: dict[str, Any], lease: Lease | None) -> C
         return await answer_collect(
             task_id=task_id, timeout_s=_blocking_timeout(data), when_gone=when_log_gone(task_id)
         )
-
-
-async def _submitted(
-    api_key: ApiKey, route: Route, data: dict[str, Any], key: str | None, fingerprint: str
-) -> SubmittedAnswer:
-    return await _submit(
-        api_key=api_key,
-        route_mode=route.mode,
-        end_user=data["user"],
-        query=data["query"],
-        inputs=data.get("inputs", {}),
-        conversation_id=data.get("conversation_id") or None,
-        priority=data.get("priority"),
-        deadline_ms=data.get("deadline_ms"),
-        auto_generate_name=data.get("auto_generate_name", True),
-        idempotency_key=key,
-        request_hash=fingerprint,
-    )
 
 
 async def _replay(

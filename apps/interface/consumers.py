@@ -17,24 +17,30 @@ Policy, decided here (DESIGN: streaming):
 Client frames (JSON objects):
   {"type": "auth", "api_key"}
   {"type": "query", "query", "inputs", "user", "conversation_id"?, "priority"?, "deadline_ms"?,
-   "request_id"?}   validated like the REST body of the app's mode
+   "request_id"?, "idempotency_key"?}
+                   validated like the REST body of the app's mode; `idempotency_key` works as
+                   the REST routes' Idempotency-Key header (a request sent over REST and
+                   retried here, or the other way round, is the same request)
   {"type": "stop", "task_id", "user"}   no reply of its own: the answer's stream ends with
                                         message_end, keeping the partial answer (like Dify, a
                                         stop for an unknown task changes nothing)
   {"type": "resume", "task_id", "user", "last_event_id"?, "request_id"?}
 Server frames:
   {"type": "ready", "mode"}                      after authentication
-  {"type": "accepted", "task_id", "message_id", "conversation_id"?, "request_id"?}
-                                                 once a query is recorded, before its events
+  {"type": "accepted", "task_id", "message_id", "conversation_id"?, "request_id"?,
+   "replayed"?, "cached"?}                       once a query is recorded (or recognised as
+                                                 an earlier one, or answered from the response
+                                                 cache), before its events
   the task's events exactly as the SSE stream carries them, plus "event_id" (what to resume
   after) and the query's "request_id" when it had one
   {"type": "error", "code", "message", "status", "request_id"?}
                                                  a refused frame; the socket stays open
 Several queries run at once on one socket, each relayed by its own asyncio task.
 
-A query passes the REST answer routes' input protections: the key's and the user's rate limits,
-load shedding, and the app's cap on answers at once (its lease is held while the answer is
-relayed), each refused in an error frame with the REST status (429, 503).
+A query passes the same admission pipeline as the REST answer routes (apps.gateway.pipeline):
+the key's and the user's rate limits, load shedding, the Idempotency-Key, the response cache, and
+the app's cap on answers at once (its lease is held while the answer is relayed), each refusal in
+an error frame with the REST status (429, 503, 422).
 """
 
 import asyncio
@@ -54,7 +60,7 @@ from django.http.request import split_domain_port, validate_host
 
 from apps.applications.models import ApiKey, AppMode
 from apps.conversations.selectors import task_owned_by
-from apps.conversations.services import answer_stop, answer_submit
+from apps.conversations.services import SubmittedAnswer, answer_stop
 from apps.core.errors import (
     ApiError,
     InternalError,
@@ -67,10 +73,12 @@ from apps.core.errors import (
     Unauthorized,
 )
 from apps.core.exception_handler import to_api_error
-from apps.gateway.admission import rate_limit, shed, slot
+from apps.gateway.admission import rate_limit
 from apps.gateway.authentication import api_key_from_header, api_key_from_header_async
+from apps.gateway.cache import CachedAnswer, hit_body
 from apps.gateway.caps import Lease, lease_kept, lease_release
-from apps.gateway.idempotency import when_log_gone
+from apps.gateway.idempotency import idempotency_key_checked, when_log_gone
+from apps.gateway.pipeline import AnswerRequest, answer_admit, route_of
 from apps.gateway.requests import (
     ChatRequestSerializer,
     CompletionRequestSerializer,
@@ -189,44 +197,49 @@ def _authenticate(credential: Credential) -> ApiKey:
     return credential.resolve()[0]
 
 
-@database_sync_to_async
-def _submit(api_key: ApiKey, data: dict[str, Any]) -> dict[str, Any]:
-    submitted = answer_submit(
-        api_key=api_key,
-        route_mode=api_key.app.mode,
-        end_user=data["user"],
-        query=data["query"],
-        inputs=data["inputs"],
-        conversation_id=data.get("conversation_id") or None,
-        priority=data.get("priority"),
-        deadline_ms=data.get("deadline_ms"),
-        auto_generate_name=data["auto_generate_name"],
-    )
-    accepted = {
+def _accepted(submitted: SubmittedAnswer) -> dict[str, Any]:
+    accepted: dict[str, Any] = {
         "type": "accepted",
         "task_id": str(submitted.task.id),
         "message_id": str(submitted.message.id),
     }
     if submitted.conversation is not None:
         accepted["conversation_id"] = str(submitted.conversation.id)
+    if submitted.replayed:
+        accepted["replayed"] = True  # an earlier request with this idempotency_key: its answer
     return accepted
 
 
-async def _admitted_query(
-    credential: Credential, frame: dict[str, Any]
-) -> tuple[ApiKey, dict[str, Any]]:
-    """A query frame passes the REST answer routes' input protections, in their order: the key
-    (checked again: it may have been revoked since the handshake), the key's and the user's rate
-    limits, validation, load shedding."""
+def _cached_frames(cached: CachedAnswer) -> list[dict[str, Any]]:
+    """A cached answer as the frames of a stream: accepted, the whole text, the end."""
+    body = hit_body(cached)
+    ids = {"task_id": body.get("task_id"), "message_id": body.get("message_id")}
+    return [
+        {"type": "accepted", **ids, "cached": True},
+        {"event": "message", **ids, "answer": body.get("answer", "")},
+        {"event": "message_end", **ids, "metadata": body.get("metadata", {})},
+    ]
+
+
+async def _admitted_query(credential: Credential, frame: dict[str, Any]) -> AnswerRequest:
+    """A query frame, authenticated (the key is checked again: it may have been revoked since
+    the handshake), within the key's and the user's rate limits, and validated: ready for the
+    admission pipeline that REST requests pass too (apps.gateway.pipeline)."""
     api_key, end_user = await credential.resolve_async()
     frame = _as_session_user(frame, end_user)
     user = frame.get("user")
     await rate_limit(api_key, user if isinstance(user, str) else None)
     mode = api_key.app.mode
     serializer = ChatRequestSerializer if mode == AppMode.CHAT else CompletionRequestSerializer
-    data = validated(serializer, frame)
-    await shed(api_key, data)
-    return api_key, data
+    return AnswerRequest(
+        api_key=api_key,
+        route_mode=mode,
+        route=route_of(api_key),
+        body=frame,
+        data=validated(serializer, frame),
+        idempotency_key=idempotency_key_checked(frame.get("idempotency_key")),
+        cacheable=True,  # a cached answer goes out as the frames of a stream
+    )
 
 
 async def _admitted_control(credential: Credential, frame: dict[str, Any]) -> tuple[ApiKey, str]:
@@ -384,18 +397,18 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         if len(self.relays) >= MAX_RELAYS:
             raise TooManyRequests(f"At most {MAX_RELAYS} answers at once on one socket.")
         assert self.credential is not None
-        api_key, data = await _admitted_query(self.credential, frame)
-        # The app's cap on answers served at once counts socket answers too: the lease is held
-        # while the answer is relayed.
-        lease = await slot(api_key.app)
-        try:
-            accepted = await _submit(api_key, data)
-        except BaseException:
-            if lease is not None:
-                await lease_release(lease)
-            raise
+        admission = await answer_admit(await _admitted_query(self.credential, frame))
+        if admission.cached is not None:
+            for cached_frame in _cached_frames(admission.cached):
+                await self.send_json(_tagged(cached_frame, request_id))
+            return
+        assert admission.submitted is not None
+        accepted = _accepted(admission.submitted)
         await self.send_json(_tagged(accepted, request_id))
-        self._relay_start(accepted["task_id"], START_ID, request_id, lease)
+        # The app's cap on answers served at once counts socket answers too: the lease is held
+        # while the answer is relayed (and, if the socket goes, until the answer ends). A
+        # replayed answer took its slot with its first request.
+        self._relay_start(accepted["task_id"], START_ID, request_id, admission.lease)
 
     async def _resume(self, frame: dict[str, Any], request_id: str | int | None) -> None:
         task_id = _task_id(frame)
