@@ -34,6 +34,10 @@ def bench_env(**extra: str) -> dict[str, str]:
         # Benchmarks measure the pipeline, not the load policy's reaction to the benchmark itself.
         LOAD_CPU_HIGH="1000",
         LOAD_QUEUED_HIGH="100000000",
+        # ... nor the default per-key and per-user rate limits (a benchmark's clients share a
+        # key, and some one end user): measured as before those defaults, comparable over time.
+        KEY_RATE_LIMIT_PER_S="0",
+        USER_RATE_LIMIT_PER_S="0",
     )
     env.update(extra)
     return env
