@@ -5,7 +5,7 @@
 - a URL that carries a NUL character (which no id or parameter can contain, and PostgreSQL cannot
   store): 400.
 
-It also dispatches the async API views itself, past the rest of the middleware chain: those
+It also dispatches the async API views (and the probes) itself, past the rest of the chain: those
 middlewares (sessions, CSRF, auth, messages, security headers) are for the admin and the pages,
 and each of Django's runs its hooks in a thread hop under ASGI, two per middleware, so the chain
 cost an answer request several milliseconds. API callers use keys, not cookies, and the API views
@@ -36,6 +36,9 @@ from apps.gateway.sessions import APP_CODE_HEADER
 
 # The API; probes, metrics, the admin and the API's own documentation stay reachable.
 API_PREFIXES = ("/v1/", "/api/v1/")
+# Liveness and readiness: not limited (a probe must always get in), but dispatched past the
+# middleware chain like the API, which they need nothing of (load balancers call them often).
+PROBE_PATHS = frozenset({"/healthz", "/readyz"})
 
 
 def _limited(request: HttpRequest) -> bool:
@@ -112,6 +115,8 @@ def api_edge_middleware(
 
         async def async_middleware(request: HttpRequest) -> HttpResponseBase:
             if not _limited(request):
+                if request.path in PROBE_PATHS and (match := _async_view(request)) is not None:
+                    return await _dispatched(request, match)
                 return await async_get_response(request)
             bucket = _edge_bucket(request)
             if bucket is not None:
