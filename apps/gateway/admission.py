@@ -57,6 +57,15 @@ async def admitted(
     return api_key, body, validated(serializer, body)
 
 
+async def admitted_query(
+    request: HttpRequest, serializer: type[serializers.Serializer]
+) -> tuple[ApiKey, dict[str, Any]]:
+    """As `admitted`, for a GET: the end user and the arguments come from the query string."""
+    api_key = await authenticated(request)
+    await rate_limit(api_key, request.GET.get("user") or None)
+    return api_key, validated(serializer, request.GET.dict())
+
+
 def effective_priority(api_key: ApiKey, data: dict[str, Any]) -> str:
     """The priority the request will run at (before load policy): asked or the app's, capped by
     the key."""

@@ -1,13 +1,9 @@
 """App-key authentication: `Authorization: Bearer app-...` identifies one app; a chat page's
 end-user session (apps.gateway.sessions) identifies its app and its end user."""
 
-from typing import Any
 from urllib.parse import urlsplit
 
 from django.http import HttpRequest
-from rest_framework.authentication import BaseAuthentication
-from rest_framework.permissions import BasePermission
-from rest_framework.request import Request
 
 from apps.applications.models import ApiKey
 from apps.applications.selectors import api_key_get_active, api_key_get_active_async
@@ -15,7 +11,7 @@ from apps.applications.services import api_key_use_due, api_key_used
 from apps.core.background import in_background
 from apps.core.db import db_sync_to_async
 from apps.core.errors import Forbidden, Unauthorized
-from apps.gateway.sessions import APP_CODE_HEADER, web_caller, web_caller_async
+from apps.gateway.sessions import APP_CODE_HEADER, web_caller_async
 
 _api_key_used = db_sync_to_async(api_key_used)
 
@@ -52,18 +48,9 @@ async def api_key_from_header_async(authorization: str | None) -> ApiKey:
     return api_key
 
 
-def api_key_from_request(request: HttpRequest) -> ApiKey:
+async def api_key_from_request_async(request: HttpRequest) -> ApiKey:
     """The caller's key: an app key in Authorization, or the web-session key of a chat page's
     end-user session (apps.gateway.sessions), which also fixes the request's end user."""
-    authorization = request.headers.get("Authorization")
-    if authorization is None and APP_CODE_HEADER in request.headers:
-        api_key, end_user = web_caller(_web_code(request), request.COOKIES)
-        _as_end_user(request, end_user)
-        return api_key
-    return api_key_from_header(authorization)
-
-
-async def api_key_from_request_async(request: HttpRequest) -> ApiKey:
     authorization = request.headers.get("Authorization")
     if authorization is None and APP_CODE_HEADER in request.headers:
         api_key, end_user = await web_caller_async(_web_code(request), request.COOKIES)
@@ -90,19 +77,3 @@ def _as_end_user(request: HttpRequest, end_user: str) -> None:
     query = request.GET.copy()
     query["user"] = end_user
     request.GET = query  # type: ignore[assignment]  # mutable: the end user was set
-
-
-class AppKeyAuthentication(BaseAuthentication):
-    """DRF authentication: sets `request.auth` to the ApiKey (and `request.user` to its app)."""
-
-    def authenticate(self, request: Request) -> tuple[Any, ApiKey]:
-        api_key = api_key_from_request(request._request)
-        return api_key.app, api_key
-
-    def authenticate_header(self, request: Request) -> str:
-        return 'Bearer realm="api"'
-
-
-class HasAppKey(BasePermission):
-    def has_permission(self, request: Request, view: Any) -> bool:
-        return isinstance(request.auth, ApiKey)

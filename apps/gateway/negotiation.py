@@ -2,6 +2,7 @@
 406 when the client accepts nothing we can send."""
 
 from collections.abc import Sequence
+from typing import Any
 
 from django.http import HttpRequest, HttpResponse
 
@@ -80,7 +81,7 @@ def response_type(request: HttpRequest) -> str:
     return preferred(accept, DOCUMENT_TYPES) or JSON
 
 
-def document_response(body: dict[str, object], media: str, status: int = 200) -> HttpResponse:
+def document_response(body: dict[str, Any], media: str, status: int = 200) -> HttpResponse:
     if media in (XML, TEXT_XML):
         return HttpResponse(xml_bytes(body), status=status, content_type=f"{media}; charset=utf-8")
     return json_response(body, status=status)

@@ -8,12 +8,9 @@ always `<response>`, for answers and error envelopes alike.
 
 import io
 import re
-from collections.abc import Mapping
 from typing import Any
 from xml.sax.saxutils import XMLGenerator
 from xml.sax.xmlreader import AttributesImpl
-
-from rest_framework.renderers import BaseRenderer
 
 ROOT = "response"
 ITEM = "item"
@@ -61,24 +58,3 @@ def xml_bytes(data: Any) -> bytes:
     _write(out, ROOT, data, {})
     out.endDocument()
     return buffer.getvalue().encode("utf-8")
-
-
-class XmlRenderer(BaseRenderer):
-    """DRF renderer for `Accept: application/xml` on the DRF routes."""
-
-    media_type = "application/xml"
-    format = "xml"
-    charset = "utf-8"
-
-    def render(
-        self,
-        data: Any,
-        accepted_media_type: str | None = None,
-        renderer_context: Mapping[str, Any] | None = None,
-    ) -> bytes:
-        return b"" if data is None else xml_bytes(data)
-
-
-class TextXmlRenderer(XmlRenderer):
-    media_type = "text/xml"
-    format = "txml"

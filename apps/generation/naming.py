@@ -4,9 +4,8 @@ It runs as low-priority work after the first answer, so titling never slows an a
 rename with `auto_generate` runs it urgently while the caller waits for the event it publishes.
 """
 
-import json
+import asyncio
 import re
-import time
 from typing import Any
 
 from django.utils import timezone
@@ -14,13 +13,13 @@ from django.utils import timezone
 from apps.conversations.models import Conversation, Message, MessageStatus
 from apps.conversations.selectors import conversation_first_message
 from apps.conversations.services import NAMING_KIND, NEW_CONVERSATION_NAME
-from apps.core.redis import sync_client
 from apps.generation.provider_settings import app_provider
 from apps.providers.base import ChatMessage, GenerationRequest, ProviderError
 from apps.scheduling.errors import RetryableTaskError, TaskCancelled
 from apps.scheduling.kinds import FinalFailure, RunContext, TaskKind
 from apps.scheduling.models import Task
-from apps.streams.log import event_append, stream_key
+from apps.streams.feeds import events_follow
+from apps.streams.log import event_append
 
 TITLE_MAX_TOKENS = 16
 TITLE_MAX_WORDS = 8
@@ -141,20 +140,17 @@ def conversation_name_final_failure(task: Task, failure: FinalFailure) -> None:
     )
 
 
-def conversation_name_wait(*, task_id: str, timeout_s: float) -> bool:
-    """Block until the naming task has ended, named or not; False when `timeout_s` ran out."""
-    client = sync_client()
-    name = stream_key(task_id)
-    last_id = "0-0"
-    give_up_at = time.monotonic() + timeout_s
-    while (left_ms := int((give_up_at - time.monotonic()) * 1000)) > 0:
-        # redis-py types replies loosely; a stream read is [(name, [(id, {field: value})])].
-        batches: Any = client.xread({name: last_id}, count=50, block=max(1, min(left_ms, 1000)))
-        for _, entries in batches or []:
-            for raw_id, fields in entries:
-                last_id = raw_id.decode()
-                if json.loads(fields[b"d"]).get("event") in (NAMED_EVENT, "error"):
+async def conversation_name_wait(*, task_id: str, timeout_s: float) -> bool:
+    """Wait until the naming task has ended, named or not; False when `timeout_s` ran out. The
+    task's log is followed through the process's shared feed: no thread and no Redis connection
+    is held while it waits."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            async for event in events_follow(task_id=task_id):
+                if event is not None and event.kind in (NAMED_EVENT, "error"):
                     return True
+    except TimeoutError:
+        return False
     return False
 
 

@@ -14,20 +14,17 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from functools import wraps
 from typing import Any
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponseBase, StreamingHttpResponse
-from django.views.decorators.csrf import csrf_exempt
 from rest_framework import serializers
 
 from apps.applications.models import AppMode
 from apps.conversations.selectors import task_owned_by
 from apps.conversations.services import SubmittedAnswer, answer_stop
 from apps.core.db import db_sync_to_async
-from apps.core.errors import InvalidParam, MethodNotAllowed, NotFound
-from apps.core.exception_handler import to_api_error
+from apps.core.errors import InvalidParam, NotFound
 from apps.gateway import cache
 from apps.gateway.admission import admitted, authenticated, rate_limit
 from apps.gateway.caps import Lease, lease_kept, lease_release, leased_stream
@@ -39,7 +36,7 @@ from apps.gateway.idempotency import (
     rebuilt_events,
     when_log_gone,
 )
-from apps.gateway.negotiation import JSON, document_response, error_document, response_type
+from apps.gateway.negotiation import document_response
 from apps.gateway.pipeline import AnswerRequest, answer_admit
 from apps.gateway.requests import (
     AskRequestSerializer,
@@ -48,40 +45,9 @@ from apps.gateway.requests import (
     StopRequestSerializer,
 )
 from apps.gateway.selectors import message_is_complete
+from apps.interface.views import api_view
 from apps.streams.log import START_ID
 from apps.streams.relay import CollectedAnswer, answer_collect, sse_stream
-
-# django-stubs types `path()` for sync views only; async views are declared loosely to fit it.
-AsyncView = Callable[..., Any]
-
-
-def api_view(method: str) -> Callable[[AsyncView], AsyncView]:
-    """An async API view: one method, no CSRF (keys, not cookies), the response type negotiated
-    from Accept (JSON, or XML on request), errors in the envelope in that type.
-
-    The view is called with the negotiated media type after the request."""
-
-    def decorate(view: AsyncView) -> AsyncView:
-        @csrf_exempt
-        @wraps(view)
-        async def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
-            media = JSON
-            try:
-                media = response_type(request)
-                if request.method != method:
-                    raise MethodNotAllowed(f'Method "{request.method}" not allowed.')
-                return await view(request, media, *args, **kwargs)
-            except Exception as exc:
-                error = to_api_error(exc)
-                response = error_document(error, media)
-                if error.status == 401:
-                    response["WWW-Authenticate"] = 'Bearer realm="api"'
-                return response
-
-        return wrapper
-
-    return decorate
-
 
 _rebuilt = db_sync_to_async(rebuilt_events)
 _complete = db_sync_to_async(message_is_complete)

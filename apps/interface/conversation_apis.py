@@ -2,26 +2,29 @@
 and the app's description. Thin views: parse, call one selector or service, render.
 
 Every route is scoped to the key's app and the caller's end user (`user`: the query string on GET,
-the JSON body otherwise). Errors leave in the envelope through DRF's exception handler.
+the JSON body otherwise). They are async views (apps.interface.views): the key, the rate limits
+and validation run on the event loop; each route's database work and the rendering of its rows
+(which may read related rows) run as one call in the database threads.
 """
 
 import uuid
 from typing import Any
 
 from django.conf import settings
-from django.db import connection
+from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from rest_framework import serializers
-from rest_framework.request import Request
-from rest_framework.response import Response
-from rest_framework.views import APIView
 
 from apps.applications.models import ApiKey, App, AppMode
 from apps.conversations import selectors, services
 from apps.conversations.models import Conversation, Message, MessageStatus
+from apps.core.db import db_sync_to_async
 from apps.core.errors import DeadlineExceeded, NotChatApp
-from apps.gateway.requests import MAX_USER_CHARS, USER_ERRORS, StrictCharField, json_body, validated
+from apps.gateway.admission import admitted, admitted_query, authenticated, rate_limit
+from apps.gateway.negotiation import document_response
+from apps.gateway.requests import MAX_USER_CHARS, USER_ERRORS, FlatSerializer, StrictCharField
 from apps.generation.naming import conversation_name_wait
 from apps.generation.pricing import decimal_text
+from apps.interface.views import api_view
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
@@ -43,7 +46,7 @@ FEATURES_OFF = (
 )
 
 
-class UserSerializer(serializers.Serializer):
+class UserSerializer(FlatSerializer):
     user = StrictCharField(max_length=MAX_USER_CHARS, required=True, error_messages=USER_ERRORS)
 
 
@@ -146,205 +149,235 @@ class MessageOutputSerializer(serializers.Serializer):
         return decimal_text(message.total_price)
 
 
-def _api_key(request: Request) -> ApiKey:
-    # Set by AppKeyAuthentication; HasAppKey refused the request otherwise.
-    assert isinstance(request.auth, ApiKey)
-    return request.auth
-
-
-def _app(request: Request) -> App:
-    return _api_key(request).app
-
-
-def _chat_app(request: Request) -> App:
-    app = _app(request)
+def _chat_app(api_key: ApiKey) -> App:
+    app: App = api_key.app
     if app.mode != AppMode.CHAT:
         raise NotChatApp()
     return app
 
 
-def _body(request: Request) -> dict[str, Any]:
-    # The gateway's parser: JSON under any content type, with the same errors as the answer routes.
-    return json_body(request._request)
+class ConversationListQuery(UserSerializer):
+    last_id = UuidTextField()
+    limit = serializers.IntegerField(
+        required=False, default=DEFAULT_LIMIT, min_value=1, max_value=MAX_LIMIT
+    )
+    sort_by = serializers.ChoiceField(
+        choices=list(selectors.CONVERSATION_SORTS), required=False, default="-updated_at"
+    )
 
 
-class ConversationListApi(APIView):
-    class InputSerializer(UserSerializer):
-        last_id = UuidTextField()
-        limit = serializers.IntegerField(
-            required=False, default=DEFAULT_LIMIT, min_value=1, max_value=MAX_LIMIT
+def _conversation_page(app: App, data: dict[str, Any]) -> dict[str, Any]:
+    page = selectors.conversation_list(
+        app=app,
+        end_user=data["user"],
+        last_id=data["last_id"] or None,
+        limit=data["limit"],
+        sort_by=data["sort_by"],
+    )
+    rows = ConversationOutputSerializer(page.rows, many=True, context={"app": app}).data
+    return {"limit": data["limit"], "has_more": page.has_more, "data": rows}
+
+
+@api_view("GET")
+async def conversation_list(request: HttpRequest, media: str) -> HttpResponseBase:
+    api_key, data = await admitted_query(request, ConversationListQuery)
+    app = _chat_app(api_key)
+    return document_response(await db_sync_to_async(_conversation_page)(app, data), media)
+
+
+def _conversation_delete(app: App, end_user: str, conversation_id: str) -> None:
+    conversation = selectors.conversation_get(
+        app=app, end_user=end_user, conversation_id=conversation_id
+    )
+    services.conversation_delete(conversation=conversation)
+
+
+@api_view("DELETE")
+async def conversation_delete(
+    request: HttpRequest, media: str, conversation_id: str
+) -> HttpResponseBase:
+    api_key, _, data = await admitted(request, UserSerializer)
+    app = _chat_app(api_key)
+    await db_sync_to_async(_conversation_delete)(app, data["user"], conversation_id)
+    return HttpResponse(status=204)
+
+
+class ConversationRenameBody(UserSerializer):
+    name = StrictCharField(
+        required=False, allow_blank=True, allow_null=True, default="", max_length=255
+    )
+    auto_generate = serializers.BooleanField(required=False, default=False)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        attrs["name"] = (attrs.get("name") or "").strip()
+        if not attrs["auto_generate"] and not attrs["name"]:
+            raise serializers.ValidationError("name is required when auto_generate is false.")
+        return attrs
+
+
+def _conversation_document(app: App, conversation: Conversation) -> dict[str, Any]:
+    return dict(ConversationOutputSerializer(conversation, context={"app": app}).data)
+
+
+def _renamed(app: App, data: dict[str, Any], conversation_id: str) -> dict[str, Any]:
+    conversation = selectors.conversation_get(
+        app=app, end_user=data["user"], conversation_id=conversation_id
+    )
+    conversation = services.conversation_rename(conversation=conversation, name=data["name"])
+    return _conversation_document(app, conversation)
+
+
+def _naming_requested(api_key: ApiKey, data: dict[str, Any], conversation_id: str) -> str:
+    conversation = selectors.conversation_get(
+        app=api_key.app, end_user=data["user"], conversation_id=conversation_id
+    )
+    task = services.conversation_name_generate(api_key=api_key, conversation=conversation)
+    return str(task.id)
+
+
+def _named(app: App, data: dict[str, Any], conversation_id: str) -> dict[str, Any]:
+    conversation = selectors.conversation_get(
+        app=app, end_user=data["user"], conversation_id=conversation_id
+    )
+    return _conversation_document(app, conversation)
+
+
+@api_view("POST")
+async def conversation_rename(
+    request: HttpRequest, media: str, conversation_id: str
+) -> HttpResponseBase:
+    api_key, _, data = await admitted(request, ConversationRenameBody)
+    app = _chat_app(api_key)
+    if not data["auto_generate"]:
+        body = await db_sync_to_async(_renamed)(app, data, conversation_id)
+        return document_response(body, media)
+    # The app's model names it in a worker (the web process never runs a model); the caller
+    # waits for that, as Dify's caller waits for its inline generation, holding no thread and
+    # no database connection meanwhile.
+    task_id = await db_sync_to_async(_naming_requested)(api_key, data, conversation_id)
+    timeout_s = settings.PLATFORM["BLOCKING_TIMEOUT_S"]
+    if not await conversation_name_wait(task_id=task_id, timeout_s=timeout_s):
+        raise DeadlineExceeded(
+            f"The name was not ready within {timeout_s:g} s; it is saved when generated."
         )
-        sort_by = serializers.ChoiceField(
-            choices=list(selectors.CONVERSATION_SORTS), required=False, default="-updated_at"
-        )
-
-    def get(self, request: Request) -> Response:
-        app = _chat_app(request)
-        data = validated(self.InputSerializer, request.query_params.dict())
-        page = selectors.conversation_list(
-            app=app,
-            end_user=data["user"],
-            last_id=data["last_id"] or None,
-            limit=data["limit"],
-            sort_by=data["sort_by"],
-        )
-        rows = ConversationOutputSerializer(page.rows, many=True, context={"app": app}).data
-        return Response({"limit": data["limit"], "has_more": page.has_more, "data": rows})
+    return document_response(await db_sync_to_async(_named)(app, data, conversation_id), media)
 
 
-class ConversationDeleteApi(APIView):
-    def delete(self, request: Request, conversation_id: str) -> Response:
-        app = _chat_app(request)
-        data = validated(UserSerializer, _body(request))
-        conversation = selectors.conversation_get(
-            app=app, end_user=data["user"], conversation_id=conversation_id
-        )
-        services.conversation_delete(conversation=conversation)
-        return Response(status=204)
+class MessageListQuery(UserSerializer):
+    conversation_id = UuidTextField()
+    first_id = UuidTextField()
+    limit = serializers.IntegerField(
+        required=False, default=DEFAULT_LIMIT, min_value=1, max_value=MAX_LIMIT
+    )
+
+    def validate_conversation_id(self, value: str) -> str:
+        if not value:
+            raise serializers.ValidationError("This field is required.")
+        return value
 
 
-class ConversationRenameApi(APIView):
-    class InputSerializer(UserSerializer):
-        name = StrictCharField(
-            required=False, allow_blank=True, allow_null=True, default="", max_length=255
-        )
-        auto_generate = serializers.BooleanField(required=False, default=False)
-
-        def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-            attrs["name"] = (attrs.get("name") or "").strip()
-            if not attrs["auto_generate"] and not attrs["name"]:
-                raise serializers.ValidationError("name is required when auto_generate is false.")
-            return attrs
-
-    def post(self, request: Request, conversation_id: str) -> Response:
-        app = _chat_app(request)
-        data = validated(self.InputSerializer, _body(request))
-        conversation = selectors.conversation_get(
-            app=app, end_user=data["user"], conversation_id=conversation_id
-        )
-        if data["auto_generate"]:
-            conversation = self._generate(request, conversation)
-        else:
-            conversation = services.conversation_rename(
-                conversation=conversation, name=data["name"]
-            )
-        return Response(ConversationOutputSerializer(conversation, context={"app": app}).data)
-
-    def _generate(self, request: Request, conversation: Conversation) -> Conversation:
-        """The app's model names it in a worker (the web process never runs a model); the
-        caller waits for that, as Dify's caller waits for its inline generation."""
-        task = services.conversation_name_generate(
-            api_key=_api_key(request), conversation=conversation
-        )
-        timeout_s = settings.PLATFORM["BLOCKING_TIMEOUT_S"]
-        if not connection.in_atomic_block:
-            # The wait is for the model, seconds long: the pooled connection goes back first,
-            # or a few renames at once would hold every connection the other requests need.
-            connection.close()
-        if not conversation_name_wait(task_id=str(task.id), timeout_s=timeout_s):
-            raise DeadlineExceeded(
-                f"The name was not ready within {timeout_s:g} s; it is saved when generated."
-            )
-        conversation.refresh_from_db()
-        return conversation
+def _message_page(app: App, data: dict[str, Any]) -> dict[str, Any]:
+    conversation = selectors.conversation_get(
+        app=app, end_user=data["user"], conversation_id=data["conversation_id"]
+    )
+    page = selectors.message_list(
+        conversation=conversation, first_id=data["first_id"] or None, limit=data["limit"]
+    )
+    rows = MessageOutputSerializer(page.rows, many=True).data
+    return {"limit": data["limit"], "has_more": page.has_more, "data": rows}
 
 
-class MessageListApi(APIView):
-    class InputSerializer(UserSerializer):
-        conversation_id = UuidTextField()
-        first_id = UuidTextField()
-        limit = serializers.IntegerField(
-            required=False, default=DEFAULT_LIMIT, min_value=1, max_value=MAX_LIMIT
-        )
-
-        def validate_conversation_id(self, value: str) -> str:
-            if not value:
-                raise serializers.ValidationError("This field is required.")
-            return value
-
-    def get(self, request: Request) -> Response:
-        app = _chat_app(request)
-        data = validated(self.InputSerializer, request.query_params.dict())
-        conversation = selectors.conversation_get(
-            app=app, end_user=data["user"], conversation_id=data["conversation_id"]
-        )
-        page = selectors.message_list(
-            conversation=conversation, first_id=data["first_id"] or None, limit=data["limit"]
-        )
-        rows = MessageOutputSerializer(page.rows, many=True).data
-        return Response({"limit": data["limit"], "has_more": page.has_more, "data": rows})
+@api_view("GET")
+async def message_list(request: HttpRequest, media: str) -> HttpResponseBase:
+    api_key, data = await admitted_query(request, MessageListQuery)
+    app = _chat_app(api_key)
+    return document_response(await db_sync_to_async(_message_page)(app, data), media)
 
 
-class MessageFeedbackApi(APIView):
-    class InputSerializer(UserSerializer):
-        rating = serializers.ChoiceField(
-            choices=["like", "dislike"], required=False, allow_null=True, default=None
-        )
-        content = StrictCharField(
-            required=False, allow_blank=True, allow_null=True, default="", max_length=10_000
-        )
-
-    def post(self, request: Request, message_id: str) -> Response:
-        app = _app(request)
-        data = validated(self.InputSerializer, _body(request))
-        message = selectors.message_get(app=app, end_user=data["user"], message_id=message_id)
-        services.message_feedback_submit(
-            message=message,
-            end_user=data["user"],
-            rating=data["rating"],
-            content=data["content"] or "",
-        )
-        return Response({"result": "success"})
+class MessageFeedbackBody(UserSerializer):
+    rating = serializers.ChoiceField(
+        choices=["like", "dislike"], required=False, allow_null=True, default=None
+    )
+    content = StrictCharField(
+        required=False, allow_blank=True, allow_null=True, default="", max_length=10_000
+    )
 
 
-class AppParametersApi(APIView):
-    def get(self, request: Request) -> Response:
-        app = _app(request)
-        body: dict[str, Any] = {
-            "opening_statement": app.opening_statement,
-            "suggested_questions": list(app.suggested_questions or []),
-        }
-        body.update({feature: {"enabled": False} for feature in FEATURES_OFF})
-        moderated = any(
-            (getattr(app, field) or "").strip()
-            for field in (
-                "moderation_input_keywords",
-                "moderation_input_patterns",
-                "moderation_output_keywords",
-                "moderation_output_patterns",
-            )
-        )
-        body["sensitive_word_avoidance"] = {"enabled": moderated}
-        body.update(
-            user_input_form=list(app.user_input_form or []),
-            file_upload={
-                "image": {
-                    "enabled": False,
-                    "number_limits": 3,
-                    "detail": "high",
-                    "transfer_methods": ["remote_url", "local_file"],
-                }
-            },
-            system_parameters=SYSTEM_PARAMETERS,
-        )
-        return Response(body)
+def _feedback_submit(app: App, data: dict[str, Any], message_id: str) -> None:
+    message = selectors.message_get(app=app, end_user=data["user"], message_id=message_id)
+    services.message_feedback_submit(
+        message=message,
+        end_user=data["user"],
+        rating=data["rating"],
+        content=data["content"] or "",
+    )
 
 
-class AppInfoApi(APIView):
-    def get(self, request: Request) -> Response:
-        app = _app(request)
-        return Response(
-            {
-                "name": app.name,
-                "description": app.description,
-                "tags": list(app.tags or []),
-                "mode": app.mode,
-                "author_name": app.author_name,
+@api_view("POST")
+async def message_feedback(request: HttpRequest, media: str, message_id: str) -> HttpResponseBase:
+    api_key, _, data = await admitted(request, MessageFeedbackBody)
+    await db_sync_to_async(_feedback_submit)(api_key.app, data, message_id)
+    return document_response({"result": "success"}, media)
+
+
+MODERATION_FIELDS = (
+    "moderation_input_keywords",
+    "moderation_input_patterns",
+    "moderation_output_keywords",
+    "moderation_output_patterns",
+)
+
+
+def app_parameters(app: App) -> dict[str, Any]:
+    """What /v1/parameters describes: the app's opening, its inputs form and its features."""
+    body: dict[str, Any] = {
+        "opening_statement": app.opening_statement,
+        "suggested_questions": list(app.suggested_questions or []),
+    }
+    body.update({feature: {"enabled": False} for feature in FEATURES_OFF})
+    moderated = any((getattr(app, field) or "").strip() for field in MODERATION_FIELDS)
+    body["sensitive_word_avoidance"] = {"enabled": moderated}
+    body.update(
+        user_input_form=list(app.user_input_form or []),
+        file_upload={
+            "image": {
+                "enabled": False,
+                "number_limits": 3,
+                "detail": "high",
+                "transfer_methods": ["remote_url", "local_file"],
             }
-        )
+        },
+        system_parameters=SYSTEM_PARAMETERS,
+    )
+    return body
 
 
-class AppMetaApi(APIView):
-    def get(self, request: Request) -> Response:
-        _app(request)
-        return Response({"tool_icons": {}})
+async def _described_app(request: HttpRequest) -> App:
+    """The key's app, for the routes that describe it (no end user: the key's budget only)."""
+    api_key = await authenticated(request)
+    await rate_limit(api_key, request.GET.get("user") or None)
+    return api_key.app  # type: ignore[no-any-return]
+
+
+@api_view("GET")
+async def app_parameters_get(request: HttpRequest, media: str) -> HttpResponseBase:
+    return document_response(app_parameters(await _described_app(request)), media)
+
+
+@api_view("GET")
+async def app_info(request: HttpRequest, media: str) -> HttpResponseBase:
+    app = await _described_app(request)
+    body = {
+        "name": app.name,
+        "description": app.description,
+        "tags": list(app.tags or []),
+        "mode": app.mode,
+        "author_name": app.author_name,
+    }
+    return document_response(body, media)
+
+
+@api_view("GET")
+async def app_meta(request: HttpRequest, media: str) -> HttpResponseBase:
+    await _described_app(request)
+    return document_response({"tool_icons": {}}, media)

@@ -1,25 +1,24 @@
 """The OpenAPI 3 document of the API, served at /api/schema/ and shown at /api/docs/.
 
 drf-spectacular generates it from the same serializers that validate requests, so requests stay
-documented as they are checked. The DRF routes (apps.interface.conversation_apis) are described
-through spectacular's view extensions, without touching their code; the async answer routes are
-not DRF views, so the document is generated from `documented_patterns()`: the real DRF routes
-plus one schema-only view per async route (same paths, same methods, never routed). Responses
+documented as they are checked. The /v1 routes are async views, not DRF views, so the document
+is generated from `documented_patterns()`: one schema-only view per route (same paths, same
+methods, never routed). Responses
 are described as they are rendered; tests check the routes against the document (tests/gateway).
 """
 
-from typing import Any
+from typing import Any, ClassVar
 
 from django.urls import URLPattern, URLResolver, path
 from drf_spectacular.extensions import (
     OpenApiAuthenticationExtension,
     OpenApiSerializerFieldExtension,
-    OpenApiViewExtension,
 )
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.plumbing import build_basic_type
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework.authentication import BaseAuthentication
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -30,7 +29,7 @@ from apps.gateway.requests import (
     CompletionRequestSerializer,
     StopRequestSerializer,
 )
-from apps.interface import conversation_apis, conversation_urls
+from apps.interface import conversation_apis
 from apps.interface.openapi_schemas import (
     ASK_ANSWER,
     BLOCKING_ANSWER,
@@ -97,8 +96,16 @@ RESULT = {
 }
 
 
+class AppKeyDocumented(BaseAuthentication):
+    """How the routes authenticate, for the document: the views themselves check the key
+    (apps.gateway.authentication); the stand-ins are never routed."""
+
+    def authenticate(self, request: Request) -> None:
+        return None
+
+
 class AppKeyScheme(OpenApiAuthenticationExtension):  # type: ignore[no-untyped-call]
-    target_class = "apps.gateway.authentication.AppKeyAuthentication"
+    target_class = "apps.interface.openapi.AppKeyDocumented"
     name = "AppKey"
 
     def get_security_definition(self, auto_schema: AutoSchema) -> dict[str, str]:
@@ -112,113 +119,14 @@ class TimestampFieldSchema(OpenApiSerializerFieldExtension):  # type: ignore[no-
         return build_basic_type(OpenApiTypes.INT)
 
 
-def _described(view: type[APIView], **methods: dict[str, Any]) -> type[APIView]:
-    """A subclass of `view` whose handlers carry the given extend_schema arguments."""
-    attrs = {
-        name: extend_schema(**kwargs)(_delegate(view, name)) for name, kwargs in methods.items()
-    }
-    return type(view.__name__, (view,), attrs)
-
-
-def _delegate(view: type[APIView], name: str) -> Any:
-    """A new function calling the view's handler: extend_schema marks the function it is given,
-    and the view's own handlers stay untouched."""
-    handler = getattr(view, name)
-
-    def delegate(self: APIView, *args: Any, **kwargs: Any) -> Any:
-        return handler(self, *args, **kwargs)
-
-    return delegate
-
-
 def _named(serializer: type, name: str) -> type:
     """The serializer under a component name of its own (the views' serializers share names)."""
     return type(f"{name}Serializer", (serializer,), {})
 
 
-def _view_extension(view: type[APIView], **methods: dict[str, Any]) -> type[OpenApiViewExtension]:
-    def view_replacement(self: OpenApiViewExtension) -> type[APIView]:
-        return _described(view, **methods)
-
-    return type(
-        f"{view.__name__}Schema",
-        (OpenApiViewExtension,),
-        {
-            "target_class": f"{view.__module__}.{view.__qualname__}",
-            "view_replacement": view_replacement,
-        },
-    )
-
-
-_view_extension(
-    conversation_apis.ConversationListApi,
-    get={
-        "operation_id": "conversation_list",
-        "parameters": [
-            _named(conversation_apis.ConversationListApi.InputSerializer, "ConversationListQuery")
-        ],
-        "responses": responses({200: _page(CONVERSATION)}, (*READ_ERRORS, 404)),
-    },
-)
-_view_extension(
-    conversation_apis.ConversationDeleteApi,
-    delete={
-        "operation_id": "conversation_delete",
-        "request": _named(conversation_apis.UserSerializer, "EndUser"),
-        "responses": responses({204: None}, WRITE_ERRORS),
-    },
-)
-_view_extension(
-    conversation_apis.ConversationRenameApi,
-    post={
-        "operation_id": "conversation_rename",
-        "request": _named(
-            conversation_apis.ConversationRenameApi.InputSerializer, "ConversationRename"
-        ),
-        "responses": responses({200: ref(CONVERSATION)}, (*WRITE_ERRORS, 504)),
-    },
-)
-_view_extension(
-    conversation_apis.MessageListApi,
-    get={
-        "operation_id": "message_list",
-        "parameters": [
-            USER_QUERY,
-            OpenApiParameter("conversation_id", OpenApiTypes.UUID, required=True),
-            OpenApiParameter("first_id", OpenApiTypes.UUID, required=False),
-            OpenApiParameter("limit", int, required=False, description="1 to 100; default 20."),
-        ],
-        "responses": responses({200: _page(MESSAGE)}, (*READ_ERRORS, 404)),
-    },
-)
-_view_extension(
-    conversation_apis.MessageFeedbackApi,
-    post={
-        "operation_id": "message_feedback",
-        "request": _named(conversation_apis.MessageFeedbackApi.InputSerializer, "MessageFeedback"),
-        "responses": responses({200: RESULT}, WRITE_ERRORS),
-    },
-)
-_view_extension(
-    conversation_apis.AppParametersApi,
-    get={
-        "operation_id": "app_parameters",
-        "responses": responses({200: ref("AppParameters")}, READ_ERRORS),
-    },
-)
-_view_extension(
-    conversation_apis.AppInfoApi,
-    get={"operation_id": "app_info", "responses": responses({200: ref("AppInfo")}, READ_ERRORS)},
-)
-_view_extension(
-    conversation_apis.AppMetaApi,
-    get={"operation_id": "app_meta", "responses": responses({200: ref("AppMeta")}, READ_ERRORS)},
-)
-
-
 class _Documented(APIView):
-    # Schema-only stand-ins for the async answer routes (apps.interface.answer_apis): never routed.
-    pass
+    # Schema-only stand-ins for the async routes (apps.interface): never routed.
+    authentication_classes: ClassVar = [AppKeyDocumented]
 
 
 def _stand_in(name: str, method: str, **kwargs: Any) -> type[APIView]:
@@ -279,8 +187,70 @@ def _events(route: str) -> type[APIView]:
     )
 
 
+def _conversation_routes() -> list[URLPattern]:
+    """The conversation-facing routes, documented from the serializers that check them."""
+    page_errors = (*READ_ERRORS, 404)
+    list_query = _named(conversation_apis.ConversationListQuery, "ConversationListQuery")
+    conversations = _stand_in(
+        "conversation_list",
+        "get",
+        operation_id="conversation_list",
+        parameters=[list_query],
+        responses=responses({200: _page(CONVERSATION)}, page_errors),
+    )
+    conversation = _stand_in(
+        "conversation_delete",
+        "delete",
+        operation_id="conversation_delete",
+        request=_named(conversation_apis.UserSerializer, "EndUser"),
+        responses=responses({204: None}, WRITE_ERRORS),
+    )
+    rename = _stand_in(
+        "conversation_rename",
+        "post",
+        operation_id="conversation_rename",
+        request=_named(conversation_apis.ConversationRenameBody, "ConversationRename"),
+        responses=responses({200: ref(CONVERSATION)}, (*WRITE_ERRORS, 504)),
+    )
+    messages = _stand_in(
+        "message_list",
+        "get",
+        operation_id="message_list",
+        parameters=[
+            USER_QUERY,
+            OpenApiParameter("conversation_id", OpenApiTypes.UUID, required=True),
+            OpenApiParameter("first_id", OpenApiTypes.UUID, required=False),
+            OpenApiParameter("limit", int, required=False, description="1 to 100; default 20."),
+        ],
+        responses=responses({200: _page(MESSAGE)}, page_errors),
+    )
+    feedback = _stand_in(
+        "message_feedback",
+        "post",
+        operation_id="message_feedback",
+        request=_named(conversation_apis.MessageFeedbackBody, "MessageFeedback"),
+        responses=responses({200: RESULT}, WRITE_ERRORS),
+    )
+
+    def described(name: str, component: str) -> type[APIView]:
+        return _stand_in(
+            name, "get", operation_id=name, responses=responses({200: ref(component)}, READ_ERRORS)
+        )
+
+    return [
+        path("v1/conversations", conversations.as_view()),
+        path("v1/conversations/<str:conversation_id>", conversation.as_view()),
+        path("v1/conversations/<str:conversation_id>/name", rename.as_view()),
+        path("v1/messages", messages.as_view()),
+        path("v1/messages/<str:message_id>/feedbacks", feedback.as_view()),
+        path("v1/parameters", described("app_parameters", "AppParameters").as_view()),
+        path("v1/info", described("app_info", "AppInfo").as_view()),
+        path("v1/meta", described("app_meta", "AppMeta").as_view()),
+    ]
+
+
 def documented_patterns() -> list[URLPattern | URLResolver]:
-    """What the document describes: the DRF routes as routed, and the async answer routes."""
+    """What the document describes: every /v1 route."""
     answer = {
         (200, "application/json"): ref(BLOCKING_ANSWER),
         (200, "application/xml"): ref(BLOCKING_ANSWER),
@@ -309,7 +279,7 @@ def documented_patterns() -> list[URLPattern | URLResolver]:
         path("v1/completion-messages/<uuid:task_id>/stop", _stop("completion").as_view()),
         path("v1/chat-messages/<uuid:task_id>/events", _events("chat").as_view()),
         path("v1/completion-messages/<uuid:task_id>/events", _events("completion").as_view()),
-        *conversation_urls.urlpatterns,
+        *_conversation_routes(),
     ]
 
 

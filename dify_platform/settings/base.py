@@ -135,9 +135,11 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 # Request bodies above this are refused with 413 before they are parsed.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("MAX_REQUEST_BYTES", default=1024 * 1024)
 
+# The /v1 routes are async views of our own (apps.interface.views); DRF serializers validate and
+# render for them, and DRF serves only the OpenAPI document and its viewer.
 REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": ["apps.gateway.authentication.AppKeyAuthentication"],
-    "DEFAULT_PERMISSION_CLASSES": ["apps.gateway.authentication.HasAppKey"],
+    "DEFAULT_AUTHENTICATION_CLASSES": [],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "EXCEPTION_HANDLER": "apps.core.exception_handler.envelope_exception_handler",
@@ -240,11 +242,6 @@ INSTALLED_APPS += ["drf_spectacular", "drf_spectacular_sidecar"]
 MIDDLEWARE.insert(2, "apps.gateway.middleware.api_edge_middleware")
 REST_FRAMEWORK.update(
     {
-        "DEFAULT_RENDERER_CLASSES": [
-            "rest_framework.renderers.JSONRenderer",
-            "apps.gateway.renderers.XmlRenderer",
-        ],
-        "DEFAULT_THROTTLE_CLASSES": ["apps.gateway.throttles.KeyAndUserRateThrottle"],
         "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
         # Responses are negotiated from Accept alone, as on the async routes; `?format=` is an
         # ordinary query parameter (the OpenAPI document view reads it itself).

@@ -7,7 +7,7 @@ from datetime import datetime
 
 import httpx
 import pytest
-from django.test import Client
+from websockets.sync.client import connect
 
 from apps.applications.config_cache import config_version
 from apps.applications.models import ApiKey
@@ -43,12 +43,16 @@ def test_async_routes_stamp_the_key_once_a_minute(live_web: WebServer) -> None:
     assert _stamp(app.id) == stamped
 
 
-def test_sync_routes_stamp_the_key() -> None:
+def test_a_websocket_connect_stamps_the_key(live_web: WebServer) -> None:
+    """The socket's key check runs in a thread (the one synchronous path left): it stamps too."""
     app, key = make_app_with_key()
-    client = Client()
-    response = client.get("/v1/parameters", HTTP_AUTHORIZATION=f"Bearer {key}")
-    assert response.status_code == 200
+    url = f"ws://127.0.0.1:{live_web.port}/ws/v1/chat"
+    with connect(url, additional_headers={"Authorization": f"Bearer {key}"}):
+        give_up_at = time.monotonic() + 5
+        while _stamp(app.id) is None:
+            assert time.monotonic() < give_up_at, "the key's use was never stamped"
+            time.sleep(0.05)
     stamped = _stamp(app.id)
-    assert stamped is not None
-    assert client.get("/v1/parameters", HTTP_AUTHORIZATION=f"Bearer {key}").status_code == 200
+    with connect(url, additional_headers={"Authorization": f"Bearer {key}"}):
+        pass
     assert _stamp(app.id) == stamped
