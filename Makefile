@@ -104,7 +104,8 @@ lint: tools
 	$(BIN)/ruff check --fix .
 
 # Benchmarks bring up their own processes on loopback, with their own database and Redis db.
-bench: bootstrap-dev
+bench:
+	@BOOTSTRAP_WRK=1 $(BOOTSTRAP) dev
 	$(PY) -m bench.run $(BENCH_ARGS)
 
 # The soak run: nginx, 2 daphne, 2 workers at a steady rate with failures (bench/soak.py).

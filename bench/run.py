@@ -10,6 +10,7 @@ import asyncio
 import json
 import os
 import platform
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -292,6 +293,176 @@ def bench_requests(report: Report, quick: bool) -> None:
         report.add("memory", f"RSS {name.replace('_', ' ')}", value, unit="MB")
 
 
+def _daphne(application: str, **env: str) -> tuple[Any, int]:
+    port = harness.free_port()
+    process = harness.start(
+        [
+            "-m",
+            "daphne",
+            "-b",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "--access-log",
+            os.devnull,
+            application,
+        ],
+        **env,
+    )
+    return process, port
+
+
+def _answering(url: str) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(url, timeout=1).status_code < 500
+    except httpx.HTTPError:
+        return False
+
+
+def _conversations_for(key: str, user: str, count: int) -> None:
+    from apps.applications.selectors import api_key_get_active
+    from apps.conversations.models import Conversation
+
+    api_key = api_key_get_active(clear_key=key)
+    assert api_key is not None
+    Conversation.objects.bulk_create(
+        Conversation(app=api_key.app, end_user=user, name=f"Conversation {number}")
+        for number in range(count)
+    )
+
+
+def bench_input(report: Report, quick: bool) -> None:
+    """Issue 17: the input layer against bare Django, the answer routes under load, and a
+    cluster offered more than its global ceiling."""
+    from bench import input_bench as ib
+    from bench import request_bench as rb
+
+    seconds = 4.0 if quick else 8.0
+    rounds = 1 if quick else 3
+    harness.reset_state()
+    # The global ceiling runs on every request (one Redis call) but never refuses here.
+    bare, bare_port = _daphne("bench.bare_site:application")
+    ours, our_port = _daphne("dify_platform.asgi:application", GLOBAL_RATE_LIMIT_PER_S="1000000")
+    url = f"http://127.0.0.1:{our_port}"
+    with harness.running(bare, ours):
+        harness.wait_for(lambda: _answering(f"{url}/healthz"), 60, "daphne")
+        harness.wait_for(lambda: _answering(f"http://127.0.0.1:{bare_port}/bare"), 60, "bare")
+        key = rb.make_key(provider_config={"text": "ok"})
+        _conversations_for(key, "bench", 5)
+        auth = {"Authorization": f"Bearer {key}"}
+        targets = {
+            "bare Django async view": (f"http://127.0.0.1:{bare_port}/bare", {}),
+            "/healthz": (f"{url}/healthz", {}),
+            "/v1/parameters": (f"{url}/v1/parameters", auth),
+            "/v1/conversations": (f"{url}/v1/conversations?user=bench&limit=5", auth),
+        }
+        for target, headers in targets.values():  # warm up: connections, caches, code paths
+            ib.wrk(target, connections=8, seconds=1, headers=headers)
+        for connections in (8, 64):
+            runs: dict[str, list[Any]] = {name: [] for name in targets}
+            for _ in range(rounds):  # interleaved, so drift in the machine hits every target
+                for name, (target, headers) in targets.items():
+                    runs[name].append(
+                        ib.wrk(target, connections=connections, seconds=seconds, headers=headers)
+                    )
+            bare_rate = harness.median(
+                [run.requests_per_s for run in runs["bare Django async view"]]
+            )
+            for name, results in runs.items():
+                rate = harness.median([run.requests_per_s for run in results])
+                is_bare = name.startswith("bare")
+                report.add(
+                    "input",
+                    f"{name} req/s, {connections} conn",
+                    rate,
+                    None if is_bare else bare_rate,
+                    "" if is_bare else ">= 0.7x bare Django",
+                    None if is_bare else rate >= 0.7 * bare_rate,
+                    "req/s",
+                )
+                report.add(
+                    "input",
+                    f"  p99, {connections} conn",
+                    harness.median([run.p99_ms for run in results]),
+                    unit="ms",
+                )
+                errors = sum(run.other + run.limited for run in results)
+                if errors:
+                    report.add("input", f"  errors, {connections} conn", errors, unit="")
+
+    harness.reset_state()
+    web, workers, port = _web_and_workers(2)
+    url = f"http://127.0.0.1:{port}"
+    with harness.running(web, *workers):
+        instant = rb.make_key(provider_config={"text": "ok"})
+        for clients in (10, 100):
+            blocking = asyncio.run(rb.blocking_load(url, instant, clients, seconds))
+            streaming = asyncio.run(ib.streaming_load(port, instant, clients, seconds))
+            for mode, load in (("blocking", blocking), ("streaming", streaming)):
+                report.add(
+                    "input",
+                    f"{mode} answers req/s, {clients} clients",
+                    load["requests_per_s"],
+                    unit="req/s",
+                )
+                report.add("input", f"  p99, {clients} clients", load["p99_ms"], unit="ms")
+
+    _bench_input_overload(report, seconds * 2)
+
+
+def _bench_input_overload(report: Report, seconds: float) -> None:
+    """Two web processes behind nginx, offered more than the global ceiling (200/s here)."""
+    from apps.operations.cluster import Cluster, free_port
+    from bench import input_bench as ib
+    from bench import request_bench as rb
+
+    ceiling = 200
+    harness.reset_state()
+    cluster = Cluster(
+        port=free_port(),
+        web=2,
+        workers=1,
+        env=harness.bench_env(GLOBAL_RATE_LIMIT_PER_S=str(ceiling)),
+        output=subprocess.DEVNULL,
+    )
+    cluster.start()
+    try:
+        key = rb.make_key()
+        headers = {"Authorization": f"Bearer {key}"}
+        target = f"{cluster.url}/v1/parameters"
+        ib.wrk(target, connections=8, seconds=1, headers=headers)
+        with ib.OutcomeProbe(target, headers) as probe:
+            load = ib.wrk(target, connections=64, seconds=seconds, headers=headers)
+        offered = load.requests_per_s + probe.count(200) / seconds + probe.count(429) / seconds
+        report.add("overload", "offered req/s (2 web, nginx)", offered, unit="req/s")
+        report.add(
+            "overload",
+            "served req/s",
+            load.ok_per_s,
+            ceiling,
+            "the ceiling",
+            load.ok_per_s <= ceiling * 1.1,
+            "req/s",
+        )
+        report.add("overload", "refused (429) req/s", load.limited_per_s, unit="req/s")
+        report.add("overload", "other errors", load.other, unit="")
+        refusal_p99 = probe.p99_ms(429)
+        report.add(
+            "overload",
+            "p99 of a refusal",
+            refusal_p99,
+            target="< 20 ms",
+            passed=refusal_p99 < 20,
+            unit="ms",
+        )
+        report.add("overload", "p99 of an admitted request", probe.p99_ms(200), unit="ms")
+        report.add("overload", "  probe samples admitted/refused", probe.count(200), unit="")
+    finally:
+        cluster.stop()
+
+
 def bench_concurrency(report: Report, quick: bool) -> None:
     """Distinct answers at once on the processes `make run` starts (one web process, the default
     worker processes with their default concurrency), against a model server that serves any
@@ -423,6 +594,7 @@ BENCHES = {
     "isolation": bench_isolation,
     "recovery": bench_recovery,
     "requests": bench_requests,
+    "input": bench_input,
     "concurrency": bench_concurrency,
     "model": bench_model,
 }

@@ -18,6 +18,7 @@
 #                 Both are also read from ./.env when not set, exactly as the settings do.
 #   BOOTSTRAP_SERVICES=0  stop after step 2 (make lint/typecheck need no database)
 #   BOOTSTRAP_NGINX=1     install Debian's nginx in run mode too (make cluster); dev mode always does
+#   BOOTSTRAP_WRK=1       install Debian's wrk, the HTTP load generator of the benchmarks (make bench)
 #
 # Idempotent: safe to run before every make target (the Makefile does exactly that).
 set -euo pipefail
@@ -479,10 +480,29 @@ ensure_nginx() {
     fi
 }
 
+# wrk offers the benchmarks' HTTP load from C, so the load generator takes little of the CPU the
+# server under test needs (a Python client on 2 cores measured itself as much as the server).
+ensure_wrk() {
+    [[ "${BOOTSTRAP_WRK:-0}" == 1 ]] || return 0
+    if command -v wrk >/dev/null 2>&1; then
+        return 0
+    fi
+    if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+        log "installing Debian's wrk for the benchmarks (apt-get install wrk)"
+        if ! { apt-get update -qq >/dev/null &&
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }; then
+            die "could not install wrk: apt-get install wrk (needed by make bench)"
+        fi
+    else
+        die "wrk is not installed: apt-get install wrk (needed by make bench)"
+    fi
+}
+
 ensure_venv
 ensure_requirements
 ensure_chromium
 ensure_nginx
+ensure_wrk
 if [[ "${BOOTSTRAP_SERVICES:-1}" == 0 ]]; then
     log "ready ($MODE, services not checked)"
     exit 0
