@@ -6,7 +6,7 @@ authenticates with app keys and applies its own Origin policy (apps.interface.co
 
 import os
 
-from django.core.asgi import get_asgi_application
+import django
 from django.core.exceptions import ImproperlyConfigured
 
 # A served process says which settings it runs with: falling back to the development settings
@@ -16,7 +16,7 @@ if not os.environ.get("DJANGO_SETTINGS_MODULE"):
         "DJANGO_SETTINGS_MODULE is not set: use dify_platform.settings.production in a "
         "deployment (dify_platform.settings.base on a developer machine; `make run` sets it)."
     )
-django_asgi_app = get_asgi_application()
+django.setup(set_prefix=False)  # as django.core.asgi.get_asgi_application does
 
 # These need Django set up first.
 from channels.routing import ProtocolTypeRouter  # noqa: E402
@@ -25,8 +25,11 @@ from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: 
 from django.urls import get_resolver  # noqa: E402
 
 from apps.core.gc_tuning import gc_tune_for_serving  # noqa: E402
+from apps.gateway.handler import PlatformASGIHandler  # noqa: E402
 from apps.interface.routing import websocket_router  # noqa: E402
 
+# Django's handler, with the API's requests served on the event loop alone (apps.gateway.handler).
+django_asgi_app = PlatformASGIHandler()
 # The admin's CSS and JS: served by the platform itself unless a proxy in front serves the
 # collected files (SERVE_STATIC=false, see deploy/); only paths under STATIC_URL are intercepted.
 http_app = ASGIStaticFilesHandler(django_asgi_app) if settings.SERVE_STATIC else django_asgi_app

@@ -9,11 +9,14 @@ from django.conf import settings
 from django.core.management.base import CommandError
 from django.test import TransactionTestCase
 
+from apps.core.metrics import metrics_discard
 from apps.core.redis import sync_client
 from tests.processes import WebServer, run_web, run_worker
 
 
 def _delete_platform_keys() -> None:
+    # This process's unsent figures belong to the test that recorded them.
+    metrics_discard()
     client = sync_client()
     for pattern in (f"{settings.REDIS_KEY_PREFIX}*", "rq:queue:*", "rq:job:*"):
         keys = list(client.scan_iter(match=pattern, count=1000))

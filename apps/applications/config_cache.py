@@ -4,29 +4,66 @@ Every answer needs its key (web) and its app (worker). Those rows change rarely,
 is the widest query on the request path (the app has ~45 columns: 2-3 ms of ORM work per read on
 a small machine, more than the query). So each process keeps the rows it read, tagged with the
 config version, a Redis counter that every change to an app or a key bumps (model signals and
-the managers' `update()`/`delete()`, see apps.applications.models). A request reads the counter
-(one Redis GET, ~0.2 ms, no thread hop) and uses its copy while the counter is unchanged. Writes
-that bypass the ORM (raw SQL) are picked up within CONFIG_CACHE_TTL_S.
+the managers' `update()`/`delete()`, see apps.applications.models). A copy is used while the
+counter is unchanged. Writes that bypass the ORM (raw SQL) are picked up within
+CONFIG_CACHE_TTL_S.
+
+Each process learns the counter without a round trip per request: a bump publishes the new value
+(one script: INCR, then PUBLISH), and a thread of each process (`VersionWatch`) holds a
+subscription and keeps the value it last heard, reading the counter itself when it subscribes
+and once a second besides, in case a message was lost. While the subscription is down (Redis
+restarting, a new process), requests read the counter (one GET) as before.
 
 The version is read before the database, so a change committed meanwhile bumps the counter past
 the version stored with the row, and the next request reads again.
 """
 
 import copy
+import logging
+import os
 import secrets
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any
 
+import redis
 from django.conf import settings
 from django.db import transaction
 
-from apps.core.redis import async_client, key, sync_client
+from apps.core.redis import OPTIONS, async_client, key, sync_client
+
+logger = logging.getLogger(__name__)
+
+# How often a watching process reads the counter besides what it hears, and how long it waits
+# before subscribing again after losing its connection.
+RECHECK_S = 1.0
+RECONNECT_S = 0.5
 
 
 def VERSION_KEY() -> str:
     return key("config", "version")
+
+
+def VERSION_CHANNEL() -> str:
+    # Pub/sub channels are shared by every database of a Redis server: the channel names the
+    # database, so processes on another database (another test run) are not told.
+    database = sync_client().connection_pool.connection_kwargs.get("db", 0)
+    return f"{key('config', 'changed')}:{database}"
+
+
+# KEYS: the counter; ARGV: the channel, a fresh start. The new value, also published (in the
+# order of bumps). A missing counter starts afresh (see _fresh_start).
+_BUMP = """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('SET', KEYS[1], ARGV[2])
+end
+redis.call('INCR', KEYS[1])
+-- As text: a Lua number is a double, which would round a counter past 2^53.
+local value = redis.call('GET', KEYS[1])
+redis.call('PUBLISH', ARGV[1], value)
+return value
+"""
 
 
 @dataclass(frozen=True)
@@ -63,8 +100,68 @@ def _fresh_start() -> int:
     return secrets.randbelow(2**62) + 1
 
 
-def config_version() -> bytes:
-    client = sync_client()
+class VersionWatch:
+    """The config version as this process last heard it, kept by a thread of its own."""
+
+    def __init__(self) -> None:
+        self._value: bytes | None = None
+        self._lock = threading.Lock()
+        self._pid: int | None = None
+
+    def current(self) -> bytes | None:
+        """The version heard, or None while not subscribed (the caller reads the counter)."""
+        if self._pid != os.getpid():
+            self._start()
+        return self._value
+
+    def heard(self, value: bytes) -> None:
+        # Bumps are heard in the order they were made (one script: INCR, then PUBLISH).
+        self._value = value
+
+    def _start(self) -> None:
+        with self._lock:
+            # A forked child inherits the parent's value but not its thread: it starts its own.
+            if self._pid == os.getpid():
+                return
+            self._pid, self._value = os.getpid(), None
+            threading.Thread(target=self._run, name="config-version", daemon=True).start()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                self._watch()
+            except Exception as error:
+                self._value = None
+                logger.info("config version subscription lost; reconnecting: %r", error)
+            time.sleep(RECONNECT_S)
+
+    def _watch(self) -> None:
+        client = redis.Redis.from_url(settings.REDIS_URL, **OPTIONS)
+        pubsub = client.pubsub()
+        try:
+            pubsub.subscribe(VERSION_CHANNEL())
+            # Confirmed before the counter is read, so no bump between the two goes unheard.
+            while (pubsub.get_message(timeout=RECHECK_S) or {}).get("type") != "subscribe":
+                pass
+            self._value = _version_read(client)
+            next_check = time.monotonic() + RECHECK_S
+            while True:
+                message = pubsub.get_message(timeout=max(0.0, next_check - time.monotonic()))
+                if message is not None and message.get("type") == "message":
+                    self.heard(bytes(message["data"]))
+                if time.monotonic() >= next_check:
+                    # Authoritative: also right after the counter was lost with Redis's data.
+                    self._value = _version_read(client)
+                    next_check = time.monotonic() + RECHECK_S
+        finally:
+            pubsub.close()
+            client.close()
+
+
+_watch = VersionWatch()
+
+
+def _version_read(client: redis.Redis) -> bytes:
     value: Any = client.get(VERSION_KEY())
     if value is None:
         client.set(VERSION_KEY(), _fresh_start(), nx=True)
@@ -72,7 +169,15 @@ def config_version() -> bytes:
     return bytes(value)
 
 
+def config_version() -> bytes:
+    heard = _watch.current()
+    return heard if heard is not None else _version_read(sync_client())
+
+
 async def config_version_async() -> bytes:
+    heard = _watch.current()
+    if heard is not None:
+        return heard
     client = async_client()
     value: Any = await client.get(VERSION_KEY())
     if value is None:
@@ -87,7 +192,8 @@ def config_changed() -> None:
     drops it)."""
 
     def bump() -> None:
-        sync_client().incr(VERSION_KEY())
+        value = sync_client().eval(_BUMP, 1, VERSION_KEY(), VERSION_CHANNEL(), _fresh_start())
+        _watch.heard(bytes(value))  # this process knows at once
 
     bump()
     if transaction.get_connection().in_atomic_block:

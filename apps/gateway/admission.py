@@ -18,7 +18,7 @@ from apps.core.priorities import capped_priority
 from apps.gateway.authentication import api_key_from_request_async
 from apps.gateway.caps import Lease, lease_acquire
 from apps.gateway.ratelimit import refusal, request_buckets, take_async
-from apps.gateway.refusals import refusal_count_async
+from apps.gateway.refusals import refusal_count
 from apps.gateway.requests import body_size_check, json_body, validated
 from apps.gateway.shedding import shed_check
 
@@ -34,7 +34,7 @@ async def rate_limit(api_key: ApiKey, end_user: str | None) -> None:
     verdict = await take_async(request_buckets(api_key, end_user))
     if not verdict.allowed:
         assert verdict.bucket is not None
-        await refusal_count_async(verdict.bucket.reason)
+        refusal_count(verdict.bucket.reason)
         raise refusal(verdict)
 
 
@@ -79,7 +79,7 @@ async def shed(api_key: ApiKey, data: dict[str, Any]) -> None:
     try:
         await _shed_check(priority=priority, deadline_ms=data.get("deadline_ms"))
     except Overloaded:
-        await refusal_count_async(f"shed_{priority}")
+        refusal_count(f"shed_{priority}")
         raise
 
 
@@ -87,5 +87,5 @@ async def slot(app: App) -> Lease | None:
     try:
         return await lease_acquire(app)
     except TooManyRequests:
-        await refusal_count_async("cap")
+        refusal_count("cap")
         raise

@@ -31,7 +31,7 @@ from apps.gateway.ratelimit import (
     take,
     take_async,
 )
-from apps.gateway.refusals import refusal_count, refusal_count_async
+from apps.gateway.refusals import refusal_count
 from apps.gateway.sessions import APP_CODE_HEADER
 
 # The API; probes, metrics, the admin and the API's own documentation stay reachable.
@@ -122,7 +122,7 @@ def api_edge_middleware(
             if bucket is not None:
                 verdict = await take_async([bucket])
                 if not verdict.allowed:
-                    await refusal_count_async(bucket.reason)
+                    refusal_count(bucket.reason)
                     return _refused(request, refusal(verdict))
             malformed = _malformed(request)
             if malformed is not None:

@@ -8,7 +8,7 @@ import math
 from collections import defaultdict
 from typing import Any
 
-from apps.core.metrics import metrics_key
+from apps.core.metrics import metrics_flush, metrics_key
 from apps.core.redis import sync_client
 
 HELP: dict[str, tuple[str, str]] = {
@@ -43,6 +43,7 @@ def _format_value(value: float) -> str:
 
 def render_recorded() -> list[str]:
     """Counters and histograms in the Prometheus text format (cumulative buckets)."""
+    metrics_flush()  # this process's own figures count too, up to now
     raw: Any = sync_client().hgetall(metrics_key())
     plain: dict[str, dict[str, float]] = defaultdict(dict)
     buckets: dict[str, dict[str, dict[float, float]]] = defaultdict(lambda: defaultdict(dict))

@@ -1,16 +1,16 @@
 """HTTP metrics and the access log: requests and time to the response's start, by route pattern
 and status, and one JSON log line per request (with its request id, like every other line)."""
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from asgiref.sync import iscoroutinefunction, sync_to_async
+from asgiref.sync import iscoroutinefunction
 from django.http import HttpRequest, HttpResponseBase
 from django.utils.decorators import sync_and_async_middleware
 
-from apps.core.background import in_background
 from apps.core.metrics import MetricsBatch
 
 access_log = logging.getLogger("apps.http")
@@ -23,8 +23,7 @@ def _route(request: HttpRequest) -> str:
     return str(match.route) if match is not None and match.route else "unmatched"
 
 
-def _record(request: HttpRequest, response: HttpResponseBase, started: float) -> None:
-    elapsed = time.monotonic() - started
+def _record(request: HttpRequest, response: HttpResponseBase, elapsed: float) -> None:
     route = _route(request)
     access_log.info(
         "%s %s %s",
@@ -46,13 +45,13 @@ def _record(request: HttpRequest, response: HttpResponseBase, started: float) ->
     metrics.send()
 
 
-_record_async = sync_to_async(_record, thread_sensitive=False)
-
-
-def _record_in_background(request: HttpRequest, response: HttpResponseBase, started: float) -> None:
-    """The response goes out first; its log line and metrics follow (a Redis round trip and a
-    thread hop that the client need not wait for)."""
-    in_background(_record_async(request, response, started))
+def _record_after_response(
+    request: HttpRequest, response: HttpResponseBase, started: float
+) -> None:
+    """The response goes out first; its log line and metrics follow, on the loop (metrics are
+    sums in memory, apps.core.metrics: no thread hop, no round trip)."""
+    elapsed = time.monotonic() - started
+    asyncio.get_running_loop().call_soon(_record, request, response, elapsed)
 
 
 @sync_and_async_middleware
@@ -65,7 +64,7 @@ def http_metrics_middleware(
         async def async_middleware(request: HttpRequest) -> HttpResponseBase:
             started = time.monotonic()
             response = await async_get_response(request)
-            _record_in_background(request, response, started)
+            _record_after_response(request, response, started)
             return response
 
         return async_middleware
@@ -73,7 +72,7 @@ def http_metrics_middleware(
     def middleware(request: HttpRequest) -> HttpResponseBase:
         started = time.monotonic()
         response: HttpResponseBase = get_response(request)
-        _record(request, response, started)
+        _record(request, response, time.monotonic() - started)
         return response
 
     return middleware

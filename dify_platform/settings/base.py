@@ -301,6 +301,8 @@ OPERATOR_PASSWORD_CHECKED = env.bool("OPERATOR_PASSWORD_CHECKED", default=False)
 # A bearer token /metrics requires (empty: open, as Prometheus scrapes usually are inside a
 # cluster), and how long /metrics and /readyz reuse their figures.
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+# How often each process sends what it recorded to the cluster's figures (apps.core.metrics).
+METRICS_FLUSH_S = env.float("METRICS_FLUSH_S", default=1.0)
 OPERATIONS_FIGURES_CACHE_S = env.float("OPERATIONS_FIGURES_CACHE_S", default=1.0)
 
 SPECTACULAR_SETTINGS = {

@@ -11,9 +11,12 @@ from .base import PLATFORM, env
 
 _xdist_worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
 _worker_index = int(_xdist_worker.removeprefix("gw") or 0)
-# Redis databases 8..15 are the tests'; 0 stays the developer's.
-# TEST_REDIS_DB pins one, for several test runs side by side (each with its own DATABASE_URL too).
-_redis_db = env.int("TEST_REDIS_DB", default=8 + (_worker_index % 8))
+# Redis databases 8..15 are the tests'; 0 stays the developer's. For several test runs side by
+# side (each with its own DATABASE_URL too): TEST_REDIS_DB pins one database (a run of a single
+# pytest process), TEST_REDIS_DB_FIRST moves the first of a parallel run's databases.
+_redis_db = env.int(
+    "TEST_REDIS_DB", default=env.int("TEST_REDIS_DB_FIRST", default=8) + (_worker_index % 8)
+)
 _redis_base = env.str("TEST_REDIS_BASE_URL", default="redis://127.0.0.1:6379")
 REDIS_URL = f"{_redis_base}/{_redis_db}"
 REDIS_KEY_PREFIX = "dp-test:"
@@ -39,6 +42,8 @@ PLATFORM = {
 
 # Tests read /metrics and /readyz right after what they check; the cache has a test of its own.
 OPERATIONS_FIGURES_CACHE_S = env.float("OPERATIONS_FIGURES_CACHE_S", default=0.0)
+# Processes send their figures as deployed, more often: tests wait for them (see test_metrics).
+METRICS_FLUSH_S = env.float("METRICS_FLUSH_S", default=0.1)
 # Tests send many requests as one key, one user and one address; the tests of each limit set
 # it themselves. The defaults people run with are base.py's.
 GATEWAY = {

@@ -38,11 +38,15 @@ def test_metrics_count_real_traffic(live_web: WebServer, live_worker: object) ->
     assert invalid.status_code == 400
 
     route = 'method="POST",route="v1/chat-messages"'
-    # A request's own metrics are recorded just after its response is sent.
+    # A request's own metrics are recorded just after its response is sent, and each process
+    # sends what it recorded within METRICS_FLUSH_S.
     give_up_at = time.monotonic() + 10
     samples = scrape(live_web)
-    while samples.get(f'dp_http_requests_total{{{route},status="400"}}') != 2:
-        assert time.monotonic() < give_up_at, "HTTP metrics were not recorded"
+    while (
+        samples.get(f'dp_http_requests_total{{{route},status="400"}}') != 2
+        or samples.get('dp_tasks_finished_total{kind="chat",status="failed"}') != 1
+    ):
+        assert time.monotonic() < give_up_at, "the metrics were not recorded"
         time.sleep(0.05)
         samples = scrape(live_web)
 

@@ -1,0 +1,88 @@
+"""Django's ASGI handler, with API requests served on the event loop alone.
+
+Django wraps every ASGI request in a `ThreadSensitiveContext` and sends `request_started` and
+`request_finished`, whose receivers (`close_old_connections`, `reset_queries`) are synchronous:
+each request then made a thread of its own to run them in, and a second thread to join the
+first (asgiref joins a context's executor in a new thread), several hops between them and the
+loop. py-spy of a web process serving /v1/parameters: a fifth of the event loop's time went to
+starting those threads.
+
+API requests (the /v1 routes and the probes) need none of it: their views are async and touch
+the database only through `apps.core.db.db_sync_to_async`, which hands each call's connection
+back to the pool itself, so there is no request-long connection for the signals to close. They
+get the rest of Django's handling unchanged (body, request object, middleware, the disconnect
+watch, the response); everything else (the admin, the chat pages, static files) goes through
+Django's handler as before.
+"""
+
+import asyncio
+import contextlib
+from typing import Any
+
+from django.core.exceptions import RequestAborted
+from django.core.handlers.asgi import ASGIHandler, get_script_prefix
+from django.http import HttpResponseBase
+from django.urls import set_script_prefix
+
+from apps.gateway.middleware import API_PREFIXES, PROBE_PATHS
+
+
+def is_api_path(path: str) -> bool:
+    return path.startswith(API_PREFIXES) or path in PROBE_PATHS
+
+
+def _close_without_signal(response: HttpResponseBase) -> None:
+    """What `response.close()` does but `request_finished`: a streamed answer's iterator and
+    any other resource the response holds are let go."""
+    closers = response._resource_closers  # type: ignore[attr-defined]
+    for closer in closers:
+        try:
+            closer()
+        except Exception:  # as in HttpResponse.close: a closer's failure is not the client's
+            continue
+    closers.clear()
+    response.closed = True
+
+
+class PlatformASGIHandler(ASGIHandler):  # type: ignore[misc]
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and is_api_path(scope.get("path", "")):
+            await self._handle_api(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+    async def _handle_api(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        try:
+            body_file = await self.read_body(receive)
+        except RequestAborted:
+            return
+        set_script_prefix(get_script_prefix(scope))
+        request, error_response = self.create_request(scope, body_file)
+        if request is None:
+            assert error_response is not None
+            body_file.close()
+            await self.send_response(error_response, send)
+            _close_without_signal(error_response)
+            return
+
+        async def process_request() -> HttpResponseBase:
+            response: HttpResponseBase = await self.run_get_response(request)
+            # The client may leave while the response is being sent.
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.send_response(response, send)
+            return response
+
+        # As Django's handler: a client that disconnects cancels the view (a stream ends).
+        watch = asyncio.create_task(self.listen_for_disconnect(receive))
+        serve = asyncio.create_task(process_request())
+        try:
+            await asyncio.wait((watch, serve), return_when=asyncio.FIRST_COMPLETED)
+            for task in (watch, serve):
+                if not task.done():
+                    task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, RequestAborted):
+                    await task
+            if not serve.cancelled():
+                _close_without_signal(serve.result())
+        finally:
+            body_file.close()
