@@ -145,6 +145,26 @@ class AppAdmin(admin.ModelAdmin):
             },
         ),
         (
+            "Web app presentation",
+            {
+                "description": "What Dify's /v1/site reports to clients that draw the app (its "
+                "title and description are the app's name and description).",
+                "classes": ["collapse"],
+                "fields": [
+                    "site_icon",
+                    "site_icon_background",
+                    "site_chat_color_theme",
+                    "site_chat_color_theme_inverted",
+                    "site_use_icon_as_answer_icon",
+                    "site_input_placeholder",
+                    "site_default_language",
+                    "site_copyright",
+                    "site_privacy_policy",
+                    "site_custom_disclaimer",
+                ],
+            },
+        ),
+        (
             "Prompt and inputs form",
             {
                 "fields": [
@@ -152,7 +172,29 @@ class AppAdmin(admin.ModelAdmin):
                     "opening_statement",
                     "suggested_questions",
                     "user_input_form",
+                    "suggested_questions_after_answer",
                 ]
+            },
+        ),
+        (
+            "Files and vision",
+            {
+                "description": "Files with chat and completion requests (Dify's file upload "
+                "feature, reported by /v1/parameters). A file the app's model cannot take is "
+                "refused with a 400, never dropped.",
+                "fields": [
+                    "file_upload_enabled",
+                    "file_upload_images",
+                    "file_upload_documents",
+                    "file_upload_extensions",
+                    "file_upload_local",
+                    "file_upload_remote",
+                    "file_upload_number_limit",
+                    "file_image_size_limit_mb",
+                    "file_document_size_limit_mb",
+                    "vision_enabled",
+                    "image_detail",
+                ],
             },
         ),
         ("Generation parameters", {"fields": ["max_tokens", "temperature", "top_p", "stop"]}),

@@ -1,18 +1,22 @@
 """AI apps and the API keys that call them."""
 
 import secrets
+import uuid
 from decimal import Decimal
 from typing import Any
 
-from django.core.validators import MinValueValidator
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
 from apps.applications.config_cache import config_changed
 from apps.applications.validators import (
+    extensions_validate,
     keywords_validate,
     patterns_validate,
     provider_config_validate,
 )
+from apps.core.file_formats import FORMATS, FileKind
 from apps.core.models import TimestampedModel
 from apps.core.priorities import Priority
 
@@ -44,6 +48,21 @@ class ConfigQuerySet(models.QuerySet):  # type: ignore[type-arg]
 
 def share_code_new() -> str:
     return secrets.token_urlsafe(12)
+
+
+class ImageDetail(models.TextChoices):
+    LOW = "low", "Low (fewer tokens)"
+    HIGH = "high", "High"
+    AUTO = "auto", "Auto (the model decides)"
+
+
+MAX_FILES_PER_REQUEST = 20
+
+
+def extension_list(value: str) -> list[str]:
+    """The extensions in App.file_upload_extensions: lower case, each with its dot."""
+    words = value.replace(",", " ").split()
+    return [word.lower() if word.startswith(".") else f".{word.lower()}" for word in words]
 
 
 class App(TimestampedModel):
@@ -220,10 +239,125 @@ class App(TimestampedModel):
     )
     currency = models.CharField(max_length=8, default="USD")
 
+    # Files with chat and completion requests: Dify's `file_upload` feature (apps.applications.
+    # file_rules reads these; /v1/parameters reports them).
+    file_upload_enabled = models.BooleanField(
+        default=False,
+        help_text="Take files with chat and completion requests (uploaded first, or by URL).",
+    )
+    file_upload_images = models.BooleanField(
+        default=True,
+        help_text="Images (PNG, JPEG, GIF, WebP): for a model that reads them (vision, below).",
+    )
+    file_upload_documents = models.BooleanField(
+        default=True,
+        help_text="Documents (text, Markdown, CSV, PDF): their text reaches the prompt, within "
+        "the context window.",
+    )
+    file_upload_extensions = models.CharField(
+        max_length=255,
+        blank=True,
+        default="",
+        validators=[extensions_validate],
+        help_text="Only these extensions, separated by spaces or commas (e.g. .pdf .md); "
+        "empty: every extension of the kinds above.",
+    )
+    file_upload_local = models.BooleanField(
+        default=True,
+        help_text="Files uploaded first (POST /v1/files/upload, then `local_file`).",
+    )
+    file_upload_remote = models.BooleanField(
+        default=True,
+        help_text="Files by URL (`remote_url`), fetched by the workers: public addresses only, "
+        "unless the operator allows more (FILE_REMOTE_ALLOWED_NETWORKS).",
+    )
+    file_upload_number_limit = models.PositiveSmallIntegerField(
+        default=3,
+        validators=[MinValueValidator(1), MaxValueValidator(MAX_FILES_PER_REQUEST)],
+        help_text="Files per request.",
+    )
+    file_image_size_limit_mb = models.PositiveIntegerField(
+        default=10,
+        validators=[MinValueValidator(1)],
+        help_text="Largest image, in MB (the platform's FILE_UPLOAD_MAX_MB caps it).",
+    )
+    file_document_size_limit_mb = models.PositiveIntegerField(
+        default=15,
+        validators=[MinValueValidator(1)],
+        help_text="Largest document, in MB (the platform's FILE_UPLOAD_MAX_MB caps it).",
+    )
+    vision_enabled = models.BooleanField(
+        default=False,
+        verbose_name="vision",
+        help_text="The model reads images: they reach it as image parts (OpenAI-compatible "
+        "vision models). The built-in model does not.",
+    )
+    image_detail = models.CharField(
+        max_length=8,
+        choices=ImageDetail.choices,
+        default=ImageDetail.HIGH,
+        help_text="How closely a vision model looks at images (high costs more tokens).",
+    )
+    suggested_questions_after_answer = models.BooleanField(
+        default=False,
+        help_text="After each chat answer, the app's model suggests follow-up questions "
+        "(GET /v1/messages/{id}/suggested), as low-priority work.",
+    )
+
+    # The web app's presentation, as Dify's /v1/site reports it (title and description are the
+    # app's name and description).
+    site_icon = models.CharField(max_length=64, blank=True, default="🤖", help_text="An emoji.")
+    site_icon_background = models.CharField(max_length=16, blank=True, default="#FFEAD5")
+    site_chat_color_theme = models.CharField(
+        max_length=16, blank=True, default="", help_text="A CSS color, e.g. #1C64F2."
+    )
+    site_chat_color_theme_inverted = models.BooleanField(default=False)
+    site_copyright = models.CharField(max_length=255, blank=True, default="")
+    site_privacy_policy = models.URLField(max_length=512, blank=True, default="")
+    site_custom_disclaimer = models.TextField(blank=True, default="")
+    site_default_language = models.CharField(max_length=16, default="en-US")
+    site_input_placeholder = models.CharField(max_length=255, blank=True, default="")
+    site_use_icon_as_answer_icon = models.BooleanField(default=False)
+
     objects = ConfigQuerySet.as_manager()
 
     class Meta:
         ordering = ["name"]
+
+    def clean(self) -> None:
+        """Settings that contradict each other: files the model could never take."""
+        super().clean()
+        errors: dict[str, str] = {}
+        if self.vision_enabled and self.provider == ProviderKind.LOCAL:
+            errors["vision_enabled"] = "The built-in model does not read images."
+        if self.file_upload_enabled:
+            if not (self.file_upload_images or self.file_upload_documents):
+                errors["file_upload_documents"] = "Take images, documents or both."
+            elif self.file_upload_images and not self.vision_enabled:
+                errors["file_upload_images"] = (
+                    "Images need a model that reads them: turn vision on, or take documents only."
+                )
+            if not (self.file_upload_local or self.file_upload_remote):
+                errors["file_upload_local"] = "Take files uploaded, by URL, or both."
+        kinds = {
+            kind
+            for kind, taken in (
+                (FileKind.IMAGE, self.file_upload_images),
+                (FileKind.DOCUMENT, self.file_upload_documents),
+            )
+            if taken
+        }
+        stray = [
+            extension
+            for extension in extension_list(self.file_upload_extensions)
+            if extension in FORMATS and FORMATS[extension].kind not in kinds
+        ]
+        if stray and "file_upload_extensions" not in errors:
+            errors["file_upload_extensions"] = (
+                f"{', '.join(stray)}: not of a kind this app takes (images, documents above)."
+            )
+        if errors:
+            raise ValidationError(errors)
 
     @property
     def worker_lane(self) -> str:
@@ -275,3 +409,30 @@ class ApiKey(TimestampedModel):
 
     def __str__(self) -> str:
         return f"{self.prefix}… ({self.app.name})"
+
+
+class EndUser(models.Model):
+    """An end user of an app, as Dify names them to clients: a UUID for the `user` string the
+    app sends. The id is derived from the two (`id_for`), so every process names an end user
+    alike without a lookup; the row says the id was handed out (with an upload's `created_by`,
+    a feedback's `from_end_user_id`), so GET /v1/end-users/{id} finds it."""
+
+    id = models.UUIDField(primary_key=True, editable=False)
+    app = models.ForeignKey(App, on_delete=models.CASCADE, related_name="end_users")
+    external_id = models.CharField(max_length=255, help_text="The `user` the app sends.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["app", "external_id"], name="applications_end_user_per_app"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.external_id
+
+    @staticmethod
+    def id_for(app_id: uuid.UUID, external_id: str) -> uuid.UUID:
+        return uuid.uuid5(app_id, external_id)

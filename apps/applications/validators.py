@@ -7,6 +7,7 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ValidationError
 
+from apps.core.file_formats import FORMATS
 from apps.providers.credentials import key_env_allowed
 
 MAX_RULES = 200
@@ -71,4 +72,15 @@ def provider_config_validate(value: Any) -> None:
         raise ValidationError(
             f"api_key_env {env_name!r} is not an allowed provider key variable: the operator "
             f"allows {', '.join(allowed) or 'none'} (PROVIDER_KEY_ENV_ALLOWED)."
+        )
+
+
+def extensions_validate(value: str) -> None:
+    """App.file_upload_extensions: extensions of formats the platform reads."""
+    words = value.replace(",", " ").split()
+    unknown = [word for word in words if f".{word.lower().lstrip('.')}" not in FORMATS]
+    if unknown:
+        raise ValidationError(
+            f"{', '.join(unknown)}: not a format the platform reads (it reads "
+            f"{' '.join(sorted(FORMATS))})."
         )

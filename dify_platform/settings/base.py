@@ -346,3 +346,27 @@ LOGGING = {
         "rq.worker": {"level": "WARNING"},
     },
 }
+
+# --- Files (apps.files) ------------------------------------------------------------------------
+# Files with chat requests (Dify's /v1/files/upload, files by URL) and the platform's other files,
+# stored where every web and worker process on every host can read them.
+INSTALLED_APPS += ["apps.files"]
+# Where new content goes: "database" (PostgreSQL, in chunks: nothing more to run), "directory"
+# (FILE_STORAGE_DIR, a volume every host mounts), or the dotted path of a backend class
+# (apps.files.backends). Files keep the backend they were written to.
+FILE_STORAGE_BACKEND = env.str("FILE_STORAGE_BACKEND", default="database")
+FILE_STORAGE_DIR = env.str("FILE_STORAGE_DIR", default=str(BASE_DIR / "var" / "files"))
+# Content streams in and out in pieces of this size (one row each in the database backend).
+FILE_STORAGE_CHUNK_BYTES = env.int("FILE_STORAGE_CHUNK_BYTES", default=1024 * 1024)
+# The largest upload whatever an app allows (each app sets its image and document limits below it).
+FILE_UPLOAD_MAX_MB = env.int("FILE_UPLOAD_MAX_MB", default=50)
+# Files by URL (`remote_url`) are fetched by the workers, never by the web processes, within these
+# limits. Addresses that are not public (private, loopback, link-local, ...) are refused, checked
+# after DNS and again on every redirect, unless they are in FILE_REMOTE_ALLOWED_NETWORKS (CIDRs,
+# e.g. 10.0.0.0/8 for an intranet's files).
+FILE_REMOTE_TIMEOUT_S = env.float("FILE_REMOTE_TIMEOUT_S", default=15.0)
+FILE_REMOTE_MAX_REDIRECTS = env.int("FILE_REMOTE_MAX_REDIRECTS", default=3)
+FILE_REMOTE_ALLOWED_NETWORKS = env.list("FILE_REMOTE_ALLOWED_NETWORKS", default=[])
+# `manage.py files_purge` takes content no file points to for an orphan once it is this old.
+FILE_ORPHAN_GRACE_S = env.float("FILE_ORPHAN_GRACE_S", default=3600.0)
+# --- end of files -------------------------------------------------------------------------------
