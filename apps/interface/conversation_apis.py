@@ -16,6 +16,7 @@ from rest_framework import serializers
 
 from apps.applications.models import ApiKey, App, AppMode
 from apps.conversations import selectors, services
+from apps.conversations.listing import conversation_page
 from apps.conversations.models import Conversation, Message, MessageStatus
 from apps.core.db import db_sync_to_async
 from apps.core.errors import DeadlineExceeded, NotChatApp
@@ -167,7 +168,7 @@ class ConversationListQuery(UserSerializer):
 
 
 def _conversation_page(app: App, data: dict[str, Any]) -> dict[str, Any]:
-    page = selectors.conversation_list(
+    page = conversation_page(
         app=app,
         end_user=data["user"],
         last_id=data["last_id"] or None,
