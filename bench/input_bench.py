@@ -46,9 +46,16 @@ class WrkResult:
 
 
 def wrk(
-    url: str, *, connections: int, seconds: float, headers: dict[str, str] | None = None
+    url: str,
+    *,
+    connections: int,
+    seconds: float,
+    headers: dict[str, str] | None = None,
+    rate: float | None = None,
 ) -> WrkResult:
-    """wrk against one URL (keep-alive connections, 2 threads); statuses counted by class."""
+    """wrk against one URL (keep-alive connections, 2 threads); statuses counted by class. With
+    `rate`, the connections offer about that many requests per second in all; without, as many
+    as the server answers."""
     command = [
         "wrk",
         "-t2",
@@ -62,8 +69,9 @@ def wrk(
     ]
     for name, value in (headers or {}).items():
         command += ["-H", f"{name}: {value}"]
+    paced = ["--", f"{rate:g}", str(connections)] if rate else []
     output = subprocess.run(
-        [*command, url], capture_output=True, text=True, check=True, timeout=seconds + 60
+        [*command, url, *paced], capture_output=True, text=True, check=True, timeout=seconds + 60
     ).stdout
     rate = re.search(r"Requests/sec:\s+([\d.]+)", output)
     statuses = re.search(r"WRK_STATUSES (\{.*\})", output)

@@ -1,6 +1,9 @@
 -- Counts responses by status class per wrk thread and prints them at the end as one JSON line
--- (wrk's own summary counts only "non-2xx or 3xx").
+-- (wrk's own summary counts only "non-2xx or 3xx"). With script arguments `<rate> <connections>`
+-- each connection waits between its requests so that all of them together offer about <rate>
+-- requests per second (an offered load, not as many as the server can answer).
 local threads = {}
+local pause_ms = 0
 
 function setup(thread)
   table.insert(threads, thread)
@@ -8,6 +11,14 @@ end
 
 function init(args)
   ok, limited, other = 0, 0, 0
+  local rate, connections = tonumber(args[1]), tonumber(args[2])
+  if rate and connections and rate > 0 then
+    pause_ms = connections / rate * 1000
+  end
+end
+
+function delay()
+  return pause_ms
 end
 
 function response(status, headers, body)
