@@ -8,6 +8,8 @@ urlpatterns = [
     path("chat/", include("apps.interface.page_urls")),
     path("", include("apps.interface.answer_urls")),
     path("", include("apps.interface.conversation_urls")),
+    path("", include("apps.interface.file_urls")),
+    path("", include("apps.interface.app_urls")),
     path("", include("apps.operations.urls")),
 ]
 

@@ -498,10 +498,41 @@ ensure_wrk() {
     fi
 }
 
+# Dify's official Node client (npm's dify-client), which tests/compat/test_node_client.py runs
+# against the platform: installed from its lockfile with `npm ci`, again only when the lockfile
+# changed. Debian's nodejs and npm when missing (as root), else a clear message.
+NODE_CLIENT_DIR="tests/compat/node"
+
+ensure_node_client() {
+    [[ "$MODE" == dev ]] || return 0
+    if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+        if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+            log "installing Debian's nodejs and npm for the Node client tests (apt-get install nodejs npm)"
+            if ! { apt-get update -qq >/dev/null &&
+                DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; }; then
+                die "could not install nodejs and npm: apt-get install nodejs npm (needed by tests/compat/test_node_client.py)"
+            fi
+        else
+            die "node and npm are not installed: apt-get install nodejs npm (Node 18+; needed by tests/compat/test_node_client.py, which runs Dify's official Node client)"
+        fi
+    fi
+    local lock="$NODE_CLIENT_DIR/package-lock.json" stamp="$NODE_CLIENT_DIR/node_modules/.bootstrap-stamp"
+    local want
+    want="$(sha256sum "$lock" | cut -d' ' -f1)"
+    if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
+        return 0
+    fi
+    log "installing Dify's Node client for the tests (npm ci in $NODE_CLIENT_DIR)"
+    (cd "$NODE_CLIENT_DIR" && npm ci --no-audit --no-fund --loglevel=error) ||
+        die "npm ci in $NODE_CLIENT_DIR failed (see above)"
+    printf '%s\n' "$want" >"$stamp"
+}
+
 ensure_venv
 ensure_requirements
 ensure_chromium
 ensure_nginx
+ensure_node_client
 ensure_wrk
 if [[ "${BOOTSTRAP_SERVICES:-1}" == 0 ]]; then
     log "ready ($MODE, services not checked)"

@@ -10,7 +10,7 @@ from django.utils.safestring import SafeString
 from django.utils.text import Truncator
 
 from apps.applications.models import ProviderKind
-from apps.conversations.models import Conversation, Feedback, Message
+from apps.conversations.models import Conversation, Feedback, Message, MessageFile
 from apps.core.admin_display import EMPTY, moment_column, seconds_display
 
 
@@ -79,6 +79,34 @@ class ProviderFilter(admin.SimpleListFilter):
         return queryset.filter(provider=self.value()) if self.value() else queryset
 
 
+MESSAGE_FILE_FIELDS = ("position", "kind", "transfer_method", "url", "stored_file_link")
+
+
+class MessageFileInline(admin.TabularInline):
+    """The files sent with the question: what the model was shown."""
+
+    model = MessageFile
+    fields = MESSAGE_FILE_FIELDS
+    readonly_fields = MESSAGE_FILE_FIELDS
+    extra = 0
+    can_delete = False
+    empty_value_display = EMPTY
+
+    def has_add_permission(self, request: HttpRequest, obj: Message | None = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Message | None = None) -> bool:
+        return False
+
+    @admin.display(description="stored file")
+    def stored_file_link(self, attachment: MessageFile) -> SafeString | str:
+        stored = attachment.stored_file
+        if stored is None:
+            return EMPTY
+        url = reverse("admin:files_storedfile_change", args=[stored.pk])
+        return format_html('<a href="{}">{}</a> ({} bytes)', url, stored.filename, stored.size)
+
+
 @admin.register(Message)
 class MessageAdmin(admin.ModelAdmin):
     list_display = [
@@ -131,9 +159,10 @@ class MessageAdmin(admin.ModelAdmin):
                 ]
             },
         ),
-        ("Feedback", {"fields": ["feedback_display"]}),
+        ("Feedback", {"fields": ["feedback_display", "suggested_questions"]}),
     ]
     readonly_fields = flatten_fieldsets(fieldsets)
+    inlines = [MessageFileInline]
     created_at_display = moment_column("created_at")
     updated_at_display = moment_column("updated_at")
 

@@ -68,6 +68,12 @@ class Message(TimestampedModel):
     task = models.ForeignKey(
         "scheduling.Task", on_delete=models.SET_NULL, null=True, blank=True, related_name="messages"
     )
+    # Follow-up questions the app's model suggested after the answer (apps.generation.
+    # suggestions); None until generated. The task that generates them, for callers who wait.
+    suggested_questions = models.JSONField(null=True, blank=True)
+    suggestions_task = models.ForeignKey(
+        "scheduling.Task", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
 
     class Meta:
         indexes = [models.Index(fields=["conversation", "-created_at"])]
@@ -78,6 +84,40 @@ class Message(TimestampedModel):
     @property
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
+
+
+class TransferMethod(models.TextChoices):
+    LOCAL_FILE = "local_file", "Uploaded (local_file)"
+    REMOTE_URL = "remote_url", "By URL (remote_url)"
+
+
+class MessageFile(TimestampedModel):
+    """A file sent with a question: an upload (`local_file`), or a URL (`remote_url`) that the
+    worker answering it fetches and keeps as a stored file of its own (so a retry, the history
+    and the preview see the same bytes the model saw)."""
+
+    # The unique (message, position) constraint's index serves the foreign key too.
+    message = models.ForeignKey(
+        Message, on_delete=models.CASCADE, related_name="files", db_index=False
+    )
+    position = models.PositiveSmallIntegerField()
+    kind = models.CharField(max_length=16, help_text="image or document (Dify's `type`).")
+    transfer_method = models.CharField(max_length=16, choices=TransferMethod.choices)
+    url = models.TextField(blank=True, default="", help_text="The URL of a `remote_url` file.")
+    stored_file = models.ForeignKey(
+        "files.StoredFile", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["position"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["message", "position"], name="conversations_message_file_position"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.url or str(self.stored_file_id)
 
 
 class Feedback(TimestampedModel):

@@ -7,11 +7,11 @@ from typing import Generic, TypeVar
 from django.db.models import Q, QuerySet
 
 from apps.applications.models import App
-from apps.conversations.models import Conversation, Message
+from apps.conversations.models import Conversation, Feedback, Message
 from apps.core.errors import NotFound
 from apps.scheduling.models import Task
 
-Row = TypeVar("Row", Conversation, Message)
+Row = TypeVar("Row", Conversation, Message, Feedback)
 
 # sort_by values Dify accepts for conversations: (field, descending).
 CONVERSATION_SORTS: dict[str, tuple[str, bool]] = {
@@ -97,7 +97,11 @@ def conversation_list(
 def message_list(*, conversation: Conversation, first_id: str | None, limit: int) -> Page[Message]:
     """The newest `limit` messages older than `first_id` (or the newest of all), oldest first
     within the page, as Dify returns them; `has_more` says whether older ones remain."""
-    rows = Message.objects.filter(conversation=conversation).select_related("feedback")
+    rows = (
+        Message.objects.filter(conversation=conversation)
+        .select_related("feedback")
+        .prefetch_related("files__stored_file")
+    )
     if first_id:
         found = _as_uuid(first_id)
         reference = rows.filter(id=found).first() if found else None
@@ -115,3 +119,15 @@ def conversation_first_message(*, conversation_id: uuid.UUID | str) -> Message |
         .order_by("created_at", "id")
         .first()
     )
+
+
+def feedback_page(*, app: App, page: int, limit: int) -> Page[Feedback]:
+    """A page of the feedback on the app's answers, newest first (Dify's page numbers)."""
+    rows = (
+        Feedback.objects.filter(message__app=app)
+        .select_related("message")
+        .order_by("-created_at", "-id")
+    )
+    offset = (page - 1) * limit
+    fetched = list(rows[offset : offset + limit + 1])
+    return Page(rows=fetched[:limit], has_more=len(fetched) > limit)

@@ -9,9 +9,17 @@ from django.db import IntegrityError, transaction
 from django.db.models import Model, Q
 from django.utils import timezone
 
+from apps.applications.end_users import end_user_record
 from apps.applications.models import ApiKey, AppMode
+from apps.conversations.attachments import attachments_resolve
 from apps.conversations.inputs import inputs_validate
-from apps.conversations.models import Conversation, Feedback, Message
+from apps.conversations.models import (
+    Conversation,
+    Feedback,
+    Message,
+    MessageFile,
+    TransferMethod,
+)
 from apps.conversations.selectors import conversation_first_message, task_owned_by
 from apps.core.errors import (
     AppUnavailable,
@@ -21,6 +29,8 @@ from apps.core.errors import (
     NotFound,
 )
 from apps.core.priorities import Priority, capped_priority
+from apps.files.models import StoredFile
+from apps.files.services import file_delete
 from apps.scheduling.control import task_request_stop
 from apps.scheduling.models import Task, TaskStatus
 from apps.scheduling.services import task_cancel, task_create, task_prepare, task_record
@@ -28,6 +38,8 @@ from apps.scheduling.services import task_cancel, task_create, task_prepare, tas
 NEW_CONVERSATION_NAME = "New conversation"
 # The task kind that titles conversations (registered by apps.generation.naming).
 NAMING_KIND = "conversation_name"
+# The task kind that suggests follow-up questions (registered by apps.generation.suggestions).
+SUGGESTIONS_KIND = "suggested_questions"
 
 
 @dataclass(frozen=True)
@@ -59,8 +71,10 @@ def answer_submit(
     auto_generate_name: bool = True,
     idempotency_key: str | None = None,
     request_hash: str = "",
+    files: list[dict[str, Any]] | None = None,
 ) -> SubmittedAnswer:
-    """Record the question and queue its answer. `route_mode` None means any app (`/api/v1/ask`),
+    """Record the question (with the files sent with it, apps.conversations.attachments) and
+    queue its answer. `route_mode` None means any app (`/api/v1/ask`),
     answered as one turn without history. A new conversation with `auto_generate_name` gets a
     title after its first answer, from low-priority work that never delays that answer.
 
@@ -81,6 +95,7 @@ def answer_submit(
             auto_generate_name=auto_generate_name,
             idempotency_key=idempotency_key,
             request_hash=request_hash,
+            files=files or [],
         )
     except IntegrityError:
         existing = (
@@ -131,13 +146,16 @@ def _answer_record(
     auto_generate_name: bool,
     idempotency_key: str | None,
     request_hash: str,
+    files: list[dict[str, Any]],
 ) -> SubmittedAnswer:
-    """Everything new (a conversation, the message, the task and its first event) is written in
-    one statement: this is the request path, and one durable commit is most of its cost."""
+    """Everything new (a conversation, the message and its files, the task and its first event)
+    is written in one statement: this is the request path, and one durable commit is most of
+    its cost."""
     app = api_key.app
     if route_mode is not None:
         _check_route(app.mode, route_mode)
     cleaned_inputs = inputs_validate(user_input_form=app.user_input_form, inputs=inputs)
+    attachments = attachments_resolve(app=app, end_user=end_user, files=files)
 
     conversation = None
     new_rows: list[Model] = []
@@ -198,7 +216,9 @@ def _answer_record(
         query=query,
         task=prepared.task,
     )
-    task_record(prepared, *new_rows, message)
+    for attachment in attachments:
+        attachment.message = message
+    task_record(prepared, *new_rows, message, *attachments)
     return SubmittedAnswer(task=prepared.task, message=message, conversation=conversation)
 
 
@@ -273,6 +293,15 @@ def conversation_delete(*, conversation: Conversation) -> None:
     Task.objects.filter(messages__conversation=conversation, idempotency_key__isnull=False).update(
         idempotency_key=None
     )
+    # Files fetched from URLs for its messages are copies of their own; uploads stay with the end
+    # user, who may send them again.
+    fetched = StoredFile.objects.filter(
+        id__in=MessageFile.objects.filter(
+            message__conversation=conversation, transfer_method=TransferMethod.REMOTE_URL
+        ).values("stored_file_id")
+    )
+    for file in fetched:
+        file_delete(file=file)
     conversation.delete()
 
 
@@ -289,3 +318,25 @@ def message_feedback_submit(
     Feedback.objects.update_or_create(
         message=message, defaults={"end_user": end_user, "rating": rating, "content": content}
     )
+    # Feedback lists name the end user by id (GET /v1/app/feedbacks): it must resolve.
+    end_user_record(app_id=message.app_id, external_id=end_user)
+
+
+@transaction.atomic
+def message_suggestions_request(
+    *, message: Message, requested_priority: str, priority: str | None = None
+) -> Task:
+    """Queue follow-up questions for the message's answer, made by the app's model; the
+    message names the task, so a caller can wait for it (GET /v1/messages/{id}/suggested)."""
+    task = task_create(
+        kind=SUGGESTIONS_KIND,
+        app=message.app,
+        end_user=message.end_user,
+        # The conversation's id lets a deletion of the conversation cancel the task.
+        payload={"message_id": str(message.id), "conversation_id": str(message.conversation_id)},
+        requested_priority=requested_priority,
+        priority=priority,
+    )
+    Message.objects.filter(id=message.id).update(suggestions_task=task)
+    message.suggestions_task = task
+    return task

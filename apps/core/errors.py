@@ -29,6 +29,14 @@ class InvalidJson(InvalidParam):
     default_message = "Invalid JSON payload received or JSON payload is empty."
 
 
+class BadRequest(ApiError):
+    """A request Dify refuses as a whole (`bad_request`): a feature the app has turned off."""
+
+    status = 400
+    code = "bad_request"
+    default_message = "Bad request."
+
+
 class NotChatApp(ApiError):
     status = 400
     code = "not_chat_app"

@@ -94,6 +94,7 @@ async def answer_admit(request: AnswerRequest) -> Admission:
         and request.route_mode == AppMode.COMPLETION
         and api_key.app.cache_enabled
         and key is None
+        and not data.get("files")  # the cache knows the query and inputs, not the files
     )
     if use_cache:
         cached = await cache.cache_get(api_key.app, data["query"], data["inputs"])
@@ -113,6 +114,7 @@ async def answer_admit(request: AnswerRequest) -> Admission:
             auto_generate_name=data.get("auto_generate_name", True),
             idempotency_key=key,
             request_hash=request.fingerprint,
+            files=data.get("files") or [],
         )
     except BaseException:
         if lease is not None:

@@ -219,6 +219,65 @@ class FlatSerializer(serializers.Serializer):
         return {name: copy.copy(field) for name, field in self._declared_fields.items()}
 
 
+FILE_TYPES = ("image", "document", "audio", "video", "custom")
+TRANSFER_METHODS = ("remote_url", "local_file")
+MAX_URL_CHARS = 2048
+MAX_FILES = 20
+
+
+class AttachmentsField(serializers.Field):
+    """Dify's `files`: a list of `{"type", "transfer_method", "url" | "upload_file_id"}`. The
+    shape is checked here; whether the app takes each file, when the question is recorded
+    (apps.conversations.attachments). A plain field, not a nested serializer: it keeps no state
+    between requests (see FlatSerializer)."""
+
+    def to_internal_value(self, data: Any) -> list[dict[str, str]]:
+        if not isinstance(data, list):
+            raise serializers.ValidationError("must be a list of files")
+        if len(data) > MAX_FILES:
+            raise serializers.ValidationError(f"must have at most {MAX_FILES} files")
+        return [_attachment(index, item) for index, item in enumerate(data)]
+
+    def to_representation(self, value: Any) -> Any:
+        return value
+
+    def validate_empty_values(self, data: Any) -> tuple[bool, Any]:
+        if data is None:
+            return True, []  # `"files": null` means none
+        return super().validate_empty_values(data)
+
+
+def _attachment(index: int, item: Any) -> dict[str, str]:
+    def wrong(problem: str) -> serializers.ValidationError:
+        return serializers.ValidationError(f"files[{index}]: {problem}")
+
+    if not isinstance(item, dict):
+        raise wrong("must be an object")
+    kind, method = item.get("type"), item.get("transfer_method")
+    if kind not in FILE_TYPES:
+        raise wrong(f"type must be one of {', '.join(FILE_TYPES)}")
+    if method not in TRANSFER_METHODS:
+        raise wrong(f"transfer_method must be one of {', '.join(TRANSFER_METHODS)}")
+    if method == "local_file":
+        upload_id = item.get("upload_file_id")
+        if not isinstance(upload_id, str):
+            raise wrong("upload_file_id is required for a local_file")
+        try:
+            return {
+                "type": kind,
+                "transfer_method": method,
+                "upload_file_id": str(uuid.UUID(upload_id)),
+            }
+        except ValueError:
+            raise wrong("upload_file_id must be an upload's id (a UUID)") from None
+    url = item.get("url")
+    if not isinstance(url, str) or not url.strip():
+        raise wrong("url is required for a remote_url")
+    if len(url) > MAX_URL_CHARS or _BAD_TEXT.search(url):
+        raise wrong(f"url must be a URL of at most {MAX_URL_CHARS} characters")
+    return {"type": kind, "transfer_method": method, "url": url.strip()}
+
+
 class AnswerRequestSerializer(FlatSerializer):
     inputs = CleanInputsField(required=True)
     query = CleanTextField(required=True, allow_blank=False, trim_whitespace=False)
@@ -226,8 +285,8 @@ class AnswerRequestSerializer(FlatSerializer):
         choices=["blocking", "streaming"], required=False, default="blocking"
     )
     user = StrictCharField(max_length=MAX_USER_CHARS, required=True, error_messages=USER_ERRORS)
-    # The official Dify client sends `"files": null`; files are accepted and ignored.
-    files = serializers.ListField(required=False, default=list, allow_null=True)
+    # The official Dify client sends `"files": null` when there are none.
+    files = AttachmentsField(required=False, default=list, allow_null=True)
     auto_generate_name = serializers.BooleanField(required=False, default=True)
     priority = serializers.ChoiceField(choices=Priority.values, required=False)
     deadline_ms = serializers.IntegerField(required=False, min_value=1, max_value=24 * 3600 * 1000)

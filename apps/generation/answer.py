@@ -13,11 +13,12 @@ from typing import Any
 from django.conf import settings
 
 from apps.conversations.models import Message, MessageStatus
+from apps.generation.attachments import Attachments, attachments_prepare
 from apps.generation.attempt import attempt_message
 from apps.generation.events import AnswerPublisher
 from apps.generation.moderation import input_refusal, output_rules
 from apps.generation.pricing import PRICE_FIELDS, message_price
-from apps.generation.prompts import Prompt, PromptTooLong, prompt_build
+from apps.generation.prompts import MAX_CHARS_PER_TOKEN, Prompt, PromptTooLong, prompt_build
 from apps.generation.provider_settings import app_provider
 from apps.generation.stream import AnswerStream
 from apps.providers.base import GenerationRequest, GenerationResult, Provider, ProviderError
@@ -36,6 +37,9 @@ logger = logging.getLogger(__name__)
 # HTTP status the client sees for each final error code.
 STATUS_BY_CODE = {
     "completion_request_error": 400,
+    "invalid_param": 400,  # a file the model cannot take, found so by the worker
+    "file_not_found": 404,
+    "file_too_large": 413,
     "rate_limit_error": 429,
     "deadline_exceeded": 504,
     "cancelled": 499,
@@ -129,15 +133,22 @@ async def answer_run(task: Task, context: RunContext) -> dict[str, Any]:
     }
 
 
-def _prompt(message: Message, provider: Provider, first_turn: bool) -> Prompt:
+def _context_tokens(message: Message, provider: Provider) -> int:
+    return provider.context_window() or message.app.context_window
+
+
+def _prompt(
+    message: Message, provider: Provider, first_turn: bool, attachments: Attachments
+) -> Prompt:
     app = message.app
     try:
         return prompt_build(
             app=app,
             message=message,
             count=provider.count_prompt_tokens,
-            context_tokens=provider.context_window() or app.context_window,
+            context_tokens=_context_tokens(message, provider),
             first_turn=first_turn,
+            attachments=attachments,
         )
     except PromptTooLong as error:
         raise PermanentTaskError(str(error)) from error
@@ -171,8 +182,14 @@ async def _generate(
         return context.should_stop()
 
     try:
+        # The files sent with the question: fetched, read, extracted (no more text than could
+        # ever fit the window).
+        context_tokens = await context.db(_context_tokens, message, provider)
+        attachments = await attachments_prepare(
+            message, context, max_document_chars=context_tokens * MAX_CHARS_PER_TOKEN
+        )
         # Blocking work (the conversation's history, the local model's tokenizer): a thread.
-        prompt = await context.db(_prompt, message, provider, first_turn)
+        prompt = await context.db(_prompt, message, provider, first_turn, attachments)
         request = GenerationRequest(
             messages=prompt.messages,
             model=app.model_name,

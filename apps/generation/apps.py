@@ -15,6 +15,7 @@ class GenerationConfig(AppConfig):
         from apps.generation.naming import NAMING_TASK_KIND
         from apps.generation.observe import answer_failed_observed, answer_succeeded_observed
         from apps.generation.requeue import answer_requeued
+        from apps.generation.suggestions import SUGGESTIONS_TASK_KIND
         from apps.scheduling.kinds import TaskKind, register_task_kind
 
         for kind in ("chat", "completion"):
@@ -30,3 +31,4 @@ class GenerationConfig(AppConfig):
                 )
             )
         register_task_kind(NAMING_TASK_KIND)
+        register_task_kind(SUGGESTIONS_TASK_KIND)

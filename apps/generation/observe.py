@@ -1,7 +1,7 @@
 """After an answer ends: tell the client, title a new conversation, record metrics."""
 
 from apps.conversations.models import Message
-from apps.conversations.services import conversation_name_request
+from apps.conversations.services import conversation_name_request, message_suggestions_request
 from apps.core.metrics import TOKEN_BUCKETS, MetricsBatch
 from apps.core.priorities import Priority
 from apps.generation.answer import answer_final_failure
@@ -24,6 +24,7 @@ def answer_succeeded_observed(task: Task) -> None:
     message = attempt_message_saved(task)
     if message is None:
         return
+    _suggest_questions(message)
     AnswerPublisher(task_id=str(task.id), message=message).end()
     _name_conversation(task, message)
     labels = {"provider": message.provider or "unknown"}
@@ -52,3 +53,10 @@ def _name_conversation(task: Task, message: Message) -> None:
         conversation_name_request(
             conversation=message.conversation, requested_priority=Priority.LOW
         )
+
+
+def _suggest_questions(message: Message) -> None:
+    """Follow-up questions for a chat answer, if the app wants them: queued before the client
+    hears `message_end`, so one who asks for them at once finds the work under way."""
+    if message.app.suggested_questions_after_answer and message.conversation_id is not None:
+        message_suggestions_request(message=message, requested_priority=Priority.LOW)

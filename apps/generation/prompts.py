@@ -8,6 +8,7 @@ from typing import Any
 
 from apps.applications.models import App, AppMode
 from apps.conversations.models import Message, MessageStatus
+from apps.generation.attachments import NO_ATTACHMENTS, Attachments, Document
 from apps.providers.base import ChatMessage
 
 _VARIABLE = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
@@ -17,6 +18,8 @@ MIN_ANSWER_TOKENS = 16
 # Before the exact count, history far beyond the window is cut on characters alone: no real text
 # packs more than this many characters into one token, so nothing that could fit is lost.
 MAX_CHARS_PER_TOKEN = 16
+DOCUMENTS_INTRO = "The user attached these files:"
+CUT_NOTE = "\n[… the rest of this file did not fit in the model's context window]"
 
 TokenCounter = Callable[[list[ChatMessage]], int]
 
@@ -65,25 +68,38 @@ def prompt_build(
     count: TokenCounter,
     context_tokens: int,
     first_turn: bool = False,
+    attachments: Attachments = NO_ATTACHMENTS,
 ) -> Prompt:
-    """The system prompt, as many of the most recent turns as fit, then the new question.
+    """The system prompt, as many of the most recent turns as fit, then the new question with
+    its files (images as parts; documents' text before the question, cut to the room there is).
 
     The oldest turns are dropped first; the system prompt and the question are always kept, and
     prompt plus answer never exceed `context_tokens` as `count` measures them.
     """
     instructions = render_template(app.system_prompt, message.inputs).strip()
+    images = attachments.images
+    room = context_tokens - app.max_tokens  # what the prompt may take
     if app.mode == AppMode.COMPLETION:
-        parts = [part for part in (instructions, message.query.strip()) if part]
-        messages = [ChatMessage("user", "\n\n".join(parts) or " ")]
+
+        def completion(documents: str) -> list[ChatMessage]:
+            parts = [part for part in (instructions, documents, message.query.strip()) if part]
+            return [ChatMessage("user", "\n\n".join(parts) or " ", images)]
+
+        messages = completion(_documents_fitted(attachments.documents, completion, room, count))
         return _fitted(app, messages, count(messages), context_tokens, turns=0, dropped=0)
 
     head = [ChatMessage("system", instructions)] if instructions else []
-    question = ChatMessage("user", message.query)
+
+    def asked(documents: str) -> list[ChatMessage]:
+        text = f"{documents}\n\n{message.query}" if documents else message.query
+        return [*head, ChatMessage("user", text, images)]
+
+    # The question's own files come before older turns: history fills the room they leave.
+    question = asked(_documents_fitted(attachments.documents, asked, room, count))[-1]
     turns = [
         (ChatMessage("user", earlier.query), ChatMessage("assistant", earlier.answer))
         for earlier in conversation_history(message, first_turn=first_turn)
     ]
-    room = context_tokens - app.max_tokens  # what the prompt may take
 
     def build(kept: int) -> list[ChatMessage]:
         recent = turns[len(turns) - kept :] if kept else []
@@ -104,6 +120,49 @@ def prompt_build(
                 high = middle
         kept, tokens = low, tokens_low
     return _fitted(app, build(kept), tokens, context_tokens, turns=kept, dropped=len(turns) - kept)
+
+
+def _document_block(documents: tuple[Document, ...], cap: int | None) -> str:
+    """The documents as the prompt shows them, each cut to `cap` characters (None: whole)."""
+    if not documents:
+        return ""
+    shown = [DOCUMENTS_INTRO]
+    for document in documents:
+        text = document.text if cap is None else document.text[:cap]
+        cut = document.truncated or len(text) < len(document.text)
+        name = document.name.replace('"', "'")
+        shown.append(f'<file name="{name}">\n{text}{CUT_NOTE if cut else ""}\n</file>')
+    return "\n\n".join(shown)
+
+
+def _documents_fitted(
+    documents: tuple[Document, ...],
+    build: Callable[[str], list[ChatMessage]],
+    room: int,
+    count: TokenCounter,
+) -> str:
+    """The documents' block, whole if it fits in `room` tokens with the rest of `build`'s
+    prompt; else every document cut to the same, largest number of characters that fits (each
+    keeps its start and says it was cut)."""
+    if not documents:
+        return ""
+    whole = _document_block(documents, None)
+    if count(build(whole)) <= room:
+        return whole
+    longest = max(len(document.text) for document in documents)
+    low, high = 0, min(longest, room * MAX_CHARS_PER_TOKEN)
+    if count(build(_document_block(documents, 0))) > room:
+        raise PromptTooLong(
+            "The attached files leave the model no room: its context window is too small for "
+            "them with the query and the app's instructions."
+        )
+    while high - low > 1:
+        middle = (low + high) // 2
+        if count(build(_document_block(documents, middle))) <= room:
+            low = middle
+        else:
+            high = middle
+    return _document_block(documents, low)
 
 
 def _loose_fit(turns: list[tuple[ChatMessage, ChatMessage]], max_chars: int) -> int:

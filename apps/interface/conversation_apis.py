@@ -14,6 +14,7 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from rest_framework import serializers
 
+from apps.applications.file_rules import FileRules
 from apps.applications.models import ApiKey, App, AppMode
 from apps.conversations import selectors, services
 from apps.conversations.listing import conversation_page
@@ -25,20 +26,16 @@ from apps.gateway.negotiation import document_response
 from apps.gateway.requests import MAX_USER_CHARS, USER_ERRORS, FlatSerializer, StrictCharField
 from apps.generation.naming import conversation_name_wait
 from apps.generation.pricing import decimal_text
+from apps.interface.file_documents import (
+    file_upload_feature,
+    message_file_document,
+    system_parameters,
+)
 from apps.interface.views import api_view
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
-# Dify's limits, reported to clients that size uploads by them; this platform takes no files.
-SYSTEM_PARAMETERS = {
-    "file_size_limit": 15,
-    "image_file_size_limit": 10,
-    "audio_file_size_limit": 50,
-    "video_file_size_limit": 100,
-    "workflow_file_upload_limit": 10,
-}
 FEATURES_OFF = (
-    "suggested_questions_after_answer",
     "speech_to_text",
     "text_to_speech",
     "retriever_resource",
@@ -127,8 +124,8 @@ class MessageOutputSerializer(serializers.Serializer):
     def get_error(self, message: Message) -> str | None:
         return (message.error or "Error.") if message.status == MessageStatus.ERROR else None
 
-    def get_message_files(self, message: Message) -> list[Any]:
-        return []
+    def get_message_files(self, message: Message) -> list[dict[str, Any]]:
+        return [message_file_document(attachment) for attachment in message.files.all()]
 
     def get_feedback(self, message: Message) -> dict[str, str] | None:
         feedback = getattr(message, "feedback", None)
@@ -336,19 +333,14 @@ def app_parameters(app: App) -> dict[str, Any]:
         "suggested_questions": list(app.suggested_questions or []),
     }
     body.update({feature: {"enabled": False} for feature in FEATURES_OFF})
+    body["suggested_questions_after_answer"] = {"enabled": app.suggested_questions_after_answer}
     moderated = any((getattr(app, field) or "").strip() for field in MODERATION_FIELDS)
     body["sensitive_word_avoidance"] = {"enabled": moderated}
+    rules = FileRules.of(app)
     body.update(
         user_input_form=list(app.user_input_form or []),
-        file_upload={
-            "image": {
-                "enabled": False,
-                "number_limits": 3,
-                "detail": "high",
-                "transfer_methods": ["remote_url", "local_file"],
-            }
-        },
-        system_parameters=SYSTEM_PARAMETERS,
+        file_upload=file_upload_feature(rules),
+        system_parameters=system_parameters(rules),
     )
     return body
 

@@ -24,6 +24,10 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.gateway.requests import (
+    FILE_TYPES,
+    MAX_FILES,
+    MAX_URL_CHARS,
+    TRANSFER_METHODS,
     AskRequestSerializer,
     ChatRequestSerializer,
     CompletionRequestSerializer,
@@ -117,6 +121,29 @@ class TimestampFieldSchema(OpenApiSerializerFieldExtension):  # type: ignore[no-
 
     def map_serializer_field(self, auto_schema: AutoSchema, direction: str) -> Any:
         return build_basic_type(OpenApiTypes.INT)
+
+
+class AttachmentsFieldSchema(OpenApiSerializerFieldExtension):  # type: ignore[no-untyped-call]
+    target_class = "apps.gateway.requests.AttachmentsField"
+
+    def map_serializer_field(self, auto_schema: AutoSchema, direction: str) -> Any:
+        return {
+            "type": "array",
+            "nullable": True,
+            "maxItems": MAX_FILES,
+            "description": "Files with the question: uploads (`local_file`, by `upload_file_id`)"
+            " or URLs (`remote_url`), as the app's `file_upload` settings allow.",
+            "items": {
+                "type": "object",
+                "required": ["type", "transfer_method"],
+                "properties": {
+                    "type": {"type": "string", "enum": list(FILE_TYPES)},
+                    "transfer_method": {"type": "string", "enum": list(TRANSFER_METHODS)},
+                    "url": {"type": "string", "maxLength": MAX_URL_CHARS},
+                    "upload_file_id": {"type": "string", "format": "uuid"},
+                },
+            },
+        }
 
 
 def _named(serializer: type, name: str) -> type:
@@ -249,6 +276,95 @@ def _conversation_routes() -> list[URLPattern]:
     ]
 
 
+UPLOAD_FORM = {
+    "type": "object",
+    "required": ["file", "user"],
+    "properties": {
+        "file": {"type": "string", "format": "binary", "description": "One file."},
+        "user": {"type": "string", "description": "The end user the file belongs to."},
+    },
+}
+UPLOAD_ERRORS = {
+    400: "No file (`no_file_uploaded`), more than one (`too_many_files`), no filename "
+    "(`filename_not_exists_error`), no user (`invalid_param`)",
+    413: "Larger than the app takes (`file_too_large`)",
+    415: "A type the app does not take, or content that is not what its name says "
+    "(`unsupported_file_type`)",
+}
+
+
+def _file_routes() -> list[URLPattern]:
+    """Uploads and their preview (apps.interface.file_apis)."""
+    upload_errors = responses({201: ref("FileUpload")}, (401, 403, 406, 429))
+    upload_errors.update(
+        {
+            status: OpenApiResponse(ref(ERROR), description=text)
+            for status, text in UPLOAD_ERRORS.items()
+        }
+    )
+    upload = _stand_in(
+        "file_upload",
+        "post",
+        operation_id="file_upload",
+        request={"multipart/form-data": UPLOAD_FORM},
+        responses=upload_errors,
+    )
+    preview = _stand_in(
+        "file_preview",
+        "get",
+        operation_id="file_preview",
+        parameters=[
+            OpenApiParameter("file_id", OpenApiTypes.UUID, OpenApiParameter.PATH),
+            USER_QUERY,
+            OpenApiParameter("as_attachment", bool, required=False),
+        ],
+        responses=responses(
+            {(200, "*/*"): OpenApiResponse(OpenApiTypes.BINARY, description="The file.")},
+            (*READ_ERRORS, 404),
+        ),
+    )
+    return [
+        path("v1/files/upload", upload.as_view()),
+        path("v1/files/<str:file_id>/preview", preview.as_view()),
+    ]
+
+
+def _app_routes() -> list[URLPattern]:
+    """Suggested questions, feedback, site and end users (apps.interface.app_apis)."""
+    suggested = _stand_in(
+        "message_suggested",
+        "get",
+        operation_id="message_suggested",
+        parameters=[USER_QUERY],
+        responses=responses({200: ref("SuggestedQuestions")}, (*READ_ERRORS, 404, 504)),
+    )
+    feedbacks = _stand_in(
+        "app_feedbacks",
+        "get",
+        operation_id="app_feedbacks",
+        parameters=[
+            OpenApiParameter("page", int, required=False, description="From 1; default 1."),
+            OpenApiParameter("limit", int, required=False, description="1 to 101; default 20."),
+        ],
+        responses=responses({200: ref("AppFeedbacks")}, READ_ERRORS),
+    )
+    site = _stand_in(
+        "site", "get", operation_id="site", responses=responses({200: ref("Site")}, READ_ERRORS)
+    )
+    end_user = _stand_in(
+        "end_user",
+        "get",
+        operation_id="end_user",
+        responses=responses({200: ref("EndUser")}, (*READ_ERRORS, 404)),
+    )
+    return [
+        path("v1/messages/<str:message_id>/suggested", suggested.as_view()),
+        path("v1/app/feedbacks", feedbacks.as_view()),
+        path("v1/site", site.as_view()),
+        path("v1/end-users/<str:end_user_id>", end_user.as_view()),
+    ]
+
+
 def documented_patterns() -> list[URLPattern | URLResolver]:
     """What the document describes: every /v1 route."""
     answer = {
@@ -280,6 +396,8 @@ def documented_patterns() -> list[URLPattern | URLResolver]:
         path("v1/chat-messages/<uuid:task_id>/events", _events("chat").as_view()),
         path("v1/completion-messages/<uuid:task_id>/events", _events("completion").as_view()),
         *_conversation_routes(),
+        *_file_routes(),
+        *_app_routes(),
     ]
 
 

@@ -20,6 +20,7 @@ OBJECT: dict[str, Any] = {"type": "object", "additionalProperties": True}
 ARRAY: dict[str, Any] = {"type": "array", "items": {}}
 UUID: dict[str, Any] = {"type": "string", "format": "uuid"}
 UNIX_TIME: dict[str, Any] = {"type": "integer", "description": "Unix time in seconds."}
+DATE_TIME: dict[str, Any] = {"type": "string", "format": "date-time"}
 SSE_STREAM: dict[str, Any] = {
     "type": "string",
     "description": "Server-Sent Events: `data: {json}` events (message, message_replace, "
@@ -118,7 +119,7 @@ COMPONENTS: dict[str, dict[str, Any]] = {
             "answer": STRING,
             "status": {"type": "string", "enum": ["normal", "error"]},
             "error": _nullable(STRING),
-            "message_files": ARRAY,
+            "message_files": {"type": "array", "items": ref("MessageFile")},
             "feedback": _nullable(_object({"rating": STRING})),
             "retriever_resources": ARRAY,
             "agent_thoughts": ARRAY,
@@ -152,6 +153,100 @@ COMPONENTS: dict[str, dict[str, Any]] = {
         }
     ),
     "AppMeta": _object({"tool_icons": OBJECT}),
+    "MessageFile": _object(
+        {
+            "id": UUID,
+            "filename": STRING,
+            "type": {"type": "string", "enum": ["image", "document"]},
+            "url": _nullable(STRING),
+            "mime_type": _nullable(STRING),
+            "size": _nullable(INTEGER),
+            "transfer_method": {"type": "string", "enum": ["local_file", "remote_url"]},
+            "belongs_to": STRING,
+            "upload_file_id": _nullable(UUID),
+        }
+    ),
+    "FileUpload": _object(
+        {
+            "id": UUID,
+            "name": STRING,
+            "size": INTEGER,
+            "extension": _nullable(STRING),
+            "mime_type": STRING,
+            "created_by": {**UUID, "description": "The end user's id (GET /v1/end-users/{id})."},
+            "created_at": UNIX_TIME,
+            "preview_url": STRING,
+            "source_url": STRING,
+            "original_url": _nullable(STRING),
+            "user_id": _nullable(UUID),
+            "tenant_id": _nullable(UUID),
+            "conversation_id": _nullable(UUID),
+            "file_key": _nullable(STRING),
+            "reference": _nullable(STRING),
+        }
+    ),
+    "SuggestedQuestions": _object(
+        {
+            "result": {"type": "string", "enum": ["success"]},
+            "data": {"type": "array", "items": STRING},
+        }
+    ),
+    "AppFeedback": _object(
+        {
+            "id": UUID,
+            "app_id": UUID,
+            "conversation_id": _nullable(UUID),
+            "message_id": UUID,
+            "rating": {"type": "string", "enum": ["like", "dislike"]},
+            "content": _nullable(STRING),
+            "from_source": {"type": "string", "enum": ["user"]},
+            "from_end_user_id": _nullable(UUID),
+            "from_account_id": _nullable(UUID),
+            "created_at": DATE_TIME,
+            "updated_at": DATE_TIME,
+        }
+    ),
+    "AppFeedbacks": _object(
+        {
+            "data": {"type": "array", "items": ref("AppFeedback")},
+            "has_more": {"type": "boolean"},
+            "limit": INTEGER,
+            "page": INTEGER,
+        }
+    ),
+    "Site": _object(
+        {
+            "title": STRING,
+            "chat_color_theme": STRING,
+            "chat_color_theme_inverted": {"type": "boolean"},
+            "icon_type": STRING,
+            "icon": STRING,
+            "icon_background": STRING,
+            "icon_url": _nullable(STRING),
+            "description": STRING,
+            "copyright": STRING,
+            "privacy_policy": STRING,
+            "input_placeholder": _nullable(STRING),
+            "custom_disclaimer": STRING,
+            "default_language": STRING,
+            "show_workflow_steps": {"type": "boolean"},
+            "use_icon_as_answer_icon": {"type": "boolean"},
+        }
+    ),
+    "EndUser": _object(
+        {
+            "id": UUID,
+            "tenant_id": UUID,
+            "app_id": _nullable(UUID),
+            "type": STRING,
+            "external_user_id": _nullable(STRING),
+            "name": _nullable(STRING),
+            "is_anonymous": {"type": "boolean"},
+            "session_id": STRING,
+            "created_at": DATE_TIME,
+            "updated_at": DATE_TIME,
+        }
+    ),
 }
 
 

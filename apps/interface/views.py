@@ -14,15 +14,22 @@ from django.views.decorators.csrf import csrf_exempt
 
 from apps.core.errors import MethodNotAllowed
 from apps.core.exception_handler import to_api_error
-from apps.gateway.negotiation import JSON, error_document, response_type
+from apps.gateway.negotiation import (
+    DOCUMENT_TYPES,
+    JSON,
+    error_document,
+    preferred,
+    response_type,
+)
 
 # django-stubs types `path()` for sync views only; async views are declared loosely to fit it.
 AsyncView = Callable[..., Any]
 
 
-def api_view(method: str) -> Callable[[AsyncView], AsyncView]:
+def api_view(method: str, *, sends_bytes: bool = False) -> Callable[[AsyncView], AsyncView]:
     """An async API view answering `method`; it is called with the negotiated media type after
-    the request."""
+    the request. A route that `sends_bytes` of their own type (a file) refuses no Accept: its
+    errors are JSON, or XML if the client prefers that."""
 
     def decorate(view: AsyncView) -> AsyncView:
         @csrf_exempt
@@ -30,7 +37,10 @@ def api_view(method: str) -> Callable[[AsyncView], AsyncView]:
         async def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
             media = JSON
             try:
-                media = response_type(request)
+                if sends_bytes:
+                    media = preferred(request.headers.get("Accept"), DOCUMENT_TYPES) or JSON
+                else:
+                    media = response_type(request)
                 if request.method != method:
                     raise MethodNotAllowed(f'Method "{request.method}" not allowed.')
                 return await view(request, media, *args, **kwargs)

@@ -17,9 +17,21 @@ OnDelta = Callable[[str], bool]
 
 
 @dataclass(frozen=True)
+class ImagePart:
+    """An image shown to a vision model with a message: a `data:` URL (the bytes themselves, so
+    the model server needs no access to our storage) and how closely to look at it."""
+
+    url: str
+    detail: str = "auto"  # "low" | "high" | "auto", as OpenAI's image_url parts take it
+
+
+@dataclass(frozen=True)
 class ChatMessage:
     role: str  # "system" | "user" | "assistant"
     content: str
+    # Images with the text (a user's message to a vision model); providers that read no images
+    # refuse a message that has some rather than drop them.
+    images: tuple[ImagePart, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -271,6 +271,11 @@ class LocalProvider:
         return self.model.token_count(text, special=False) if text else 0
 
     async def generate(self, request: GenerationRequest, on_delta: OnDelta) -> GenerationResult:
+        if any(message.images for message in request.messages):
+            # The platform refuses such requests before they are recorded; never drop images.
+            raise ProviderError(
+                "the built-in model does not read images", retryable=False, code="invalid_param"
+            )
         model = self.model
         body: dict[str, Any] = {
             "messages": [{"role": m.role, "content": m.content} for m in request.messages],

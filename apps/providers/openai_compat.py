@@ -123,7 +123,7 @@ class OpenAICompatibleProvider:
     async def generate(self, request: GenerationRequest, on_delta: OnDelta) -> GenerationResult:
         params: dict[str, Any] = {
             "model": request.model,
-            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+            "messages": [_message(m) for m in request.messages],
             "max_tokens": request.max_tokens,
             "temperature": request.temperature,
             "top_p": request.top_p,
@@ -163,6 +163,18 @@ class OpenAICompatibleProvider:
             completion_tokens=_count(usage, "completion_tokens"),
             finish_reason=finish,
         )
+
+
+def _message(message: ChatMessage) -> dict[str, Any]:
+    """A message as OpenAI's chat API takes it: text alone, or content parts with its images."""
+    if not message.images:
+        return {"role": message.role, "content": message.content}
+    parts: list[dict[str, Any]] = [{"type": "text", "text": message.content}]
+    parts.extend(
+        {"type": "image_url", "image_url": {"url": image.url, "detail": image.detail}}
+        for image in message.images
+    )
+    return {"role": message.role, "content": parts}
 
 
 def _chunk(data: str) -> dict[str, Any]:

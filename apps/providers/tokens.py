@@ -27,6 +27,9 @@ TOKENS_PER_MIXED_CHAR = 0.9
 # ChatML-style templates spend about five tokens around each message and three to open the answer.
 TOKENS_PER_MESSAGE = 5
 TOKENS_PER_PROMPT = 3
+# What OpenAI-class vision models charge for an image: 85 tokens at low detail; at high detail
+# 85 plus 170 per 512-pixel tile, 765 for the usual 1024 x 1024 (its size is not read here).
+IMAGE_TOKENS = {"low": 85, "high": 765, "auto": 765}
 
 
 def _plain_tokens(text: str) -> float:
@@ -59,5 +62,8 @@ def text_tokens_estimate(text: str) -> int:
 def prompt_tokens_estimate(messages: list[ChatMessage]) -> int:
     """About how many tokens a chat prompt takes, template included."""
     return TOKENS_PER_PROMPT + sum(
-        TOKENS_PER_MESSAGE + text_tokens_estimate(message.content) for message in messages
+        TOKENS_PER_MESSAGE
+        + text_tokens_estimate(message.content)
+        + sum(IMAGE_TOKENS.get(image.detail, IMAGE_TOKENS["high"]) for image in message.images)
+        for message in messages
     )

@@ -124,3 +124,89 @@ def test_completion_blocking_and_streaming(platform: WebServer) -> None:
     lines = [line for line in streamed.iter_lines(decode_unicode=True) if line.startswith("data:")]
     events = [json.loads(line[5:]) for line in lines]
     assert "".join(e["answer"] for e in events if e["event"] == "message") == ANSWER
+
+
+SUGGESTIONS = '["Is Oslo rainy too?", "When is it driest?"]'
+
+
+def test_files_suggestions_feedback_site_and_end_users(platform: WebServer) -> None:
+    """The routes this client has a method for, through it (upload, chat with files, feedback,
+    parameters); the others through its own transport, `_send_request`, as its users call them."""
+    app, key = make_app_with_key(
+        name="Rain",
+        provider="scripted",
+        provider_config={"text": SUGGESTIONS},
+        max_tokens=64,
+        file_upload_enabled=True,
+        file_upload_images=False,
+        suggested_questions_after_answer=True,
+        site_copyright="© Rain",
+    )
+    client = pointed_at(ChatClient(key), platform)
+    notes = b"Bergen: 2,250 mm of rain a year.\n"
+
+    upload = client.file_upload("u1", files={"file": ("rain.md", notes, "text/markdown")})
+    assert upload.status_code == 201, upload.text
+    uploaded = upload.json()
+    assert (uploaded["name"], uploaded["size"], uploaded["mime_type"]) == (
+        "rain.md",
+        len(notes),
+        "text/markdown",
+    )
+    preview = client._send_request("GET", f"/files/{uploaded['id']}/preview", params={"user": "u1"})
+    assert (preview.status_code, preview.content) == (200, notes)
+    assert preview.headers["Content-Type"] == "text/markdown"
+    assert client._send_request(
+        "GET", f"/files/{uploaded['id']}/preview", params={"user": "u2"}
+    ).json() == {"code": "file_not_found", "message": "File Not Exists.", "status": 404}
+
+    files = [
+        {"type": "document", "transfer_method": "local_file", "upload_file_id": uploaded["id"]}
+    ]
+    answer = ok(client.create_chat_message(inputs={}, query="How wet?", user="u1", files=files))
+    message_id = answer["message_id"]
+    history = ok(
+        client.get_conversation_messages(user="u1", conversation_id=answer["conversation_id"])
+    )
+    assert history["data"][0]["message_files"][0]["upload_file_id"] == uploaded["id"]
+
+    suggested = ok(
+        client._send_request("GET", f"/messages/{message_id}/suggested", params={"user": "u1"})
+    )
+    assert suggested == {"result": "success", "data": ["Is Oslo rainy too?", "When is it driest?"]}
+    stranger = client._send_request(
+        "GET", f"/messages/{message_id}/suggested", params={"user": "u2"}
+    )
+    assert (stranger.status_code, stranger.json()["code"]) == (404, "not_found")
+
+    assert ok(client.message_feedback(message_id, "dislike", "u1")) == {"result": "success"}
+    feedbacks = ok(client._send_request("GET", "/app/feedbacks", params={"page": 1, "limit": 5}))
+    [feedback] = feedbacks["data"]
+    assert (feedback["message_id"], feedback["rating"], feedback["from_source"]) == (
+        message_id,
+        "dislike",
+        "user",
+    )
+    end_user = ok(client._send_request("GET", f"/end-users/{feedback['from_end_user_id']}"))
+    assert end_user["external_user_id"] == "u1"
+    assert end_user["id"] == uploaded["created_by"]
+    assert client._send_request("GET", f"/end-users/{app.id}").status_code == 404
+
+    site = ok(client._send_request("GET", "/site"))
+    assert (site["title"], site["copyright"]) == ("Rain", "© Rain")
+    parameters = ok(client.get_application_parameters(user="u1"))
+    assert parameters["suggested_questions_after_answer"] == {"enabled": True}
+    assert parameters["file_upload"]["allowed_file_upload_methods"] == ["local_file", "remote_url"]
+
+
+def test_suggestions_are_refused_when_the_app_has_them_off(chat_client: Any) -> None:
+    answer = ok(chat_client.create_chat_message(inputs={}, query="Rain?", user="u1"))
+    refused = chat_client._send_request(
+        "GET", f"/messages/{answer['message_id']}/suggested", params={"user": "u1"}
+    )
+    assert refused.status_code == 400
+    assert refused.json() == {
+        "code": "bad_request",
+        "message": "Suggested questions feature is disabled.",
+        "status": 400,
+    }

@@ -273,3 +273,67 @@ def test_parameters_info_and_meta(dify: Dify) -> None:
     info = dify.call("GET", "/v1/info", params={"user": "u1"})
     assert (info["name"], info["mode"], info["tags"]) == ("Test app", "chat", ["travel"])
     assert dify.call("GET", "/v1/meta", params={"user": "u1"}) == {"tool_icons": {}}
+
+
+def test_files_suggestions_feedbacks_site_and_end_users(platform: WebServer) -> None:
+    key = make_app_with_key(
+        provider="scripted",
+        provider_config={"text": '["What about Bergen?"]'},
+        max_tokens=32,
+        file_upload_enabled=True,
+        file_upload_images=False,
+        suggested_questions_after_answer=True,
+    )[1]
+    dify = Dify(platform, key)
+    notes = b"Oslo is the capital of Norway.\n"
+    uploaded = httpx.post(
+        f"{dify.base}/v1/files/upload",
+        data={"user": "u1"},
+        files={"file": ("notes.txt", notes, "text/plain")},
+        headers=dify.headers,
+        timeout=TIMEOUT,
+    )
+    assert uploaded.status_code == 201, uploaded.text
+    schema = oa.require_documented(oa.response_schema("post", "/v1/files/upload", 201))
+    oa.validate(uploaded.json(), schema)
+    file_id = uploaded.json()["id"]
+
+    preview = httpx.get(
+        f"{dify.base}/v1/files/{file_id}/preview",
+        params={"user": "u1", "as_attachment": "true"},
+        headers=dify.headers,
+    )
+    assert (preview.status_code, preview.content) == (200, notes)
+    assert preview.headers["Content-Disposition"] == 'attachment; filename="notes.txt"'
+    dify.call(
+        "GET",
+        "/v1/files/{file_id}/preview",
+        params={"user": "u2"},
+        expect=404,
+        file_id=file_id,
+    )
+
+    files = [{"type": "document", "transfer_method": "local_file", "upload_file_id": file_id}]
+    message_id = dify.chat(files=files)["message_id"]
+    suggested = dify.call(
+        "GET",
+        "/v1/messages/{message_id}/suggested",
+        params={"user": "u1"},
+        message_id=message_id,
+    )
+    assert suggested == {"result": "success", "data": ["What about Bergen?"]}
+    dify.call(
+        "POST",
+        "/v1/messages/{message_id}/feedbacks",
+        body={"rating": "like", "user": "u1", "content": "Helpful"},
+        message_id=message_id,
+    )
+    feedbacks = dify.call("GET", "/v1/app/feedbacks", params={"page": 1, "limit": 20})
+    assert [item["content"] for item in feedbacks["data"]] == ["Helpful"]
+    site = dify.call("GET", "/v1/site")
+    assert site["title"] == "Test app"
+    end_user = dify.call(
+        "GET", "/v1/end-users/{end_user_id}", end_user_id=feedbacks["data"][0]["from_end_user_id"]
+    )
+    assert end_user["external_user_id"] == "u1"
+    dify.call("GET", "/v1/end-users/{end_user_id}", expect=404, end_user_id=file_id)

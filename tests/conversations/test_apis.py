@@ -520,15 +520,47 @@ def test_parameters_describe_the_app(api: Api, app: App) -> None:
         "sensitive_word_avoidance",
     ):
         assert body[feature] == {"enabled": False}, feature
+    # An app takes no files until its operator turns file upload on.
+    assert body["file_upload"]["enabled"] is False
     assert body["file_upload"]["image"]["enabled"] is False
     assert body["system_parameters"] == {
         "file_size_limit": 15,
         "image_file_size_limit": 10,
-        "audio_file_size_limit": 50,
-        "video_file_size_limit": 100,
-        "workflow_file_upload_limit": 10,
+        "audio_file_size_limit": 0,
+        "video_file_size_limit": 0,
+        "workflow_file_upload_limit": 3,
     }
     assert ok(api.get("/v1/parameters")) == body  # user is optional here, as in Dify
+
+
+def test_parameters_report_the_apps_files_and_suggestions(api: Api, app: App) -> None:
+    App.objects.filter(id=app.id).update(
+        file_upload_enabled=True,
+        vision_enabled=True,
+        file_upload_extensions=".png .pdf",
+        file_upload_remote=False,
+        file_upload_number_limit=5,
+        file_image_size_limit_mb=4,
+        image_detail="low",
+        suggested_questions_after_answer=True,
+    )
+    body = ok(api.get("/v1/parameters", user="u1"))
+
+    assert body["suggested_questions_after_answer"] == {"enabled": True}
+    assert body["file_upload"] == {
+        "enabled": True,
+        "allowed_file_types": ["image", "document"],
+        "allowed_file_extensions": [".pdf", ".png"],
+        "allowed_file_upload_methods": ["local_file"],
+        "number_limits": 5,
+        "image": {
+            "enabled": True,
+            "number_limits": 5,
+            "detail": "low",
+            "transfer_methods": ["local_file"],
+        },
+    }
+    assert body["system_parameters"]["image_file_size_limit"] == 4
 
 
 def test_info_and_meta(api: Api, app: App) -> None:

@@ -9,6 +9,7 @@ import tracemalloc
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.test import override_settings
@@ -94,7 +95,9 @@ def test_past_the_limit_nothing_is_kept(backend: str, tmp_path: Path) -> None:
     assert not folder.exists() or not [path for path in folder.rglob("*") if path.is_file()]
 
 
-def test_delete_removes_the_content(backend: str, tmp_path: Path) -> None:
+def test_delete_removes_the_content(
+    backend: str, tmp_path: Path, django_capture_on_commit_callbacks: Any
+) -> None:
     app = make_app()
     stored = file_store(
         app=app,
@@ -105,32 +108,11 @@ def test_delete_removes_the_content(backend: str, tmp_path: Path) -> None:
         chunks=[b'{"a": 1}\n'],
         max_bytes=1000,
     )
-    with django_on_commit():
+    with django_capture_on_commit_callbacks(execute=True):
         file_delete(file=stored)
     assert not StoredFile.objects.exists()
     assert not StoredFileChunk.objects.exists()
     assert not [path for path in (tmp_path / "files").rglob("*") if path.is_file()]
-
-
-def django_on_commit() -> "CommitCallbacks":
-    return CommitCallbacks()
-
-
-class CommitCallbacks:
-    """Runs what services defer to the commit (the directory's delete) inside the test's
-    transaction, as a real commit would."""
-
-    def __enter__(self) -> None:
-        from django.db import connection
-
-        self.connection = connection
-        self.before = len(connection.run_on_commit)
-
-    def __exit__(self, *exc: object) -> None:
-        callbacks = self.connection.run_on_commit[self.before :]
-        del self.connection.run_on_commit[self.before :]
-        for _, callback, _ in callbacks:
-            callback()
 
 
 def test_a_cut_file_is_never_served_whole(backend: str) -> None:
@@ -185,20 +167,23 @@ def test_file_get_never_shows_another_apps_or_users_file() -> None:
     )
     assert file_get(app_id=app.id, file_id=mine.id, end_user="u1") == mine
     assert file_get(app_id=app.id, file_id=str(mine.id)) == mine  # the app's own view
-    for app_id, file_id, end_user in [
+    strangers: list[tuple[Any, Any, str]] = [
         (other_app.id, mine.id, "u1"),
         (app.id, mine.id, "u2"),
         (app.id, mine.id, ""),
         (app.id, "not-a-uuid", "u1"),
         (app.id, "00000000-0000-0000-0000-000000000000", "u1"),
-    ]:
+    ]
+    for app_id, file_id, end_user in strangers:
         with pytest.raises(FileNotFound):
             file_get(app_id=app_id, file_id=file_id, end_user=end_user)
     with pytest.raises(FileNotFound):
         file_get(app_id=app.id, file_id=mine.id, purpose=FilePurpose.BATCH)
 
 
-def test_expired_files_are_gone_and_purged(backend: str) -> None:
+def test_expired_files_are_gone_and_purged(
+    backend: str, django_capture_on_commit_callbacks: Any
+) -> None:
     app = make_app()
     expired = file_store(
         app=app,
@@ -223,7 +208,7 @@ def test_expired_files_are_gone_and_purged(backend: str) -> None:
     with pytest.raises(FileNotFound):
         file_get(app_id=app.id, file_id=expired.id)
     assert list(files_of(app_id=app.id, purpose=FilePurpose.BATCH_OUTPUT)) == [kept]
-    with django_on_commit():
+    with django_capture_on_commit_callbacks(execute=True):
         purged = files_purge(now=timezone.now(), orphan_grace_s=3600)
     assert purged.expired == 1
     assert list(StoredFile.objects.all()) == [kept]
