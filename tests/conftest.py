@@ -11,12 +11,15 @@ from django.test import TransactionTestCase
 
 from apps.core.metrics import metrics_discard
 from apps.core.redis import sync_client
+from apps.gateway.ratelimit import rate_limits_forget
 from tests.processes import WebServer, run_web, run_worker
 
 
 def _delete_platform_keys() -> None:
-    # This process's unsent figures belong to the test that recorded them.
+    # This process's unsent figures belong to the test that recorded them, and the buckets it
+    # knows to be empty are about to be reset.
     metrics_discard()
+    rate_limits_forget()
     client = sync_client()
     for pattern in (f"{settings.REDIS_KEY_PREFIX}*", "rq:queue:*", "rq:job:*"):
         keys = list(client.scan_iter(match=pattern, count=1000))

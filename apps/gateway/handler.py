@@ -9,20 +9,23 @@ starting those threads.
 
 API requests (the /v1 routes and the probes) need none of it: their views are async and touch
 the database only through `apps.core.db.db_sync_to_async`, which hands each call's connection
-back to the pool itself, so there is no request-long connection for the signals to close. They
-get the rest of Django's handling unchanged (body, request object, middleware, the disconnect
-watch, the response); everything else (the admin, the chat pages, static files) goes through
-Django's handler as before.
+back to the pool itself, so there is no request-long connection for the signals to close. Nor
+do they need Django's warning line for every 4xx response, written from yet another thread hop
+(`log_response`): the access log has a line for every request, and the views log what fails.
+They get the rest of Django's handling unchanged (body, request object, middleware, the
+disconnect watch, the response); everything else (the admin, the chat pages, static files) goes
+through Django's handler as before.
 """
 
 import asyncio
 import contextlib
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import RequestAborted
 from django.core.handlers.asgi import ASGIHandler, get_script_prefix
-from django.http import HttpResponseBase
-from django.urls import set_script_prefix
+from django.http import FileResponse, HttpRequest, HttpResponseBase
+from django.urls import set_script_prefix, set_urlconf
 
 from apps.gateway.middleware import API_PREFIXES, PROBE_PATHS
 
@@ -66,7 +69,7 @@ class PlatformASGIHandler(ASGIHandler):  # type: ignore[misc]
             return
 
         async def process_request() -> HttpResponseBase:
-            response: HttpResponseBase = await self.run_get_response(request)
+            response = await self._api_response(request)
             # The client may leave while the response is being sent.
             with contextlib.suppress(asyncio.CancelledError):
                 await self.send_response(response, send)
@@ -86,3 +89,13 @@ class PlatformASGIHandler(ASGIHandler):  # type: ignore[misc]
                 _close_without_signal(serve.result())
         finally:
             body_file.close()
+
+    async def _api_response(self, request: HttpRequest) -> HttpResponseBase:
+        """`run_get_response` without `log_response` (see the module docstring)."""
+        set_urlconf(settings.ROOT_URLCONF)
+        response: HttpResponseBase = await self._middleware_chain(request)  # type: ignore[attr-defined]
+        response._resource_closers.append(request.close)  # type: ignore[attr-defined]
+        response._handler_class = self.__class__  # type: ignore[attr-defined]
+        if isinstance(response, FileResponse):
+            response.block_size = self.chunk_size
+        return response

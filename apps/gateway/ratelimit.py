@@ -3,10 +3,16 @@
 One Lua script checks every bucket a request falls in and takes a token from each only if all
 have one, so a refused request costs no bucket anything, and two web processes can never both
 take the last token. Time is Redis's own clock (TIME), the same for every host.
+
+A refusal says how long until the scarcest bucket has a token again; until then nobody can take
+one, so the process refuses requests that fall in that bucket itself, without asking Redis: a
+flood past a limit costs no round trip per request, and the limits stay exact.
 """
 
 import hashlib
 import math
+import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -150,21 +156,75 @@ def _verdict(buckets: list[Bucket], reply: Any) -> Verdict:
     return Verdict(False, wait, buckets[scarce - 1])
 
 
+class EmptyBuckets:
+    """Buckets this process knows to be empty, and until when (monotonic clock)."""
+
+    LIMIT = 10_000  # entries kept; a flood of distinct users cannot grow it further
+
+    def __init__(self) -> None:
+        self._until: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def refused(self, buckets: list[Bucket]) -> Verdict | None:
+        """A refusal for a bucket known empty, without asking Redis; None otherwise."""
+        if not self._until:
+            return None
+        now = time.monotonic()
+        for bucket in buckets:
+            until = self._until.get(bucket.key)
+            if until is not None and until > now:
+                return Verdict(False, until - now, bucket)
+        return None
+
+    def remember(self, verdict: Verdict) -> None:
+        if verdict.allowed or verdict.bucket is None:
+            return
+        now = time.monotonic()
+        with self._lock:
+            if len(self._until) >= self.LIMIT:
+                self._until = {key: at for key, at in self._until.items() if at > now}
+                if len(self._until) >= self.LIMIT:
+                    self._until.clear()
+            self._until[verdict.bucket.key] = now + verdict.retry_after_s
+
+    def forget(self) -> None:
+        with self._lock:
+            self._until = {}
+
+
+_empty = EmptyBuckets()
+
+
+def rate_limits_forget() -> None:
+    """Forget which buckets this process knows to be empty (their Redis state was reset)."""
+    _empty.forget()
+
+
 def take(buckets: list[Bucket]) -> Verdict:
     """Take one token from every bucket, or from none (see the module docstring)."""
     if not buckets:
         return Verdict(True)
+    known = _empty.refused(buckets)
+    if known is not None:
+        return known
     reply = sync_client().eval(_TAKE, len(buckets), *[b.key for b in buckets], *_args(buckets))
-    return _verdict(buckets, reply)
+    verdict = _verdict(buckets, reply)
+    _empty.remember(verdict)
+    return verdict
 
 
 async def take_async(buckets: list[Bucket]) -> Verdict:
     if not buckets:
         return Verdict(True)
+    known = _empty.refused(buckets)
+    if known is not None:
+        return known
     reply = await async_client().eval(
         _TAKE, len(buckets), *[b.key for b in buckets], *_args(buckets)
     )
-    return _verdict(buckets, reply)
+    verdict = _verdict(buckets, reply)
+    _empty.remember(verdict)
+    return verdict
 
 
 def refusal(verdict: Verdict) -> RateLimitError:
