@@ -3,7 +3,7 @@ file never costs 200 MB of memory.
 
     stored = file_store(app=app, end_user="", purpose=FilePurpose.BATCH, filename="in.jsonl",
                         mime_type="application/jsonl", chunks=upload.chunks(), max_bytes=limit)
-    for chunk in file_chunks(stored): ...
+    for chunk in file_chunks(stored): ...            # or `async for` over file_chunks_async
     file_delete(file=stored)
 """
 
@@ -11,13 +11,14 @@ import logging
 import re
 import unicodedata
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import AsyncIterator, Generator, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
 from django.db import transaction
 
 from apps.applications.models import App
+from apps.core.db import db_sync_to_async
 from apps.files.backends import FileBackend, backend_default, backend_named
 from apps.files.chunking import Measured
 from apps.files.errors import FileContentMissing, FileTooLarge
@@ -90,7 +91,7 @@ def file_store(
     return row
 
 
-def file_chunks(file: StoredFile) -> Iterator[bytes]:
+def file_chunks(file: StoredFile) -> Generator[bytes, None, None]:
     """The file's content, a chunk at a time. Raises FileContentMissing at the end if the
     storage held less than the file's size (the file was deleted while being read): a reader
     never takes a cut file for a whole one."""
@@ -102,6 +103,19 @@ def file_chunks(file: StoredFile) -> Iterator[bytes]:
         raise FileContentMissing(
             f"file {file.id}: the storage held {served} of its {file.size} bytes"
         )
+
+
+async def file_chunks_async(file: StoredFile) -> AsyncIterator[bytes]:
+    """`file_chunks` for async code (a streamed HTTP response): each chunk is read in a database
+    thread, so the event loop never waits on storage; a reader that stops early (a client gone)
+    lets go of what the storage held for it."""
+    chunks = file_chunks(file)
+    read = db_sync_to_async(next)
+    try:
+        while (chunk := await read(chunks, None)) is not None:
+            yield chunk
+    finally:
+        await db_sync_to_async(chunks.close)()
 
 
 def file_bytes(file: StoredFile, *, max_bytes: int) -> bytes:

@@ -1,4 +1,7 @@
-"""After an answer ends: tell the client, title a new conversation, record metrics."""
+"""After an answer ends: queue its suggested questions, tell the client, title a new
+conversation, record metrics."""
+
+import logging
 
 from apps.conversations.models import Message
 from apps.conversations.services import conversation_name_request, message_suggestions_request
@@ -9,6 +12,8 @@ from apps.generation.attempt import attempt_message_saved
 from apps.generation.events import AnswerPublisher
 from apps.scheduling.kinds import FinalFailure
 from apps.scheduling.models import Task
+
+logger = logging.getLogger(__name__)
 
 
 def _answer_message(task: Task) -> Message | None:
@@ -57,6 +62,11 @@ def _name_conversation(task: Task, message: Message) -> None:
 
 def _suggest_questions(message: Message) -> None:
     """Follow-up questions for a chat answer, if the app wants them: queued before the client
-    hears `message_end`, so one who asks for them at once finds the work under way."""
-    if message.app.suggested_questions_after_answer and message.conversation_id is not None:
+    hears `message_end`, so one who asks for them at once finds the work under way. A failure
+    here must not keep the answer from ending: the suggestions are then made when asked for."""
+    if not message.app.suggested_questions_after_answer or message.conversation_id is None:
+        return
+    try:
         message_suggestions_request(message=message, requested_priority=Priority.LOW)
+    except Exception:
+        logger.exception("suggested questions not queued", extra={"message_id": str(message.id)})

@@ -3,7 +3,6 @@ GET /v1/files/{file_id}/preview. Files are kept in the shared storage (apps.file
 or worker process on any host reads them; each belongs to the end user who uploaded it.
 """
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -28,7 +27,7 @@ from apps.core.file_formats import HEAD_BYTES
 from apps.files.errors import FileTooLarge, NoFileUploaded, TooManyFiles
 from apps.files.models import FilePurpose, StoredFile
 from apps.files.selectors import file_get
-from apps.files.services import file_chunks
+from apps.files.services import file_chunks_async
 from apps.files.uploads import upload_accept
 from apps.gateway.admission import authenticated, rate_limit
 from apps.gateway.authentication import api_key_from_request_async
@@ -81,10 +80,12 @@ def _one_file(files: MultiValueDict[str, UploadedFile]) -> UploadedFile:
 
 
 def _user(request: HttpRequest, form: QueryDict) -> str:
-    user = getattr(request, "web_end_user", None) or form.get("user") or ""
+    user = str(getattr(request, "web_end_user", None) or form.get("user") or "")
     if len(user) > MAX_USER_CHARS:
         raise InvalidParam(f"user: must be at most {MAX_USER_CHARS} characters")
-    return str(user)
+    if "\x00" in user:  # PostgreSQL cannot store it (a form's text has no surrogates left)
+        raise InvalidParam("user: must not contain a NUL character")
+    return user
 
 
 def _stored(app: App, user: str, upload: UploadedFile) -> StoredFile:
@@ -159,15 +160,6 @@ def _flag(value: str) -> bool:
     raise InvalidParam("as_attachment must be true or false.")
 
 
-async def _content(stored: StoredFile) -> AsyncIterator[bytes]:
-    """The content a chunk at a time, each read in a database thread: the event loop never
-    waits on storage, and a large file never sits whole in memory."""
-    chunks = file_chunks(stored)
-    read = db_sync_to_async(next)
-    while (chunk := await read(chunks, None)) is not None:
-        yield chunk
-
-
 @api_view("GET", sends_bytes=True)
 async def file_preview(request: HttpRequest, media: str, file_id: str) -> HttpResponseBase:
     """The file's bytes, as its type: inline, or as a download with `as_attachment=true`."""
@@ -180,7 +172,7 @@ async def file_preview(request: HttpRequest, media: str, file_id: str) -> HttpRe
     stored = await db_sync_to_async(file_get)(
         app_id=api_key.app_id, file_id=file_id, end_user=user, purpose=FilePurpose.UPLOAD
     )
-    response = StreamingHttpResponse(_content(stored), content_type=stored.mime_type)
+    response = StreamingHttpResponse(file_chunks_async(stored), content_type=stored.mime_type)
     response["Content-Length"] = str(stored.size)
     disposition = content_disposition_header(as_attachment, stored.filename)
     if disposition is not None:

@@ -240,6 +240,10 @@ def test_upload_refusals_in_difys_codes(platform: WebServer, model: ChatServer) 
         415,
         "unsupported_file_type",
     )
+    assert upload(data={"user": "u\x00"}, files={"file": png_part}) == (400, "invalid_param")
+    assert upload(data={"user": "u1"}, files={"file": ("", IMAGE, "image/png")})[0] == 400
     preview = f"{platform.url}/v1/files/00000000-0000-0000-0000-000000000000/preview"
     missing = httpx.get(preview, params={"user": "u1"}, headers=headers)
     assert (missing.status_code, missing.json()["code"]) == (404, "file_not_found")
+    wrong = httpx.get(preview, params={"user": "u1", "as_attachment": "maybe"}, headers=headers)
+    assert (wrong.status_code, wrong.json()["code"]) == (400, "invalid_param")
