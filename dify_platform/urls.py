@@ -7,6 +7,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("chat/", include("apps.interface.page_urls")),
     path("", include("apps.interface.answer_urls")),
+    path("", include("apps.interface.openai_urls")),
     path("", include("apps.interface.conversation_urls")),
     path("", include("apps.interface.file_urls")),
     path("", include("apps.interface.app_urls")),

@@ -74,6 +74,15 @@ class Message(TimestampedModel):
     suggestions_task = models.ForeignKey(
         "scheduling.Task", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
+    # A stateless request (OpenAI's /v1/chat/completions, a batch line) sends its conversation
+    # itself: the turns before `query`, as [{"role", "content"}]. None: the history is the
+    # conversation's earlier messages.
+    history = models.JSONField(null=True, blank=True)
+    # The request's own generation settings over the app's (max_tokens, temperature, top_p,
+    # stop, seed, presence_penalty, frequency_penalty).
+    generation = models.JSONField(default=dict, blank=True)
+    # Why the model stopped: "stop", "length", "user_stop", "moderated" ("" until answered).
+    finish_reason = models.CharField(max_length=32, blank=True, default="")
 
     class Meta:
         indexes = [models.Index(fields=["conversation", "-created_at"])]

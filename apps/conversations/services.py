@@ -72,11 +72,15 @@ def answer_submit(
     idempotency_key: str | None = None,
     request_hash: str = "",
     files: list[dict[str, Any]] | None = None,
+    history: list[dict[str, str]] | None = None,
+    generation: dict[str, Any] | None = None,
 ) -> SubmittedAnswer:
     """Record the question (with the files sent with it, apps.conversations.attachments) and
     queue its answer. `route_mode` None means any app (`/api/v1/ask`),
-    answered as one turn without history. A new conversation with `auto_generate_name` gets a
-    title after its first answer, from low-priority work that never delays that answer.
+    answered as one turn without history, or with the `history` the request sent (a stateless
+    request: OpenAI's routes), and its own `generation` settings. A new conversation with
+    `auto_generate_name` gets a title after its first answer, from low-priority work that never
+    delays that answer.
 
     With an `idempotency_key` already used in this app (also by a request racing this one), the
     first request's submission comes back instead, `replayed`, with nothing recorded; its
@@ -96,6 +100,8 @@ def answer_submit(
             idempotency_key=idempotency_key,
             request_hash=request_hash,
             files=files or [],
+            history=history,
+            generation=generation or {},
         )
     except IntegrityError:
         existing = (
@@ -147,6 +153,8 @@ def _answer_record(
     idempotency_key: str | None,
     request_hash: str,
     files: list[dict[str, Any]],
+    history: list[dict[str, str]] | None,
+    generation: dict[str, Any],
 ) -> SubmittedAnswer:
     """Everything new (a conversation, the message and its files, the task and its first event)
     is written in one statement: this is the request path, and one durable commit is most of
@@ -215,6 +223,8 @@ def _answer_record(
         inputs=cleaned_inputs,
         query=query,
         task=prepared.task,
+        history=history,
+        generation=generation,
     )
     for attachment in attachments:
         attachment.message = message

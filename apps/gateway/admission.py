@@ -6,7 +6,8 @@ validation, and for answers load shedding. Each refusal is counted by reason in
 `dp_requests_refused_total`.
 """
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from asgiref.sync import sync_to_async
 from django.http import HttpRequest
@@ -21,6 +22,8 @@ from apps.gateway.ratelimit import refusal, request_buckets, take_async
 from apps.gateway.refusals import refusal_count
 from apps.gateway.requests import body_size_check, json_body, validated
 from apps.gateway.shedding import shed_check
+
+Checked = TypeVar("Checked")
 
 _shed_check = sync_to_async(shed_check, thread_sensitive=False)
 
@@ -43,6 +46,13 @@ async def admitted(
 ) -> tuple[ApiKey, dict[str, Any], dict[str, Any]]:
     """The key, the JSON body and its validated data, once the key and user are within their
     rates. A body that does not parse still costs the key a token: garbage floods are limited."""
+    return await admitted_with(request, lambda body: validated(serializer, body))
+
+
+async def admitted_with(
+    request: HttpRequest, validate: Callable[[dict[str, Any]], Checked]
+) -> tuple[ApiKey, dict[str, Any], Checked]:
+    """As `admitted`, with the door's own validation (another API's shapes)."""
     api_key = await authenticated(request)
     body: dict[str, Any] = {}
     problem: ApiError | None = None
@@ -54,7 +64,7 @@ async def admitted(
     await rate_limit(api_key, user if isinstance(user, str) else None)
     if problem is not None:
         raise problem
-    return api_key, body, validated(serializer, body)
+    return api_key, body, validate(body)
 
 
 async def admitted_query(

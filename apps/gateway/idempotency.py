@@ -22,7 +22,7 @@ from apps.core.db import db_sync_to_async
 from apps.core.errors import InvalidParam
 from apps.core.redis import sync_client
 from apps.gateway.errors import IdempotencyKeyReused
-from apps.generation.events import usage_metadata
+from apps.generation.events import message_end_event
 from apps.scheduling.models import Task, TaskStatus
 from apps.streams.feeds import WhenGone
 from apps.streams.log import stream_key
@@ -115,13 +115,12 @@ def events_from_rows(
     if message.conversation_id is not None:
         base["conversation_id"] = str(message.conversation_id)
     if task.status == TaskStatus.SUCCEEDED:
-        metadata = {"usage": usage_metadata(message), "retriever_resources": []}
         text: dict[str, Any] = (
             {"event": "message_replace", **base, "answer": message.answer, "reason": "rebuilt"}
             if replace
             else {"event": "message", **base, "answer": message.answer}
         )
-        return [text, {"event": "message_end", **base, "metadata": metadata, "files": []}]
+        return [text, message_end_event(base, message)]
     status, code = _FAILURES.get(TaskStatus(task.status), (500, "internal_server_error"))
     base.pop("task_id")
     error = message.error or task.error_message or "The answer failed."

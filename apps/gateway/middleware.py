@@ -23,6 +23,7 @@ from django.utils.decorators import sync_and_async_middleware
 from apps.core.errors import ApiError, InvalidParam
 from apps.gateway.errors import NotAcceptable
 from apps.gateway.negotiation import JSON, error_document, response_type
+from apps.gateway.openai_errors import openai_error_response, speaks_openai
 from apps.gateway.ratelimit import (
     Bucket,
     anonymous_bucket,
@@ -99,6 +100,8 @@ async def _dispatched(request: HttpRequest, match: ResolverMatch) -> HttpRespons
 
 
 def _refused(request: HttpRequest, error: ApiError) -> HttpResponseBase:
+    if speaks_openai(request.path):
+        return openai_error_response(error)
     try:
         media = response_type(request)
     except NotAcceptable:

@@ -35,7 +35,9 @@ MODE_ROUTES: dict[str, str] = {
     AppMode.COMPLETION: "/v1/completion-messages",
 }
 # Fields that say how a request travels, not what it asks.
-DELIVERY_FIELDS = frozenset({"response_mode", "type", "request_id", "idempotency_key"})
+DELIVERY_FIELDS = frozenset(
+    {"response_mode", "type", "request_id", "idempotency_key", "stream", "stream_options"}
+)
 
 
 @dataclass(frozen=True)
@@ -115,6 +117,8 @@ async def answer_admit(request: AnswerRequest) -> Admission:
             idempotency_key=key,
             request_hash=request.fingerprint,
             files=data.get("files") or [],
+            history=data.get("history"),
+            generation=data.get("generation"),
         )
     except BaseException:
         if lease is not None:

@@ -179,13 +179,13 @@ def text_clean(value: str) -> str:
     return _CONTROL.sub("", unicodedata.normalize("NFC", value))
 
 
-def _texts_clean(value: Any) -> Any:
+def texts_clean(value: Any) -> Any:
     if isinstance(value, str):
         return text_clean(value)
     if isinstance(value, dict):
-        return {key: _texts_clean(item) for key, item in value.items()}
+        return {key: texts_clean(item) for key, item in value.items()}
     if isinstance(value, list):
-        return [_texts_clean(item) for item in value]
+        return [texts_clean(item) for item in value]
     return value
 
 
@@ -203,7 +203,7 @@ class CleanInputsField(serializers.DictField):
     """The `inputs` object, every text in it cleaned like the query."""
 
     def to_internal_value(self, data: Any) -> dict[str, Any]:
-        return dict(_texts_clean(super().to_internal_value(data)))
+        return dict(texts_clean(super().to_internal_value(data)))
 
 
 class FlatSerializer(serializers.Serializer):

@@ -58,8 +58,11 @@ ANSWER_FIELDS = (
     "latency_s",
     "first_token_s",
     "error",
+    "finish_reason",
     *PRICE_FIELDS,
 )
+# Options a request may pass on to the model besides the common ones (OpenAI's names).
+PASSED_OPTIONS = ("seed", "presence_penalty", "frequency_penalty")
 
 
 @dataclass(frozen=True)
@@ -124,6 +127,7 @@ async def answer_run(task: Task, context: RunContext) -> dict[str, Any]:
     message.latency_s = time.monotonic() - started
     message.first_token_s = outcome.first_token_s
     message.error = ""
+    message.finish_reason = outcome.finish_reason
     message_price(message, message.app)
     context.write_on_success(lambda: message.save(update_fields=[*ANSWER_FIELDS, "updated_at"]))
     return {
@@ -152,6 +156,22 @@ def _prompt(
         )
     except PromptTooLong as error:
         raise PermanentTaskError(str(error)) from error
+
+
+def _generation_request(message: Message, prompt: Prompt, context: RunContext) -> GenerationRequest:
+    """The app's settings, with the request's own where it sent them (OpenAI's routes)."""
+    app, own = message.app, message.generation or {}
+    return GenerationRequest(
+        messages=prompt.messages,
+        model=app.model_name,
+        max_tokens=prompt.max_tokens,
+        temperature=own.get("temperature", app.temperature),
+        top_p=own.get("top_p", app.top_p),
+        stop=list(own.get("stop", app.stop or [])),
+        attempt=context.attempt,
+        timeout_s=context.time_left_s(),
+        options={name: own[name] for name in PASSED_OPTIONS if name in own},
+    )
 
 
 async def _generate(
@@ -190,16 +210,7 @@ async def _generate(
         )
         # Blocking work (the conversation's history, the local model's tokenizer): a thread.
         prompt = await context.db(_prompt, message, provider, first_turn, attachments)
-        request = GenerationRequest(
-            messages=prompt.messages,
-            model=app.model_name,
-            max_tokens=prompt.max_tokens,
-            temperature=app.temperature,
-            top_p=app.top_p,
-            stop=list(app.stop or []),
-            attempt=context.attempt,
-            timeout_s=context.time_left_s(),
-        )
+        request = _generation_request(message, prompt, context)
         # A stop, a deadline or a lost lease cancels the generation even while the model is
         # quiet (the connection to it is closed): what came so far is kept.
         result = await context.until_stopped(provider.generate(request, on_delta))

@@ -37,6 +37,15 @@ def usage_metadata(message: Message) -> dict[str, Any]:
     }
 
 
+def message_end_event(base: dict[str, Any], message: Message) -> dict[str, Any]:
+    """The answer's last event: its usage, and (ext) why the model stopped."""
+    metadata = {"usage": usage_metadata(message), "retriever_resources": []}
+    event = {"event": "message_end", **base, "metadata": metadata, "files": []}
+    if message.finish_reason:
+        event["finish_reason"] = message.finish_reason
+    return event
+
+
 class AnswerPublisher:
     """Writes the answer's events; every one carries the task, message and conversation ids.
 
@@ -91,9 +100,7 @@ class AnswerPublisher:
         return [{"event": "message_replace", **self.base, "answer": self.shown, "reason": "resync"}]
 
     def end(self) -> str:
-        metadata = {"usage": usage_metadata(self.message), "retriever_resources": []}
-        event = {"event": "message_end", **self.base, "metadata": metadata, "files": []}
-        return event_append(task_id=self.task_id, event=event)
+        return event_append(task_id=self.task_id, event=message_end_event(self.base, self.message))
 
     def error(self, *, status: int, code: str, message: str) -> str:
         event = {key: value for key, value in self.base.items() if key != "task_id"}

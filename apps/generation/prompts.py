@@ -74,11 +74,18 @@ def prompt_build(
     its files (images as parts; documents' text before the question, cut to the room there is).
 
     The oldest turns are dropped first; the system prompt and the question are always kept, and
-    prompt plus answer never exceed `context_tokens` as `count` measures them.
+    prompt plus answer never exceed `context_tokens` as `count` measures them. A stateless
+    request's own turns (`message.history`) are all kept, or the prompt is refused: the client
+    decides what its conversation holds.
     """
     instructions = render_template(app.system_prompt, message.inputs).strip()
     images = attachments.images
-    room = context_tokens - app.max_tokens  # what the prompt may take
+    budget = answer_budget(app, message)
+    room = context_tokens - budget  # what the prompt may take
+    if message.history is not None:
+        return _stateless_prompt(
+            instructions, message, count, context_tokens, budget, room, attachments
+        )
     if app.mode == AppMode.COMPLETION:
 
         def completion(documents: str) -> list[ChatMessage]:
@@ -86,7 +93,7 @@ def prompt_build(
             return [ChatMessage("user", "\n\n".join(parts) or " ", images)]
 
         messages = completion(_documents_fitted(attachments.documents, completion, room, count))
-        return _fitted(app, messages, count(messages), context_tokens, turns=0, dropped=0)
+        return _fitted(budget, messages, count(messages), context_tokens, turns=0, dropped=0)
 
     head = [ChatMessage("system", instructions)] if instructions else []
 
@@ -119,7 +126,44 @@ def prompt_build(
             else:
                 high = middle
         kept, tokens = low, tokens_low
-    return _fitted(app, build(kept), tokens, context_tokens, turns=kept, dropped=len(turns) - kept)
+    return _fitted(
+        budget, build(kept), tokens, context_tokens, turns=kept, dropped=len(turns) - kept
+    )
+
+
+# The roles a stateless request's turns may have, as the model is given them (OpenAI's
+# `developer` is the newer name of `system`).
+CLIENT_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+
+
+def answer_budget(app: App, message: Message) -> int:
+    """The most tokens the answer may take: the request's own limit, else the app's."""
+    requested = (message.generation or {}).get("max_tokens")
+    return int(requested) if requested else app.max_tokens
+
+
+def _stateless_prompt(
+    instructions: str,
+    message: Message,
+    count: TokenCounter,
+    context_tokens: int,
+    budget: int,
+    room: int,
+    attachments: Attachments,
+) -> Prompt:
+    """The app's instructions, then the client's turns as it sent them, then its question."""
+    head = [ChatMessage("system", instructions)] if instructions else []
+    turns = [
+        ChatMessage(CLIENT_ROLES[turn["role"]], str(turn["content"]))
+        for turn in message.history or []
+    ]
+
+    def asked(documents: str) -> list[ChatMessage]:
+        text = f"{documents}\n\n{message.query}" if documents else message.query
+        return [*head, *turns, ChatMessage("user", text, attachments.images)]
+
+    messages = asked(_documents_fitted(attachments.documents, asked, room, count))
+    return _fitted(budget, messages, count(messages), context_tokens, turns=len(turns), dropped=0)
 
 
 def _document_block(documents: tuple[Document, ...], cap: int | None) -> str:
@@ -177,7 +221,7 @@ def _loose_fit(turns: list[tuple[ChatMessage, ChatMessage]], max_chars: int) -> 
 
 
 def _fitted(
-    app: App,
+    budget: int,
     messages: list[ChatMessage],
     tokens: int,
     context_tokens: int,
@@ -186,7 +230,7 @@ def _fitted(
     dropped: int,
 ) -> Prompt:
     left = context_tokens - tokens
-    if left < min(MIN_ANSWER_TOKENS, app.max_tokens):
+    if left < min(MIN_ANSWER_TOKENS, budget):
         raise PromptTooLong(
             f"The prompt takes {tokens} tokens and the model's context window is "
             f"{context_tokens}: shorten the query, the inputs or the app's instructions."
@@ -194,7 +238,7 @@ def _fitted(
     return Prompt(
         messages=messages,
         prompt_tokens=tokens,
-        max_tokens=min(app.max_tokens, left),
+        max_tokens=min(budget, left),
         history_turns=turns,
         history_dropped=dropped,
     )

@@ -34,6 +34,8 @@ from apps.gateway.requests import (
     StopRequestSerializer,
 )
 from apps.interface import conversation_apis
+from apps.interface.openapi_openai import COMPONENTS as OPENAI_COMPONENTS
+from apps.interface.openapi_openai import openai_routes
 from apps.interface.openapi_schemas import (
     ASK_ANSWER,
     BLOCKING_ANSWER,
@@ -398,10 +400,14 @@ def documented_patterns() -> list[URLPattern | URLResolver]:
         *_conversation_routes(),
         *_file_routes(),
         *_app_routes(),
+        *(path(route, view.as_view()) for route, view in openai_routes(_stand_in)),
     ]
 
 
 def add_response_components(result: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
     """Postprocessing hook: the response schemas the operations refer to."""
     add_components(result)
+    schemas = result["components"]["schemas"]
+    for name, schema in OPENAI_COMPONENTS.items():
+        schemas.setdefault(name, schema)
     return result

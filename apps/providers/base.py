@@ -46,6 +46,8 @@ class GenerationRequest:
     attempt: int = 1
     # The most this attempt may take (the task's time left); None: the provider's own timeout.
     timeout_s: float | None = None
+    # Further settings in OpenAI's names (seed, presence_penalty, frequency_penalty), passed on
+    # by the providers whose models take them.
     options: dict[str, Any] = field(default_factory=dict)
 
 

@@ -287,6 +287,7 @@ class LocalProvider:
         }
         if request.stop:
             body["stop"] = request.stop
+        body.update(request.options)  # llama.cpp takes OpenAI's seed and penalties
         loop = asyncio.get_running_loop()
         chunks: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
         # Set by the loop (a stop, a cancelled attempt); read by llama.cpp's thread, whose next

@@ -133,6 +133,7 @@ class OpenAICompatibleProvider:
         }
         if request.stop:
             params["stop"] = request.stop
+        params.update(request.options)  # seed, penalties: the request's own, as sent
         try:
             return await self._stream(params, on_delta)
         except (openai.OpenAIError, httpx2.HTTPError) as exc:

@@ -329,6 +329,12 @@ async def _rebuilt_if_gone(name: str, when_gone: WhenGone | None) -> list[Event]
     return [Event.from_dict(f"0-{number}", event) for number, event in enumerate(events, 1)]
 
 
+async def events_listed(events: list[dict[str, Any]]) -> AsyncIterator[Event | None]:
+    """Events rebuilt elsewhere (from PostgreSQL), as `events_follow` yields a live log's."""
+    for number, event in enumerate(events, start=1):
+        yield Event.from_dict(f"0-{number}", event)
+
+
 async def events_follow(
     *,
     task_id: str,

@@ -1,0 +1,65 @@
+"""OpenAI's error envelope, `{"error": {"message", "type", "param", "code"}}`, for the routes that
+speak OpenAI's API (and only those: the Dify routes keep Dify's envelope).
+
+Every error of the platform maps onto it by status and code, so one pipeline raises the same
+errors whichever door a request came in by, and each door answers in its own words.
+"""
+
+import re
+from typing import Any
+
+from django.http import JsonResponse
+
+from apps.core.errors import ApiError
+
+# /v1/chat/completions, /v1/models[/{id}], /v1/batches[/{id}[/cancel]], /v1/files[/{id}[/content]]
+# (Dify's /v1/files/upload and /v1/files/{id}/preview are Dify's).
+_OPENAI_PATH = re.compile(
+    r"^/v1/(?:chat/completions|models(?:/.+)?|batches(?:/[^/]+(?:/cancel)?)?"
+    r"|files(?:/(?!upload/?$)[^/]+(?:/content)?)?)/?$"
+)
+
+# OpenAI's `code` for the platform's own, where OpenAI has a word for it.
+CODES = {
+    "unauthorized": "invalid_api_key",
+    "rate_limit_error": "rate_limit_exceeded",
+    "too_many_requests": "rate_limit_exceeded",
+    "invalid_param": None,
+    "internal_server_error": None,
+}
+
+
+def speaks_openai(path: str) -> bool:
+    """Whether the route at `path` is one of OpenAI's (its errors are in OpenAI's envelope)."""
+    return _OPENAI_PATH.match(path) is not None
+
+
+def _type(status: int) -> str:
+    if status == 429:
+        return "requests"
+    if status >= 500:
+        return "server_error"
+    return "invalid_request_error"
+
+
+def openai_error_body(error: ApiError) -> dict[str, Any]:
+    code = getattr(error, "openai_code", None) or CODES.get(error.code, error.code)
+    return {
+        "error": {
+            "message": error.message,
+            "type": _type(error.status),
+            "param": getattr(error, "param", None),
+            "code": code,
+        }
+    }
+
+
+def openai_error_response(error: ApiError) -> JsonResponse:
+    response = JsonResponse(
+        openai_error_body(error), status=error.status, json_dumps_params={"ensure_ascii": False}
+    )
+    for name, value in error.headers.items():
+        response[name] = value
+    if error.status == 401:
+        response["WWW-Authenticate"] = 'Bearer realm="api"'
+    return response

@@ -1,0 +1,158 @@
+"""OpenAI's shapes for an answer: the `chat.completion` object, the `chat.completion.chunk` stream
+(translated from the task's event log), and the `model` object."""
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from apps.applications.models import App
+from apps.core.errors import ApiError, StreamUnavailable
+from apps.gateway.openai_errors import openai_error_body
+from apps.streams.feeds import Event
+from apps.streams.log import EventLogUnavailable
+from apps.streams.relay import error_from_event, stream_mark_active, stream_mark_done
+
+# Why the model stopped, in OpenAI's words (a stop by the client is a normal end for it).
+FINISH_REASONS = {"user_stop": "stop", "moderated": "content_filter"}
+DONE = b"data: [DONE]\n\n"
+# An SSE comment: keeps proxies from closing a quiet stream; clients skip it.
+KEEPALIVE = b": keep-alive\n\n"
+
+
+def completion_id(task_id: str) -> str:
+    return f"chatcmpl-{uuid.UUID(task_id).hex}"
+
+
+def finish_reason(end_event: dict[str, Any]) -> str:
+    reason = str(end_event.get("finish_reason") or "stop")
+    return FINISH_REASONS.get(reason, reason)
+
+
+def usage_of(end_event: dict[str, Any]) -> dict[str, int]:
+    usage = (end_event.get("metadata") or {}).get("usage") or {}
+    prompt, completion = int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0))
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
+
+
+@dataclass(frozen=True)
+class CompletionHead:
+    """What every object of one completion carries."""
+
+    id: str
+    created: int
+    model: str
+
+    def fields(self, kind: str) -> dict[str, Any]:
+        return {"id": self.id, "object": kind, "created": self.created, "model": self.model}
+
+
+def chat_completion(head: CompletionHead, answer: str, end_event: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **head.fields("chat.completion"),
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": answer, "refusal": None},
+                "logprobs": None,
+                "finish_reason": finish_reason(end_event),
+            }
+        ],
+        "usage": usage_of(end_event),
+        "system_fingerprint": None,
+    }
+
+
+def _frame(body: dict[str, Any]) -> bytes:
+    return (
+        b"data: " + json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
+    )
+
+
+def _chunk(head: CompletionHead, delta: dict[str, Any], reason: str | None = None) -> bytes:
+    choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": reason}
+    return _frame({**head.fields("chat.completion.chunk"), "choices": [choice]})
+
+
+class Restarted(ApiError):
+    status = 500
+    code = "stream_restarted"
+    default_message = (
+        "The answer was started again (a retry after a failure) after part of it was sent, and "
+        "OpenAI's stream cannot take text back: send the request again."
+    )
+
+
+async def chat_completion_chunks(
+    *,
+    head: CompletionHead,
+    events: AsyncIterator[Event | None],
+    include_usage: bool,
+    before_final: Callable[[], Awaitable[None]] | None = None,
+    on_client_gone: Callable[[], None] | None = None,
+) -> AsyncIterator[bytes]:
+    """The answer's events (None after each quiet period) as `chat.completion.chunk` frames,
+    ended by `data: [DONE]`; a failure after the first byte comes as an `{"error": ...}` frame,
+    as OpenAI sends it. A client that leaves before the end calls `on_client_gone`."""
+    member = f"{head.id}:{uuid.uuid4().hex[:8]}"
+    await stream_mark_active(member)
+    ended = False
+    sent = ""  # the text the client holds
+    try:
+        yield _chunk(head, {"role": "assistant", "content": ""})
+        async for item in events:
+            if item is None:
+                await stream_mark_active(member)
+                yield KEEPALIVE
+                continue
+            event = item.data
+            if item.final and before_final is not None:
+                await before_final()
+            if item.kind == "message" and event.get("answer"):
+                sent += event["answer"]
+                yield _chunk(head, {"content": event["answer"]})
+            elif item.kind == "message_replace":
+                text = str(event.get("answer", ""))
+                if not text.startswith(sent):
+                    ended = True
+                    yield _frame(openai_error_body(Restarted()))
+                    return
+                if len(text) > len(sent):
+                    yield _chunk(head, {"content": text[len(sent) :]})
+                sent = text
+            elif item.kind == "message_end":
+                ended = True
+                yield _chunk(head, {}, finish_reason(event))
+                if include_usage:
+                    usage = {**head.fields("chat.completion.chunk"), "choices": []}
+                    yield _frame({**usage, "usage": usage_of(event)})
+                yield DONE
+                return
+            elif item.kind == "error":
+                ended = True
+                yield _frame(openai_error_body(error_from_event(event)))
+                return
+            await asyncio.sleep(0)  # let the loop serve other streams between two writes
+    except EventLogUnavailable:
+        ended = True
+        yield _frame(openai_error_body(StreamUnavailable()))
+    finally:
+        await stream_mark_done(member)
+        if not ended and on_client_gone is not None:
+            on_client_gone()
+
+
+def model_object(app: App) -> dict[str, Any]:
+    """The app's model, as /v1/models lists it: the name requests must give as `model`."""
+    return {
+        "id": app.model_name,
+        "object": "model",
+        "created": int(app.created_at.timestamp()),
+        "owned_by": app.provider or "dify-platform",
+    }
