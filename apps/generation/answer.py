@@ -93,7 +93,12 @@ async def answer_run(task: Task, context: RunContext) -> dict[str, Any]:
     """Generate the answer for the task's message, publishing each piece as it comes. The
     message is saved with the attempt's success (fenced: see RunContext.write_on_success)."""
     message = await context.db(attempt_message, task, context.attempt)
-    publisher = AnswerPublisher(task_id=str(task.id), message=message, log=context.log())
+    publisher = AnswerPublisher(
+        task_id=str(task.id),
+        message=message,
+        log=None if task.bulk else context.log(),
+        quiet=task.bulk,
+    )
     if context.attempt > 1 and await context.db(publisher.text_may_have_been_sent):
         publisher.replace("", reason="retry")
 
@@ -270,6 +275,6 @@ def answer_final_failure(task: Task, failure: FinalFailure) -> None:
     client_message = (
         failure.message if failure.code != "internal_server_error" else "Internal Server Error."
     )
-    AnswerPublisher(task_id=str(task.id), message=message).error(
+    AnswerPublisher(task_id=str(task.id), message=message, quiet=task.bulk).error(
         status=status, code=failure.code, message=client_message
     )

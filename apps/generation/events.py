@@ -53,10 +53,20 @@ class AnswerPublisher:
     the event loop: apps.streams.outbox); the final events (`message_end`, `error`) are written
     directly, after PostgreSQL recorded the outcome, by whoever recorded it."""
 
-    def __init__(self, *, task_id: str, message: Message, log: AttemptLog | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        task_id: str,
+        message: Message,
+        log: AttemptLog | None = None,
+        quiet: bool = False,
+    ) -> None:
         self.task_id = task_id
         self.message = message
         self.log = log
+        # Nobody follows a bulk task's answer (a batch's request: its output file delivers it):
+        # a quiet publisher writes no events, which would only fill Redis for the log's TTL.
+        self.quiet = quiet
         # The text handed to the log so far, as a reader following from the start holds it.
         self.shown = ""
         if log is not None:
@@ -71,6 +81,8 @@ class AnswerPublisher:
             self.base["conversation_id"] = str(message.conversation_id)
 
     def _append(self, event: str, **fields: Any) -> None:
+        if self.quiet:
+            return
         data = {"event": event, **self.base, **fields}
         if self.log is not None:
             self.log.append(data)
@@ -81,6 +93,8 @@ class AnswerPublisher:
         """Whether a client may hold text from an earlier attempt that a retry must take back:
         the log's last event is a piece of text, or a replacement (moderation) that left some;
         or the log is gone (Redis restarted), so nobody can tell what clients already have."""
+        if self.quiet:
+            return False
         last: Any = sync_client().xrevrange(stream_key(self.task_id), count=1)
         if not last:
             return True
@@ -100,9 +114,13 @@ class AnswerPublisher:
         return [{"event": "message_replace", **self.base, "answer": self.shown, "reason": "resync"}]
 
     def end(self) -> str:
+        if self.quiet:
+            return ""
         return event_append(task_id=self.task_id, event=message_end_event(self.base, self.message))
 
     def error(self, *, status: int, code: str, message: str) -> str:
+        if self.quiet:
+            return ""
         event = {key: value for key, value in self.base.items() if key != "task_id"}
         event.update(event="error", status=status, code=code, message=message)
         return event_append(task_id=self.task_id, event=event)

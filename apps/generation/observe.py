@@ -30,7 +30,7 @@ def answer_succeeded_observed(task: Task) -> None:
     if message is None:
         return
     _suggest_questions(message)
-    AnswerPublisher(task_id=str(task.id), message=message).end()
+    AnswerPublisher(task_id=str(task.id), message=message, quiet=task.bulk).end()
     _name_conversation(task, message)
     labels = {"provider": message.provider or "unknown"}
     metrics = MetricsBatch()

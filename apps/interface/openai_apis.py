@@ -33,15 +33,15 @@ from apps.gateway.idempotency import (
     when_log_gone,
 )
 from apps.gateway.openai_errors import openai_error_response
-from apps.gateway.openai_requests import ChatCompletionRequest, chat_completion_parse
-from apps.gateway.pipeline import AnswerRequest, answer_admit
-from apps.interface.openai_shapes import (
+from apps.gateway.openai_objects import (
     CompletionHead,
     chat_completion,
-    chat_completion_chunks,
     completion_id,
     model_object,
 )
+from apps.gateway.openai_requests import ChatCompletionRequest, chat_completion_parse
+from apps.gateway.pipeline import AnswerRequest, answer_admit
+from apps.interface.openai_shapes import chat_completion_chunks
 from apps.interface.views import AsyncView
 from apps.streams.feeds import events_follow, events_listed
 from apps.streams.relay import KEEPALIVE_S, CollectedAnswer, answer_collect

@@ -1,72 +1,22 @@
-"""OpenAI's shapes for an answer: the `chat.completion` object, the `chat.completion.chunk` stream
-(translated from the task's event log), and the `model` object."""
+"""OpenAI's `chat.completion.chunk` stream, translated from the task's event log (the objects
+themselves: apps.gateway.openai_objects)."""
 
 import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
-from apps.applications.models import App
 from apps.core.errors import ApiError, StreamUnavailable
 from apps.gateway.openai_errors import openai_error_body
+from apps.gateway.openai_objects import CompletionHead, finish_reason, usage_of
 from apps.streams.feeds import Event
 from apps.streams.log import EventLogUnavailable
 from apps.streams.relay import error_from_event, stream_mark_active, stream_mark_done
 
-# Why the model stopped, in OpenAI's words (a stop by the client is a normal end for it).
-FINISH_REASONS = {"user_stop": "stop", "moderated": "content_filter"}
 DONE = b"data: [DONE]\n\n"
 # An SSE comment: keeps proxies from closing a quiet stream; clients skip it.
 KEEPALIVE = b": keep-alive\n\n"
-
-
-def completion_id(task_id: str) -> str:
-    return f"chatcmpl-{uuid.UUID(task_id).hex}"
-
-
-def finish_reason(end_event: dict[str, Any]) -> str:
-    reason = str(end_event.get("finish_reason") or "stop")
-    return FINISH_REASONS.get(reason, reason)
-
-
-def usage_of(end_event: dict[str, Any]) -> dict[str, int]:
-    usage = (end_event.get("metadata") or {}).get("usage") or {}
-    prompt, completion = int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0))
-    return {
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion,
-    }
-
-
-@dataclass(frozen=True)
-class CompletionHead:
-    """What every object of one completion carries."""
-
-    id: str
-    created: int
-    model: str
-
-    def fields(self, kind: str) -> dict[str, Any]:
-        return {"id": self.id, "object": kind, "created": self.created, "model": self.model}
-
-
-def chat_completion(head: CompletionHead, answer: str, end_event: dict[str, Any]) -> dict[str, Any]:
-    return {
-        **head.fields("chat.completion"),
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": answer, "refusal": None},
-                "logprobs": None,
-                "finish_reason": finish_reason(end_event),
-            }
-        ],
-        "usage": usage_of(end_event),
-        "system_fingerprint": None,
-    }
 
 
 def _frame(body: dict[str, Any]) -> bytes:
@@ -146,13 +96,3 @@ async def chat_completion_chunks(
         await stream_mark_done(member)
         if not ended and on_client_gone is not None:
             on_client_gone()
-
-
-def model_object(app: App) -> dict[str, Any]:
-    """The app's model, as /v1/models lists it: the name requests must give as `model`."""
-    return {
-        "id": app.model_name,
-        "object": "model",
-        "created": int(app.created_at.timestamp()),
-        "owned_by": app.provider or "dify-platform",
-    }

@@ -2,6 +2,10 @@
 `medium`, then `low`, and never more of a lane's jobs than the lane has room for here
 (apps.scheduling.lanes); a lane's jobs it cannot run stay queued, in order, for workers with room.
 
+Bulk work (Task.bulk: a batch's requests) is taken only with room to spare: never into the last
+BULK_RESERVED_SLOTS free slots of a worker, nor the last unit of a lane, which stay for live
+work; a bulk job that cannot be taken is passed over like a job of a full lane.
+
 One script takes up to as many jobs as the worker has free slots, in priority order, claims
 their lanes and returns their hashes: a busy worker pays one round trip for a batch of jobs, not
 several per job (taking one job at a time with RQ's calls capped a worker at about 40 jobs a
@@ -19,7 +23,7 @@ from rq.exceptions import DequeueTimeout
 from rq.job import Job
 
 from apps.scheduling.lanes import LaneGate
-from apps.scheduling.queues import lane_key
+from apps.scheduling.queues import BULK_KEY, lane_key
 
 # How far into each queue a worker looks for jobs it can run (past jobs of full lanes).
 SCAN_DEPTH = 200
@@ -28,27 +32,37 @@ SCAN_DEPTH = 200
 # most for a worker whose lane is full.
 LANE_WAIT_S = 0.05
 
-# KEYS: the queues in priority order, then this worker's lanes' sets. ARGV: the number of
-# queues, how many jobs to take, the scan depth, RQ's job key prefix, then each lane's room here
-# (in KEYS' order).
-# Returns, per job taken: the queue key, the job id, the lane claimed ("" for none), its hash.
+# KEYS: the queues in priority order, then this worker's lanes' sets, then the bulk set. ARGV:
+# the number of queues, how many jobs to take, the scan depth, RQ's job key prefix, the slots
+# bulk work may take, then each lane's room here and the units of it bulk work leaves (in KEYS'
+# order).
+# Returns, per job taken: the queue key, the job id, the lane claimed ("" for none), whether it
+# is bulk work ("1"/"0"), its hash.
 _TAKE = """
 local queues = tonumber(ARGV[1])
 local wanted = tonumber(ARGV[2])
 local depth = tonumber(ARGV[3])
-local room = {}
-for l = queues + 1, #KEYS do room[l] = tonumber(ARGV[4 + l - queues]) end
+local bulk_room = tonumber(ARGV[5])
+local bulk_key = KEYS[#KEYS]
+local room, kept = {}, {}
+for l = queues + 1, #KEYS - 1 do
+  room[l] = tonumber(ARGV[6 + 2 * (l - queues - 1)])
+  kept[l] = tonumber(ARGV[7 + 2 * (l - queues - 1)])
+end
 local taken = {}
 for q = 1, queues do
-  if #taken >= wanted * 4 then break end
+  if #taken >= wanted * 5 then break end
   local ids = redis.call('lrange', KEYS[q], 0, depth - 1)
   for _, id in ipairs(ids) do
-    if #taken >= wanted * 4 then break end
+    if #taken >= wanted * 5 then break end
+    local bulk = redis.call('sismember', bulk_key, id) == 1
+    local blocked = bulk and bulk_room <= 0
     local lane = nil
-    local blocked = false
-    for l = queues + 1, #KEYS do
-      if redis.call('sismember', KEYS[l], id) == 1 then
-        if room[l] > 0 then lane = l else blocked = true end
+    for l = queues + 1, #KEYS - 1 do
+      if not blocked and redis.call('sismember', KEYS[l], id) == 1 then
+        local spare = room[l]
+        if bulk then spare = spare - kept[l] end
+        if spare > 0 then lane = l else blocked = true end
         break
       end
     end
@@ -60,9 +74,14 @@ for q = 1, queues do
         room[lane] = room[lane] - 1
         name = KEYS[lane]
       end
+      if bulk then
+        redis.call('srem', bulk_key, id)
+        bulk_room = bulk_room - 1
+      end
       table.insert(taken, KEYS[q])
       table.insert(taken, id)
       table.insert(taken, name)
+      table.insert(taken, bulk and '1' or '0')
       table.insert(taken, redis.call('hgetall', ARGV[4] .. id))
     end
   end
@@ -79,6 +98,8 @@ class Taken:
     lane: str
     # RQ moved it to the queue's intermediate list (a worker on one queue): to be cleared there.
     intermediate: bool = False
+    # Bulk work (its mark was taken off the bulk set; a put-back restores it).
+    bulk: bool = False
 
 
 class Intake:
@@ -91,11 +112,11 @@ class Intake:
         self.lane_by_key = {lane_key(lane): lane for lane in self.lane_names}
         self._take = connection.register_script(_TAKE)
 
-    def take(self, *, block_s: int, limit: int = 1) -> list[Taken]:
-        """Up to `limit` jobs this worker may run now, waiting up to `block_s` for one (or
-        briefly, when a lane is full); none if there are none."""
+    def take(self, *, block_s: int, limit: int = 1, bulk_room: int = 0) -> list[Taken]:
+        """Up to `limit` jobs this worker may run now (bulk jobs: up to `bulk_room`), waiting up
+        to `block_s` for one (or briefly, when a lane is full); none if there are none."""
         self.lanes.released.clear()
-        taken = self._take_ready(limit)
+        taken = self._take_ready(limit, bulk_room)
         if taken:
             return taken
         if self.lanes.full():
@@ -110,20 +131,30 @@ class Intake:
         job, queue = popped
         # RQ pops through an intermediate list when a worker listens on a single queue.
         intermediate = len(self.queues) == 1
-        first = Taken(job, queue, self._claim_lane(job.id), intermediate)
-        return [first, *self._take_ready(limit - 1)] if limit > 1 else [first]
+        bulk = bool(self.connection.srem(BULK_KEY(), job.id))
+        first = Taken(job, queue, self._claim_lane(job.id), intermediate, bulk)
+        if bulk and (bulk_room <= 0 or not self.lanes.spared_for_bulk(first.lane)):
+            # Woken by bulk work this worker keeps its room from: back to its queue, as it was.
+            self.put_back(first)
+            self.lanes.released.wait(LANE_WAIT_S)
+            return []
+        rest = self._take_ready(limit - 1, bulk_room - bulk) if limit > 1 else []
+        return [first, *rest]
 
-    def _take_ready(self, limit: int) -> list[Taken]:
+    def _take_ready(self, limit: int, bulk_room: int) -> list[Taken]:
         if limit <= 0:
             return []
         room = self.lanes.room()
         keys = [queue.key for queue in self.queues] + [lane_key(lane) for lane in room]
         prefix = Job.redis_job_namespace_prefix
-        args: list[Any] = [len(self.queues), limit, SCAN_DEPTH, prefix, *room.values()]
-        reply = self._take(keys=keys, args=args)
+        lanes: list[Any] = []
+        for lane, free in room.items():
+            lanes += [free, self.lanes.kept_from_bulk(lane)]
+        args: list[Any] = [len(self.queues), limit, SCAN_DEPTH, prefix, bulk_room, *lanes]
+        reply = self._take(keys=[*keys, BULK_KEY()], args=args)
         taken = []
-        for index in range(0, len(reply), 4):
-            queue_key, job_id, lane_set, fields = reply[index : index + 4]
+        for index in range(0, len(reply), 5):
+            queue_key, job_id, lane_set, bulk, fields = reply[index : index + 5]
             lane = self.lane_by_key.get(lane_set.decode(), "") if lane_set else ""
             if lane and not self.lanes.take(lane):
                 lane = ""  # (cannot happen: the script counted this worker's room)
@@ -134,7 +165,8 @@ class Intake:
                 continue
             job = Job(job_id.decode(), connection=self.connection)
             job.restore(dict(zip(fields[::2], fields[1::2], strict=True)))
-            taken.append(Taken(job, self.by_key[queue_key.decode()], lane))
+            queue = self.by_key[queue_key.decode()]
+            taken.append(Taken(job, queue, lane, bulk=bulk == b"1"))
         return taken
 
     def put_back(self, taken: Taken) -> None:
@@ -147,6 +179,8 @@ class Intake:
                 pipe.lrem(taken.queue.intermediate_queue_key, 1, taken.job.id)
             if taken.lane:
                 pipe.sadd(lane_key(taken.lane), taken.job.id)
+            if taken.bulk:
+                pipe.sadd(BULK_KEY(), taken.job.id)
             pipe.execute()
         finally:
             if taken.lane:

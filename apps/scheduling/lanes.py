@@ -15,8 +15,12 @@ class LaneGate:
     """One worker's capacity per lane and what it uses now. The intake thread takes, the event
     loop releases: thread-safe."""
 
-    def __init__(self, capacity: dict[str, int]) -> None:
+    def __init__(self, capacity: dict[str, int], kept_from_bulk: int = 1) -> None:
         self.capacity = {lane: max(1, int(size)) for lane, size in capacity.items()}
+        # Units of each lane that bulk work never takes (live work's), when the lane has more.
+        self._kept = {
+            lane: min(max(0, kept_from_bulk), size - 1) for lane, size in self.capacity.items()
+        }
         self.used = dict.fromkeys(self.capacity, 0)
         self._lock = threading.Lock()
         # Set whenever a unit is released: a worker waiting for room in a full lane wakes.
@@ -30,6 +34,17 @@ class LaneGate:
         """Units free now, per lane."""
         with self._lock:
             return {lane: size - self.used[lane] for lane, size in self.capacity.items()}
+
+    def kept_from_bulk(self, lane: str) -> int:
+        return self._kept.get(lane, 0)
+
+    def spared_for_bulk(self, lane: str) -> bool:
+        """Whether a bulk task may hold the unit of `lane` it has just taken here: the units
+        kept from bulk work are still free."""
+        if lane not in self.capacity:
+            return True
+        with self._lock:
+            return self.capacity[lane] - self.used[lane] >= self._kept[lane]
 
     def take(self, lane: str) -> bool:
         """Use one unit of `lane` if it has room (a lane this worker does not limit always has)."""

@@ -4,7 +4,8 @@
 - evaluates the load (overloaded or not, with hysteresis);
 - expires waiting tasks past their deadline, and promotes tasks that waited too long (aging);
 - reconciler: pushes again tasks that PostgreSQL holds as queued but Redis lost;
-- watchdog: hands running tasks whose worker died (lock lapsed) back to the queue.
+- watchdog: hands running tasks whose worker died (lock lapsed) back to the queue;
+- what other apps register (`housekeeping_register`): a batch's turns and its end, say.
 """
 
 import logging
@@ -12,6 +13,8 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
@@ -66,9 +69,10 @@ def promote_aged() -> int:
         if limit is None:
             continue
         cutoff = now - timedelta(seconds=limit)
-        waiting = Task.objects.filter(status=TaskStatus.QUEUED, priority=priority).filter(
-            Q(promoted_at__lt=cutoff) | Q(promoted_at__isnull=True, enqueued_at__lt=cutoff)
-        )
+        # Bulk work waits for room by design, within its own deadline: it is never aged.
+        waiting = Task.objects.filter(
+            status=TaskStatus.QUEUED, priority=priority, bulk=False
+        ).filter(Q(promoted_at__lt=cutoff) | Q(promoted_at__isnull=True, enqueued_at__lt=cutoff))
         for task in waiting.only("id")[:500]:
             reason = f"aged: waited over {limit:g} s in {priority}"
             if task_reprioritize(
@@ -195,6 +199,35 @@ def _hand_on(task: Task, ttl_s: float) -> int:
         lock.release()
 
 
+@dataclass
+class Chore:
+    """Housekeeping an app registers: `run` every `every_s` seconds, by the lease holder."""
+
+    name: str
+    run: Callable[[], object]
+    every_s: float
+    due_at: float = 0.0
+
+
+_CHORES: dict[str, Chore] = {}
+
+
+def housekeeping_register(*, name: str, run: Callable[[], object], every_s: float) -> None:
+    _CHORES[name] = Chore(name, run, every_s)
+
+
+def registered_chores_run(now: float) -> None:
+    """The registered chores that are due; one failing does not keep the others from running."""
+    for chore in list(_CHORES.values()):
+        if now < chore.due_at:
+            continue
+        chore.due_at = now + chore.every_s
+        try:
+            chore.run()
+        except Exception:
+            logger.exception("housekeeping failed; retrying", extra={"chore": chore.name})
+
+
 class Maintainer(threading.Thread):
     """Runs the housekeeping every `interval_s` while it holds the cluster-wide lease."""
 
@@ -233,6 +266,7 @@ class Maintainer(threading.Thread):
                     reconcile_lost_jobs()
                     recover_orphaned_running()
                     wake_slot_waiters()
+                registered_chores_run(time.monotonic())
             except Exception:
                 logger.exception("scheduler maintenance failed; retrying")
 

@@ -50,6 +50,10 @@ class Task(models.Model):
     # Worker capacity the task needs besides a slot (`local`: one of the built-in model's
     # parallel sequences); empty for none. Decided by its kind when the task is created.
     lane = models.CharField(max_length=32, blank=True, default="")
+    # Bulk work (a batch's requests): held `pending` in PostgreSQL and released to its queue as
+    # workers have room for it (apps.scheduling.bulk); run only in capacity that live work does
+    # not need (the workers keep some back), and never aged.
+    bulk = models.BooleanField(default=False)
 
     status = models.CharField(max_length=16, choices=TaskStatus.choices, default=TaskStatus.PENDING)
     requested_priority = models.CharField(max_length=8, choices=Priority.choices)

@@ -39,6 +39,11 @@ def lane_key(lane: str) -> str:
     return key("lane", lane)
 
 
+def BULK_KEY() -> str:
+    """The set of queued bulk tasks (Task.bulk): workers take them only with room to spare."""
+    return key("bulk")
+
+
 def job_push(
     *,
     task_id: str,
@@ -46,19 +51,26 @@ def job_push(
     time_left_s: float | None,
     delay_s: float = 0,
     lane: str = "",
+    bulk: bool = False,
+    pipe: Any = None,
 ) -> None:
     """Put the task's job on the queue of its priority, now or after a delay.
 
     The job id is the task id, so pushing the same task twice leaves one job in Redis, and the
-    worker side (lock plus guarded status update) makes a stale duplicate a no-op.
+    worker side (lock plus guarded status update) makes a stale duplicate a no-op. With `pipe`,
+    the commands go in the caller's pipeline (many tasks in one round trip).
     """
+    client = pipe if pipe is not None else sync_client()
     if delay_s > 0:
         # RQ's own scheduler forks from the worker, and a fork of a process that holds the model
         # hangs; our maintenance loop moves due tasks from this sorted set to their queue instead.
-        sync_client().zadd(DELAYED_KEY(), {task_id: time.time() + delay_s})
+        client.zadd(DELAYED_KEY(), {task_id: time.time() + delay_s})
         return
+    # The marks first: a worker that takes the job must find them.
     if lane:
-        sync_client().sadd(lane_key(lane), task_id)
+        client.sadd(lane_key(lane), task_id)
+    if bulk:
+        client.sadd(BULK_KEY(), task_id)
     queue_for(priority).enqueue_call(
         JOB_FUNC,
         args=(task_id,),
@@ -66,6 +78,7 @@ def job_push(
         timeout=job_timeout_s(time_left_s),
         result_ttl=600,
         failure_ttl=24 * 3600,
+        pipeline=pipe,
     )
 
 
@@ -77,13 +90,30 @@ def task_push(task: "Task", *, delay_s: float = 0) -> None:
         time_left_s=task.time_left_s(),
         delay_s=delay_s,
         lane=task.lane,
+        bulk=task.bulk,
     )
+
+
+def tasks_push(tasks: "list[Task]") -> None:
+    """Push many tasks' jobs in one round trip."""
+    pipe = sync_client().pipeline(transaction=False)
+    for task in tasks:
+        job_push(
+            task_id=str(task.id),
+            priority=task.priority,
+            time_left_s=task.time_left_s(),
+            lane=task.lane,
+            bulk=task.bulk,
+            pipe=pipe,
+        )
+    pipe.execute()
 
 
 def job_remove(*, task_id: str, priority: str, lane: str = "") -> None:
     """Take the task's job off its queue and out of the delayed set, if it is there."""
     queue_for(priority).remove(task_id)
     sync_client().zrem(DELAYED_KEY(), task_id)
+    sync_client().srem(BULK_KEY(), task_id)
     if lane:
         sync_client().srem(lane_key(lane), task_id)
 

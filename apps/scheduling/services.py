@@ -20,7 +20,7 @@ from apps.scheduling.control import task_stop_clear
 from apps.scheduling.kinds import FinalFailure, task_kind_find
 from apps.scheduling.models import Task, TaskEvent, TaskStatus
 from apps.scheduling.policy import PriorityDecision, priority_decide
-from apps.scheduling.queues import job_remove, task_push
+from apps.scheduling.queues import job_remove, task_push, tasks_push
 from apps.scheduling.transitions import Increment, guarded_update
 
 logger = logging.getLogger(__name__)
@@ -30,7 +30,13 @@ P = ParamSpec("P")
 
 def _pusher(task: Task, delay_s: float = 0) -> Callable[[], None]:
     # A copy: the caller's row may change before the push runs (on commit).
-    pushed = Task(id=task.id, priority=task.priority, deadline_at=task.deadline_at, lane=task.lane)
+    pushed = Task(
+        id=task.id,
+        priority=task.priority,
+        deadline_at=task.deadline_at,
+        lane=task.lane,
+        bulk=task.bulk,
+    )
 
     def push() -> None:
         try:
@@ -68,14 +74,20 @@ def task_prepare(
     max_attempts: int | None = None,
     deadline_at: datetime | None = None,
     idempotency_key: str | None = None,
+    bulk: bool = False,
 ) -> PreparedTask:
     """The rows of a new queued task, for a caller that records them with its own rows in one
     statement (`task_record`).
 
     `priority` is what the caller allows (the key may cap the request); the load policy may
-    lower it further or defer the task, and says why.
+    lower it further or defer the task, and says why. A `bulk` task is held `pending` instead
+    (recorded with `tasks_record_held`, released by apps.scheduling.bulk): the load policy
+    decides nothing for it, its turn does.
     """
-    decision = priority_decide(priority=priority or requested_priority)
+    if bulk:
+        decision = PriorityDecision(priority or requested_priority, 0.0, "")
+    else:
+        decision = priority_decide(priority=priority or requested_priority)
     reasons = [reason for reason in (priority_reason, decision.reason) if reason]
     registered = task_kind_find(kind)
     now = timezone.now()
@@ -85,7 +97,8 @@ def task_prepare(
         app=app,
         end_user=end_user,
         payload=payload or {},
-        status=TaskStatus.QUEUED,
+        status=TaskStatus.PENDING if bulk else TaskStatus.QUEUED,
+        bulk=bulk,
         requested_priority=requested_priority,
         priority=decision.priority,
         priority_reason="; ".join(reasons)[:255],
@@ -95,7 +108,7 @@ def task_prepare(
             or settings.PLATFORM["TASK_MAX_ATTEMPTS"]
         ),
         deadline_at=deadline_at,
-        enqueued_at=now,
+        enqueued_at=None if bulk else now,
         not_before=now + timedelta(seconds=decision.defer_s) if decision.defer_s else None,
         idempotency_key=idempotency_key,
     )
@@ -104,8 +117,10 @@ def task_prepare(
     event = TaskEvent(
         task=task,
         from_status="",
-        to_status=TaskStatus.QUEUED,
-        reason="created" + (f"; {task.priority_reason}" if task.priority_reason else ""),
+        to_status=task.status,
+        reason="created"
+        + ("; held until workers have room for bulk work" if bulk else "")
+        + (f"; {task.priority_reason}" if task.priority_reason else ""),
         detail={"requested_priority": requested_priority, "priority": task.priority},
     )
     return PreparedTask(task=task, event=event, decision=decision)
@@ -141,6 +156,57 @@ def task_record(prepared: PreparedTask, *rows: Model) -> None:
     if decision.reason:
         change = "deferred" if decision.defer_s else "downgraded"
         metric_inc("dp_priority_changes_total", {"change": change, "to": decision.priority})
+
+
+@transaction.atomic
+def tasks_record_held(prepared: list[PreparedTask], *rows: list[Model]) -> None:
+    """Insert many prepared bulk tasks (held `pending`, nothing pushed) with their events and the
+    caller's rows (each list in one statement, in the order given: what refers to the tasks
+    after them), in one transaction."""
+    if not prepared:
+        return
+    assert all(item.task.status == TaskStatus.PENDING for item in prepared)
+    Task.objects.bulk_create([item.task for item in prepared])
+    TaskEvent.objects.bulk_create([item.event for item in prepared])
+    for batch in rows:
+        if batch:
+            type(batch[0])._default_manager.bulk_create(batch)
+
+
+def tasks_release_held(*, task_ids: list[uuid.UUID], reason: str) -> int:
+    """Queue held tasks now: `pending` to `queued` (guarded: each task once), their events, and
+    their jobs pushed in one round trip after the commit. Returns how many were released."""
+    now = timezone.now()
+    with transaction.atomic():
+        released = list(
+            Task.objects.select_for_update(skip_locked=True)
+            .filter(id__in=task_ids, status=TaskStatus.PENDING)
+            .only("id", "priority", "deadline_at", "lane", "bulk")
+        )
+        if not released:
+            return 0
+        Task.objects.filter(id__in=[task.id for task in released]).update(
+            status=TaskStatus.QUEUED, enqueued_at=now
+        )
+        TaskEvent.objects.bulk_create(
+            TaskEvent(
+                task_id=task.id,
+                from_status=TaskStatus.PENDING,
+                to_status=TaskStatus.QUEUED,
+                reason=reason,
+            )
+            for task in released
+        )
+
+        def push() -> None:
+            try:
+                tasks_push(released)
+            except Exception:
+                # Committed as queued: the reconciler pushes them again once Redis is back.
+                logger.exception("could not push released tasks to Redis")
+
+        transaction.on_commit(push)
+    return len(released)
 
 
 def task_await_creation(*, task_id: str) -> None:

@@ -71,7 +71,12 @@ class PlatformWorker(SimpleWorker):
         )
         super().__init__(*args, **kwargs)
         self.concurrency = max(1, concurrency)
-        self.lanes = LaneGate(lanes)
+        self.lanes = LaneGate(lanes, kept_from_bulk=settings.PLATFORM["BULK_RESERVED_LANE_UNITS"])
+        # Slots bulk work never takes: live work always finds some free (at least one is left
+        # to bulk work, or it could never run here).
+        self.kept_from_bulk = min(
+            max(0, int(settings.PLATFORM["BULK_RESERVED_SLOTS"])), self.concurrency - 1
+        )
         self.running: dict[str, RunningJob] = {}
         self.free_slots = threading.Semaphore(self.concurrency)
         self.stop_taking = threading.Event()
@@ -237,7 +242,9 @@ class PlatformWorker(SimpleWorker):
         if is_suspended(self.connection, self):
             time.sleep(1.0)
             return 0
-        taken = intake.take(block_s=1, limit=free)
+        # The slots free now (those just acquired included), less those kept from bulk work.
+        bulk_room = self.concurrency - self._active - self.kept_from_bulk
+        taken = intake.take(block_s=1, limit=free, bulk_room=bulk_room)
         if not taken:
             if burst and self._active == 0:
                 self._burst_finished()

@@ -213,6 +213,10 @@ PLATFORM = {
     # On SIGTERM a worker takes nothing new and lets its running tasks finish for this long;
     # the rest go back to their queues (their retry budget untouched).
     "WORKER_SHUTDOWN_GRACE_S": env.float("WORKER_SHUTDOWN_GRACE_S", default=25.0),
+    # Capacity each worker keeps from bulk work (a batch's requests), for live work: slots, and
+    # units of each lane (the built-in model's sequences) when the lane has more than one.
+    "BULK_RESERVED_SLOTS": env.int("BULK_RESERVED_SLOTS", default=50),
+    "BULK_RESERVED_LANE_UNITS": env.int("BULK_RESERVED_LANE_UNITS", default=1),
     # Of those, how many take only `high` work, so interactive requests always find a worker.
     "WORKER_HIGH_ONLY": env.int("WORKER_HIGH_ONLY", default=0),
     # The built-in model: threads per worker process and its context window (per sequence).

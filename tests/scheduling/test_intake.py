@@ -75,3 +75,38 @@ def test_a_job_put_back_is_first_again(queues: list[Queue]) -> None:
     assert queues[1].get_job_ids() == ["local-1", "other"]
     again = intake.take(block_s=1)
     assert [(one.job.id, one.lane) for one in again] == [("local-1", "local")]
+
+
+def push_bulk(task_id: str, lane: str = "") -> None:
+    job_push(task_id=task_id, priority="low", time_left_s=None, lane=lane, bulk=True)
+
+
+def test_bulk_work_never_takes_the_room_kept_for_live_work(queues: list[Queue]) -> None:
+    lanes = LaneGate({"local": 3}, kept_from_bulk=1)
+    intake = Intake(queues=queues, connection=sync_client(), lanes=lanes)
+    for index in range(4):
+        push_bulk(f"bulk-local-{index}", lane="local")
+    push("live-low", "low")
+
+    # Two of the three sequences go to bulk work; the live job behind the bulk ones is taken.
+    taken = intake.take(block_s=1, limit=10, bulk_room=10)
+    assert ids(taken) == ["bulk-local-0", "bulk-local-1", "live-low"]
+    assert queues[2].get_job_ids() == ["bulk-local-2", "bulk-local-3"]
+    # The kept sequence is live work's: a live job for the model takes it, bulk work does not.
+    assert intake.take(block_s=1, limit=10, bulk_room=10) == []
+    push("live-local", "high", lane="local")
+    assert ids(intake.take(block_s=1, limit=10, bulk_room=10)) == ["live-local"]
+
+
+def test_bulk_work_takes_no_more_slots_than_it_is_given(queues: list[Queue]) -> None:
+    intake = Intake(queues=queues, connection=sync_client(), lanes=LaneGate({}))
+    for index in range(5):
+        push_bulk(f"bulk-{index}")
+    push("live", "low")
+    assert ids(intake.take(block_s=1, limit=10, bulk_room=2)) == ["bulk-0", "bulk-1", "live"]
+    assert intake.take(block_s=1, limit=10, bulk_room=0) == []
+    assert queues[2].get_job_ids() == ["bulk-2", "bulk-3", "bulk-4"]
+    # Put back as it was: still bulk work.
+    (one,) = intake.take(block_s=1, limit=1, bulk_room=1)
+    intake.put_back(one)
+    assert intake.take(block_s=1, limit=10, bulk_room=0) == []
