@@ -100,6 +100,11 @@ async def suggested_questions_run(task: Task, context: RunContext) -> dict[str, 
     message = await context.db(_message, message_id)
     if message is None:
         return {"message_id": message_id, "questions": [], "why": "the message is gone"}
+    if message.suggested_questions is not None:
+        # An urgent request for a caller who waited made them already: the model is not asked
+        # twice.
+        questions = list(message.suggested_questions)
+        return {"message_id": message_id, "questions": questions, "saved": False}
     answered = message.status in (MessageStatus.NORMAL, MessageStatus.STOPPED) and message.answer
     questions = await _suggested(message, context) if answered else []
     if context.stop_reason == "cancel":

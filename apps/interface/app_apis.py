@@ -16,12 +16,13 @@ from apps.conversations.selectors import feedback_page, message_get
 from apps.conversations.services import message_suggestions_request
 from apps.core.db import db_sync_to_async
 from apps.core.errors import BadRequest, DeadlineExceeded, NotChatApp
-from apps.core.priorities import Priority, capped_priority
+from apps.core.priorities import PRIORITY_RANK, Priority, capped_priority
 from apps.gateway.admission import admitted_query, authenticated, rate_limit
 from apps.gateway.negotiation import document_response
 from apps.gateway.requests import MAX_USER_CHARS, USER_ERRORS, FlatSerializer, StrictCharField
 from apps.generation.suggestions import suggested_questions_wait
 from apps.interface.views import api_view
+from apps.scheduling.models import Task, TaskStatus
 from apps.streams.feeds import events_follow
 
 MAX_FEEDBACK_LIMIT = 101  # Dify's
@@ -45,6 +46,21 @@ def _suggestions_requested(api_key: ApiKey, message: Message) -> str:
         priority=capped_priority(Priority.HIGH, api_key.max_priority),
     )
     return str(task.id)
+
+
+def _suggestions_task(api_key: ApiKey, message: Message) -> str:
+    """The task to wait for: the message's own, unless there is none or it still waits in a
+    queue less urgent than a caller who waits deserves (low work is deferred under load); then
+    an urgent one, and the other finds the questions made when it runs."""
+    urgent = capped_priority(Priority.HIGH, api_key.max_priority)
+    if message.suggestions_task_id is not None:
+        queued = Task.objects.filter(
+            id=message.suggestions_task_id, status__in=(TaskStatus.PENDING, *TaskStatus.WAITING)
+        ).values_list("priority", flat=True)
+        waiting = next(iter(queued), None)
+        if waiting is None or PRIORITY_RANK[Priority(waiting)] <= PRIORITY_RANK[Priority(urgent)]:
+            return str(message.suggestions_task_id)
+    return _suggestions_requested(api_key, message)
 
 
 async def _answer_ended(task_id: str, timeout_s: float) -> bool:
@@ -73,11 +89,7 @@ async def _suggested(api_key: ApiKey, message: Message, user: str) -> list[str]:
         raise DeadlineExceeded(f"The answer was not finished within {timeout_s:g} s.")
     if message.status == MessageStatus.ERROR or not message.answer:
         return []  # no answer to follow up on
-    task_id = (
-        str(message.suggestions_task_id)
-        if message.suggestions_task_id is not None
-        else await db_sync_to_async(_suggestions_requested)(api_key, message)
-    )
+    task_id = await db_sync_to_async(_suggestions_task)(api_key, message)
     left_s = max(0.0, give_up_at - loop.time())
     if not await suggested_questions_wait(task_id=task_id, timeout_s=left_s):
         raise DeadlineExceeded(

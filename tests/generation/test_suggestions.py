@@ -1,14 +1,16 @@
 """Suggested questions after an answer (apps.generation.suggestions): queued as low-priority work
 once the answer is in, made by the app's model, read from its reply whatever shape it took."""
 
+import httpx
 import pytest
 
 from apps.conversations.models import Message
 from apps.core.priorities import Priority
 from apps.generation.suggestions import SUGGESTED_EVENT, questions_parse
 from apps.scheduling.models import Task, TaskStatus
-from tests.factories import make_app
+from tests.factories import make_app, make_app_with_key
 from tests.generation.tasks import events, message_of, run, submit_to
+from tests.processes import WebServer, run_worker
 
 
 @pytest.mark.parametrize(
@@ -57,3 +59,36 @@ def test_apps_without_the_feature_queue_nothing() -> None:
     run(submit_to(app, "Where does it rain?"))
     assert not Task.objects.filter(kind="suggested_questions").exists()
     assert Message.objects.get().suggestions_task is None
+
+
+@pytest.mark.e2e
+@pytest.mark.django_db(transaction=True)
+def test_a_caller_who_waits_does_not_wait_behind_low_priority_work(live_web: WebServer) -> None:
+    """The questions after an answer are low-priority work, deferred under load; someone who
+    asks for them gets them made urgently, and the low-priority task then asks no model."""
+    app, key = make_app_with_key(
+        provider_config={"text": '["Is Oslo rainy?"]'},
+        max_tokens=64,
+        suggested_questions_after_answer=True,
+    )
+    answer = run(submit_to(app, "Where does it rain?"))
+    message = message_of(answer)
+    low = message.suggestions_task
+    assert low is not None
+    assert low.priority == Priority.LOW
+
+    with run_worker("high"):  # nothing takes low work meanwhile
+        response = httpx.get(
+            f"{live_web.url}/v1/messages/{message.id}/suggested",
+            params={"user": "u1"},
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=60,
+        )
+    assert response.json() == {"result": "success", "data": ["Is Oslo rainy?"]}
+    message.refresh_from_db()
+    assert message.suggestions_task_id != low.id
+    assert message.suggestions_task is not None
+    assert message.suggestions_task.priority == Priority.HIGH
+
+    low = run(low)
+    assert (low.status, low.result["saved"]) == (TaskStatus.SUCCEEDED, False)
