@@ -79,6 +79,8 @@ class ApiKeyInline(admin.TabularInline):
 @admin.register(App)
 class AppAdmin(admin.ModelAdmin):
     form = AppForm
+    # A privacy policy's address typed without a scheme is an https one (Django 6's default).
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
     empty_value_display = EMPTY
     list_display = [
         "name",
