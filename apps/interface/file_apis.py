@@ -5,24 +5,19 @@ or worker process on any host reads them; each belongs to the end user who uploa
 
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.exceptions import (
     DisallowedHost,
-    RequestDataTooBig,
-    TooManyFieldsSent,
-    TooManyFilesSent,
 )
 from django.core.files.uploadedfile import UploadedFile
 from django.http import HttpRequest, HttpResponseBase, QueryDict, StreamingHttpResponse
-from django.http.multipartparser import MultiPartParserError
 from django.utils.datastructures import MultiValueDict
 from django.utils.http import content_disposition_header
 
 from apps.applications.file_rules import MB
 from apps.applications.models import App, EndUser
 from apps.core.db import db_sync_to_async
-from apps.core.errors import InvalidParam, RequestTooLarge
+from apps.core.errors import InvalidParam
 from apps.core.file_formats import HEAD_BYTES
 from apps.files.errors import FileTooLarge, NoFileUploaded, TooManyFiles
 from apps.files.models import FilePurpose, StoredFile
@@ -33,6 +28,7 @@ from apps.gateway.admission import authenticated, rate_limit
 from apps.gateway.authentication import api_key_from_request_async
 from apps.gateway.negotiation import document_response
 from apps.gateway.requests import MAX_USER_CHARS
+from apps.interface.forms import multipart_form
 from apps.interface.views import api_view
 
 # Room for the multipart framing and the `user` field around the file itself.
@@ -50,24 +46,6 @@ def _declared_size_check(request: HttpRequest) -> None:
         declared = 0
     if declared > ceiling + FORM_OVERHEAD_BYTES:
         raise FileTooLarge(f"The upload is larger than the platform's limit ({ceiling} bytes).")
-
-
-def _form(request: HttpRequest) -> tuple[QueryDict, MultiValueDict[str, UploadedFile]]:
-    """The form's fields and files; the files larger than a few MB go to temporary files on
-    disk as they are parsed, never wholly into memory."""
-    if request.content_type != "multipart/form-data":
-        raise NoFileUploaded("Send the file as multipart/form-data, in a part named `file`.")
-    try:
-        return request.POST, request.FILES  # type: ignore[return-value]
-    except TooManyFilesSent:
-        raise TooManyFiles() from None
-    except (RequestDataTooBig, TooManyFieldsSent) as error:
-        raise RequestTooLarge(f"The form is too large: {error}") from None
-    except MultiPartParserError as error:
-        raise InvalidParam(f"The upload is not valid multipart/form-data: {error}") from None
-
-
-_parsed = sync_to_async(_form, thread_sensitive=False)
 
 
 def _one_file(files: MultiValueDict[str, UploadedFile]) -> UploadedFile:
@@ -141,7 +119,7 @@ async def file_upload(request: HttpRequest, media: str) -> HttpResponseBase:
     # Not `authenticated`: its body limit is the JSON routes'; uploads have their own.
     api_key = await api_key_from_request_async(request)
     _declared_size_check(request)
-    form, files = await _parsed(request)
+    form, files = await multipart_form(request)
     user = _user(request, form)
     await rate_limit(api_key, user or None)
     if not user:

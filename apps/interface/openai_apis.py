@@ -72,6 +72,23 @@ def openai_view(method: str) -> Callable[[AsyncView], AsyncView]:
     return decorate
 
 
+def openai_methods(**views: AsyncView) -> AsyncView:
+    """One route answering several methods, each with its own view (e.g. GET and POST
+    /v1/files); any other method is refused in OpenAI's envelope."""
+
+    @csrf_exempt
+    async def route(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        view = views.get(str(request.method))
+        if view is None:
+            allowed = ", ".join(views)
+            error = MethodNotAllowed(f'Method "{request.method}" not allowed (only {allowed}).')
+            return openai_error_response(error)
+        response: HttpResponseBase = await view(request, *args, **kwargs)
+        return response
+
+    return route
+
+
 class ModelNotFound(NotFound):
     def __init__(self, model: str) -> None:
         super().__init__(f"The model `{model}` does not exist or you do not have access to it.")

@@ -159,11 +159,20 @@ class _Documented(APIView):
 
 
 def _stand_in(name: str, method: str, **kwargs: Any) -> type[APIView]:
-    # A function of its own: extend_schema records the schema on the function object.
-    def not_routed(self: APIView, request: Request, *args: Any, **kw: Any) -> Response:
-        raise NotImplementedError("schema-only view")
+    return _stand_in_methods(name, {method: kwargs})
 
-    return type(name, (_Documented,), {method: extend_schema(**kwargs)(not_routed)})
+
+def _stand_in_methods(name: str, methods: dict[str, dict[str, Any]]) -> type[APIView]:
+    """A schema-only view answering each of `methods` (name: extend_schema's arguments)."""
+
+    def documented(kwargs: dict[str, Any]) -> Any:
+        # A function of its own: extend_schema records the schema on the function object.
+        def not_routed(self: APIView, request: Request, *args: Any, **kw: Any) -> Response:
+            raise NotImplementedError("schema-only view")
+
+        return extend_schema(**kwargs)(not_routed)
+
+    return type(name, (_Documented,), {method: documented(kw) for method, kw in methods.items()})
 
 
 def _answer_stand_in(
@@ -400,7 +409,7 @@ def documented_patterns() -> list[URLPattern | URLResolver]:
         *_conversation_routes(),
         *_file_routes(),
         *_app_routes(),
-        *(path(route, view.as_view()) for route, view in openai_routes(_stand_in)),
+        *(path(route, view.as_view()) for route, view in openai_routes(_stand_in_methods)),
     ]
 
 

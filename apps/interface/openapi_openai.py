@@ -155,45 +155,264 @@ def responses(success: dict[Any, Any], errors: tuple[int, ...]) -> dict[Any, Any
     return documented
 
 
-StandIn = Callable[..., type[APIView]]
+StandIn = Callable[[str, dict[str, dict[str, Any]]], type[APIView]]
 
 
 def openai_routes(stand_in: StandIn) -> list[tuple[str, type[APIView]]]:
     """(path, schema-only view) for each OpenAI-compatible route."""
+    return [*_chat_routes(stand_in), *_batch_routes(stand_in)]
+
+
+def _chat_routes(stand_in: StandIn) -> list[tuple[str, type[APIView]]]:
     chat = stand_in(
         "chat_completion",
-        "post",
-        operation_id="chat_completion",
-        description="OpenAI's chat completions, on the app's model: a `chat.completion`, or "
-        "with `stream` its chunks as Server-Sent Events.",
-        request={"application/json": ref(CHAT_COMPLETION_REQUEST)},
-        parameters=[
-            OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER, required=False),
-            OpenApiParameter("X-Priority", str, OpenApiParameter.HEADER, required=False),
-        ],
-        responses=responses(
-            {
-                (200, "application/json"): ref(CHAT_COMPLETION),
-                (200, "text/event-stream"): CHUNK_STREAM,
-            },
-            CHAT_ERRORS,
-        ),
+        {
+            "post": {
+                "operation_id": "chat_completion",
+                "description": "OpenAI's chat completions, on the app's model: a "
+                "`chat.completion`, or with `stream` its chunks as Server-Sent Events.",
+                "request": {"application/json": ref(CHAT_COMPLETION_REQUEST)},
+                "parameters": [
+                    OpenApiParameter(
+                        "Idempotency-Key", str, OpenApiParameter.HEADER, required=False
+                    ),
+                    OpenApiParameter("X-Priority", str, OpenApiParameter.HEADER, required=False),
+                ],
+                "responses": responses(
+                    {
+                        (200, "application/json"): ref(CHAT_COMPLETION),
+                        (200, "text/event-stream"): CHUNK_STREAM,
+                    },
+                    CHAT_ERRORS,
+                ),
+            }
+        },
     )
     models = stand_in(
         "model_list",
-        "get",
-        operation_id="model_list",
-        responses=responses({200: ref(MODEL_LIST)}, (401, 403, 429)),
+        {
+            "get": {
+                "operation_id": "model_list",
+                "responses": responses({200: ref(MODEL_LIST)}, (401, 403, 429)),
+            }
+        },
     )
     model = stand_in(
         "model_get",
-        "get",
-        operation_id="model_get",
-        parameters=[OpenApiParameter("model", OpenApiTypes.STR, OpenApiParameter.PATH)],
-        responses=responses({200: ref(MODEL)}, READ_ERRORS),
+        {
+            "get": {
+                "operation_id": "model_get",
+                "parameters": [OpenApiParameter("model", OpenApiTypes.STR, OpenApiParameter.PATH)],
+                "responses": responses({200: ref(MODEL)}, READ_ERRORS),
+            }
+        },
     )
     return [
         ("v1/chat/completions", chat),
         ("v1/models", models),
         ("v1/models/<path:model>", model),
+    ]
+
+
+FILE = "OpenAIFile"
+FILE_LIST = "OpenAIFileList"
+BATCH = "Batch"
+BATCH_LIST = "BatchList"
+_TIMESTAMP = _nullable(UNIX_TIME)
+
+
+def _list_of(item: str) -> dict[str, Any]:
+    return _object(
+        {
+            "object": _enum("list"),
+            "data": {"type": "array", "items": ref(item)},
+            "has_more": {"type": "boolean"},
+        },
+        {"first_id": _nullable(STRING), "last_id": _nullable(STRING)},
+    )
+
+
+COMPONENTS.update(
+    {
+        FILE: _object(
+            {
+                "id": STRING,
+                "object": _enum("file"),
+                "bytes": INTEGER,
+                "created_at": UNIX_TIME,
+                "filename": STRING,
+                "purpose": _enum("batch", "batch_output"),
+                "status": STRING,
+            },
+            {"expires_at": _TIMESTAMP, "status_details": _nullable(STRING)},
+        ),
+        FILE_LIST: _list_of(FILE),
+        BATCH: _object(
+            {
+                "id": STRING,
+                "object": _enum("batch"),
+                "endpoint": STRING,
+                "input_file_id": _nullable(STRING),
+                "completion_window": STRING,
+                "status": _enum(
+                    "validating",
+                    "failed",
+                    "in_progress",
+                    "finalizing",
+                    "completed",
+                    "expired",
+                    "cancelling",
+                    "cancelled",
+                ),
+                "created_at": UNIX_TIME,
+                "request_counts": _object(
+                    {"total": INTEGER, "completed": INTEGER, "failed": INTEGER}
+                ),
+            },
+            {
+                "model": STRING,
+                "errors": _nullable(
+                    _object(
+                        {"object": STRING, "data": {"type": "array", "items": OBJECT}},
+                    )
+                ),
+                "output_file_id": _nullable(STRING),
+                "error_file_id": _nullable(STRING),
+                "expires_at": _TIMESTAMP,
+                "in_progress_at": _TIMESTAMP,
+                "finalizing_at": _TIMESTAMP,
+                "completed_at": _TIMESTAMP,
+                "failed_at": _TIMESTAMP,
+                "expired_at": _TIMESTAMP,
+                "cancelling_at": _TIMESTAMP,
+                "cancelled_at": _TIMESTAMP,
+                "metadata": _nullable(OBJECT),
+            },
+        ),
+        BATCH_LIST: _list_of(BATCH),
+    }
+)
+_UPLOAD = {
+    "multipart/form-data": _object(
+        {"file": {"type": "string", "format": "binary"}, "purpose": _enum("batch")}
+    )
+}
+_BATCH_REQUEST = {
+    "application/json": _object(
+        {
+            "input_file_id": STRING,
+            "endpoint": _enum("/v1/chat/completions"),
+            "completion_window": _enum("24h"),
+        },
+        {"metadata": OBJECT},
+    )
+}
+_PAGING = [
+    OpenApiParameter("limit", int, required=False, description="1 to 100."),
+    OpenApiParameter("after", str, required=False),
+]
+
+
+def _path(name: str) -> OpenApiParameter:
+    return OpenApiParameter(name, OpenApiTypes.STR, OpenApiParameter.PATH)
+
+
+def _batch_routes(stand_in: StandIn) -> list[tuple[str, type[APIView]]]:
+    files = stand_in(
+        "openai_files",
+        {
+            "get": {
+                "operation_id": "openai_file_list",
+                "parameters": [
+                    *_PAGING,
+                    OpenApiParameter("purpose", str, required=False),
+                    OpenApiParameter("order", str, required=False, enum=["asc", "desc"]),
+                ],
+                "responses": responses({200: ref(FILE_LIST)}, READ_ERRORS),
+            },
+            "post": {
+                "operation_id": "openai_file_create",
+                "description": "A batch's input: JSONL, purpose=batch.",
+                "request": _UPLOAD,
+                "responses": responses({200: ref(FILE)}, (400, 401, 403, 413, 429)),
+            },
+        },
+    )
+    file = stand_in(
+        "openai_file",
+        {
+            "get": {
+                "operation_id": "openai_file_retrieve",
+                "parameters": [_path("file_id")],
+                "responses": responses({200: ref(FILE)}, READ_ERRORS),
+            },
+            "delete": {
+                "operation_id": "openai_file_delete",
+                "parameters": [_path("file_id")],
+                "responses": responses(
+                    {
+                        200: _object(
+                            {"id": STRING, "object": STRING, "deleted": {"type": "boolean"}}
+                        )
+                    },
+                    READ_ERRORS,
+                ),
+            },
+        },
+    )
+    content = stand_in(
+        "openai_file_content",
+        {
+            "get": {
+                "operation_id": "openai_file_content",
+                "parameters": [_path("file_id")],
+                "responses": responses(
+                    {(200, "application/jsonl"): {"type": "string", "format": "binary"}},
+                    READ_ERRORS,
+                ),
+            }
+        },
+    )
+    batches = stand_in(
+        "batches",
+        {
+            "get": {
+                "operation_id": "batch_list",
+                "parameters": _PAGING,
+                "responses": responses({200: ref(BATCH_LIST)}, READ_ERRORS),
+            },
+            "post": {
+                "operation_id": "batch_create",
+                "request": _BATCH_REQUEST,
+                "responses": responses({200: ref(BATCH)}, (400, 401, 403, 413, 415, 429)),
+            },
+        },
+    )
+    batch = stand_in(
+        "batch",
+        {
+            "get": {
+                "operation_id": "batch_retrieve",
+                "parameters": [_path("batch_id")],
+                "responses": responses({200: ref(BATCH)}, READ_ERRORS),
+            }
+        },
+    )
+    cancel = stand_in(
+        "batch_cancel",
+        {
+            "post": {
+                "operation_id": "batch_cancel",
+                "parameters": [_path("batch_id")],
+                "responses": responses({200: ref(BATCH)}, READ_ERRORS),
+            }
+        },
+    )
+    return [
+        ("v1/files", files),
+        ("v1/files/<str:file_id>", file),
+        ("v1/files/<str:file_id>/content", content),
+        ("v1/batches", batches),
+        ("v1/batches/<str:batch_id>", batch),
+        ("v1/batches/<str:batch_id>/cancel", cancel),
     ]

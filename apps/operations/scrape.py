@@ -7,6 +7,7 @@ from django.conf import settings
 from django.db.models import Count
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
+from apps.batches.models import Batch, BatchStatus
 from apps.core.errors import Unauthorized
 from apps.core.redis import key, sync_client
 from apps.operations.metrics import render_recorded
@@ -86,7 +87,32 @@ def gauges() -> list[str]:
         [("", active_streams())],
     )
     _input_thresholds(lines)
+    _batch_gauges(lines)
     return lines
+
+
+def _batch_gauges(lines: list[str]) -> None:
+    batches = dict(
+        Batch.objects.values_list("status").annotate(n=Count("id")).values_list("status", "n")
+    )
+    _gauge(
+        lines,
+        "dp_batches",
+        "Batches by status.",
+        [(f'status="{status}"', batches.get(status, 0)) for status in BatchStatus.values],
+    )
+    bulk = dict(
+        Task.objects.filter(bulk=True, status__in=TaskStatus.ACTIVE)
+        .values_list("status")
+        .annotate(n=Count("id"))
+        .values_list("status", "n")
+    )
+    _gauge(
+        lines,
+        "dp_batch_requests",
+        "Requests of batches not yet ended: held back (pending), queued, running, retrying.",
+        [(f'status="{status}"', bulk.get(status, 0)) for status in TaskStatus.ACTIVE],
+    )
 
 
 def _input_thresholds(lines: list[str]) -> None:

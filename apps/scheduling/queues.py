@@ -95,8 +95,10 @@ def task_push(task: "Task", *, delay_s: float = 0) -> None:
 
 
 def tasks_push(tasks: "list[Task]") -> None:
-    """Push many tasks' jobs in one round trip."""
-    pipe = sync_client().pipeline(transaction=False)
+    """Push many tasks' jobs in one round trip (one MULTI: RQ puts a pipeline it is given in
+    transaction mode, which must come before any command)."""
+    pipe = sync_client().pipeline()
+    pipe.multi()
     for task in tasks:
         job_push(
             task_id=str(task.id),

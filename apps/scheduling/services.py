@@ -3,7 +3,7 @@
 import logging
 import random
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, ParamSpec
@@ -159,15 +159,14 @@ def task_record(prepared: PreparedTask, *rows: Model) -> None:
 
 
 @transaction.atomic
-def tasks_record_held(prepared: list[PreparedTask], *rows: list[Model]) -> None:
+def tasks_record_held(prepared: list[PreparedTask], *rows: Sequence[Model]) -> None:
     """Insert many prepared bulk tasks (held `pending`, nothing pushed) with their events and the
     caller's rows (each list in one statement, in the order given: what refers to the tasks
     after them), in one transaction."""
-    if not prepared:
-        return
     assert all(item.task.status == TaskStatus.PENDING for item in prepared)
-    Task.objects.bulk_create([item.task for item in prepared])
-    TaskEvent.objects.bulk_create([item.event for item in prepared])
+    if prepared:
+        Task.objects.bulk_create([item.task for item in prepared])
+        TaskEvent.objects.bulk_create([item.event for item in prepared])
     for batch in rows:
         if batch:
             type(batch[0])._default_manager.bulk_create(batch)
@@ -354,6 +353,7 @@ def task_end_unsuccessfully(
         reason=f"{status}: {type(error).__name__}",
         worker_name=actor,
         attempt=attempt,
+        code=code,
     )
     if ended is not None:
         metric_inc("dp_tasks_finished_total", {"kind": ended.kind, "status": ended.status})
@@ -371,7 +371,10 @@ def task_mark_final_failure(
     reason: str,
     worker_name: str = "",
     attempt: int | None = None,
+    code: str = "",
 ) -> Task | None:
+    """End the task unsuccessfully; `code` (the API error code clients are told) is kept in
+    its result, for whoever reports the failure later (a batch's error file)."""
     return task_transition(
         task_id=task.id,
         attempt=attempt,
@@ -388,6 +391,7 @@ def task_mark_final_failure(
         error_type=type(error).__name__ if error else "",
         error_message=str(error)[:2000] if error else "",
         finished_at=timezone.now(),
+        **({"result": {"error_code": code}} if code else {}),
     )
 
 

@@ -351,6 +351,20 @@ LOGGING = {
     },
 }
 
+# --- Batches (apps.batches): OpenAI's Batch API --------------------------------------------------
+INSTALLED_APPS += ["apps.batches"]
+BATCHES = {
+    # OpenAI's limits: requests in one batch, and the size of its input file.
+    "MAX_REQUESTS": env.int("BATCH_MAX_REQUESTS", default=50_000),
+    "MAX_FILE_MB": env.int("BATCH_MAX_FILE_MB", default=200),
+    # Requests of all batches queued at once (the rest are held in PostgreSQL and released in
+    # turn, apps.batches.progress): enough to keep the workers' bulk capacity busy between two
+    # rounds of housekeeping, few enough that live work is never queued behind a batch.
+    "QUEUED_MAX": env.int("BATCH_QUEUED_MAX", default=32),
+    # How often the housekeeping moves batches on (releases requests twice as often).
+    "HOUSEKEEPING_S": env.float("BATCH_HOUSEKEEPING_S", default=1.0),
+}
+
 # --- Files (apps.files) ------------------------------------------------------------------------
 # Files with chat requests (Dify's /v1/files/upload, files by URL) and the platform's other files,
 # stored where every web and worker process on every host can read them.
