@@ -80,7 +80,9 @@ def _take_slot(task: Task) -> tuple[bool, Slot | None]:
         priority=task.priority,
         enqueued_at_s=(task.enqueued_at or timezone.now()).timestamp(),
     )
-    return (True, slot) if slot.acquire(score=score) else (False, None)
+    # Bulk work leaves the group's last slots to live work (as a worker's lanes do).
+    kept = min(int(settings.PLATFORM["BULK_RESERVED_LANE_UNITS"]), limit - 1) if task.bulk else 0
+    return (True, slot) if slot.acquire(score=score, up_to=limit - kept) else (False, None)
 
 
 def _hand_over(slot: Slot) -> None:

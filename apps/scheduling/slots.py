@@ -13,6 +13,8 @@ from apps.core.redis import key, sync_client
 
 # Take a free slot unless a waiter ranks before us: a woken waiter stays in the waiting set until
 # it takes its slot, so a later arrival of lower rank cannot take the slot from under it.
+# ARGV: the task, the group's limit, now, the lease's end, the task's rank, the slots this task
+# may take up to (the limit; less for bulk work, which leaves live work the last ones).
 _ACQUIRE = """
 redis.call('set', KEYS[3], ARGV[2])
 redis.call('zremrangebyscore', KEYS[1], '-inf', ARGV[3])
@@ -20,7 +22,7 @@ if redis.call('zscore', KEYS[1], ARGV[1]) then
   redis.call('zadd', KEYS[1], ARGV[4], ARGV[1])
   return 1
 end
-if redis.call('zcard', KEYS[1]) < tonumber(ARGV[2]) then
+if redis.call('zcard', KEYS[1]) < tonumber(ARGV[6]) then
   local best = redis.call('zrange', KEYS[2], 0, 0, 'WITHSCORES')
   if #best == 0 or best[1] == ARGV[1] or tonumber(ARGV[5]) <= tonumber(best[2]) then
     redis.call('zadd', KEYS[1], ARGV[4], ARGV[1])
@@ -67,10 +69,13 @@ class Slot:
         self.task_id = task_id
         self.lease_s = lease_s
 
-    def acquire(self, *, score: float) -> bool:
+    def acquire(self, *, score: float, up_to: int | None = None) -> bool:
+        """Take a slot if one is free (counting only up to `up_to` of the group's), else wait
+        in line."""
         now = time.time()
         keys = [self.holders, self.waiters, self.limit_key]
-        args: list[str | float] = [self.task_id, self.limit, now, now + self.lease_s, score]
+        cap = self.limit if up_to is None else min(up_to, self.limit)
+        args: list[str | float] = [self.task_id, self.limit, now, now + self.lease_s, score, cap]
         return bool(sync_client().eval(_ACQUIRE, 3, *keys, *args))
 
     def renew(self) -> None:
