@@ -50,5 +50,7 @@ def batch_kinds_register() -> None:
 
 def batch_chores_register() -> None:
     every_s = float(settings.BATCHES["HOUSEKEEPING_S"])
-    housekeeping_register(name="batches_release", run=batches_release, every_s=every_s / 2)
+    # Released on every round of the housekeeping (5 a second): the queue's share refills as
+    # fast as workers take it.
+    housekeeping_register(name="batches_release", run=batches_release, every_s=0.0)
     housekeeping_register(name="batches_advance", run=batches_advance, every_s=every_s)

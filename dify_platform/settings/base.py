@@ -360,8 +360,8 @@ BATCHES = {
     # Requests of all batches queued at once (the rest are held in PostgreSQL and released in
     # turn, apps.batches.progress): enough to keep the workers' bulk capacity busy between two
     # rounds of housekeeping, few enough that live work is never queued behind a batch.
-    "QUEUED_MAX": env.int("BATCH_QUEUED_MAX", default=32),
-    # How often the housekeeping moves batches on (releases requests twice as often).
+    "QUEUED_MAX": env.int("BATCH_QUEUED_MAX", default=64),
+    # How often the housekeeping moves batches on (requests are released on every round).
     "HOUSEKEEPING_S": env.float("BATCH_HOUSEKEEPING_S", default=1.0),
 }
 
