@@ -463,6 +463,103 @@ def bench_overload(report: Report, quick: bool) -> None:
         cluster.stop()
 
 
+def bench_openai(report: Report, quick: bool) -> None:
+    """Issue 15: OpenAI's route against Dify's on the same processes, then a batch beside live
+    chat on the default workers (the pool `make run` starts, with its housekeeping)."""
+    from bench import openai_bench as ob
+    from bench import request_bench as rb
+
+    seconds = 4.0 if quick else 8.0
+    rounds = 1 if quick else 3
+    harness.reset_state()
+    web, workers, port = _web_and_workers(2)
+    url = f"http://127.0.0.1:{port}"
+    with harness.running(web, *workers):
+        key = rb.make_key(provider_config={"text": "ok"}, model_name="instant")
+        routes = {
+            "Dify /v1/chat-messages": ob.DIFY,
+            "/v1/chat/completions": ob.openai_route("instant"),
+        }
+        idle: dict[str, list[float]] = {name: [] for name in routes}
+        loads: dict[str, list[dict[str, float]]] = {name: [] for name in routes}
+        for _ in range(rounds):  # interleaved: drift in the machine hits both routes
+            for name, route in routes.items():
+                idle[name].append(ob.idle_latency(url, key, route, 30 if quick else 100))
+                loads[name].append(asyncio.run(ob.blocking_load(url, key, route, 10, seconds)))
+        dify_idle = harness.median(idle["Dify /v1/chat-messages"])
+        dify_rate = harness.median(
+            [load["requests_per_s"] for load in loads["Dify /v1/chat-messages"]]
+        )
+        for name in routes:
+            is_dify = name.startswith("Dify")
+            latency = harness.median(idle[name])
+            rate = harness.median([load["requests_per_s"] for load in loads[name]])
+            report.add(
+                "openai",
+                f"{name} p50 idle",
+                latency,
+                None if is_dify else dify_idle,
+                "" if is_dify else "<= Dify's route",
+                None if is_dify else latency <= dify_idle * 1.05,
+                "ms",
+            )
+            report.add(
+                "openai",
+                f"{name} req/s, 10 clients",
+                rate,
+                None if is_dify else dify_rate,
+                "" if is_dify else ">= Dify's route",
+                None if is_dify else rate >= dify_rate * 0.95,
+                "req/s",
+            )
+    _bench_batch_isolation(report, quick)
+
+
+def _bench_batch_isolation(report: Report, quick: bool) -> None:
+    from bench import openai_bench as ob
+    from bench import request_bench as rb
+
+    harness.reset_state()
+    port = harness.free_port()
+    web = harness.start(
+        [
+            "-m",
+            "daphne",
+            "-b",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "--access-log",
+            os.devnull,
+            "dify_platform.asgi:application",
+        ]
+    )
+    pool = harness.start(["manage.py", "run_workers", "-n", "2"])
+    url = f"http://127.0.0.1:{port}"
+    with harness.running(web, pool):
+        harness.wait_for(lambda: _answering(f"{url}/readyz"), 120, "daphne and the workers")
+        # Each request as long as the priority isolation bench's low runs (10 words, 100/s).
+        pace = {"text": " ".join(["w"] * 10), "tokens_per_s": 100}
+        batch_key = rb.make_key(provider_config=pace, model_name="bulk", max_tokens=16)
+        live_key = rb.make_key(provider_config=pace, max_tokens=16)
+        lines = 2_000 if quick else 10_000
+        result = ob.isolation_beside_a_batch(url, batch_key, "bulk", live_key, lines, 30)
+    bound = result["batch_run_median_ms"] + 10
+    report.add("batch", f"requests in the batch ({lines:,} sent)", result["batch_total"], unit="")
+    report.add("batch", "  completed", result["batch_completed"], unit="")
+    report.add("batch", "high wait p50 beside the batch", result["high_wait_p50_ms"], unit="ms")
+    report.add(
+        "batch",
+        "high wait p99 beside the batch",
+        result["high_wait_p99_ms"],
+        result["batch_run_median_ms"],
+        "<= one low run + 10 ms",
+        result["high_wait_p99_ms"] <= bound,
+        "ms",
+    )
+    report.add("batch", "batch throughput", result["batch_requests_per_s"], unit="req/s")
+
+
 def bench_concurrency(report: Report, quick: bool) -> None:
     """Distinct answers at once on the processes `make run` starts (one web process, the default
     worker processes with their default concurrency), against a model server that serves any
@@ -596,6 +693,7 @@ BENCHES = {
     "requests": bench_requests,
     "input": bench_input,
     "overload": bench_overload,
+    "openai": bench_openai,
     "concurrency": bench_concurrency,
     "model": bench_model,
 }
