@@ -77,6 +77,11 @@ class PlatformWorker(SimpleWorker):
         self.kept_from_bulk = min(
             max(0, int(settings.PLATFORM["BULK_RESERVED_SLOTS"])), self.concurrency - 1
         )
+        # Bulk tasks run at once at most: enough to keep remote model servers busy, few enough
+        # that the loop stays quick for live work beside them (hundreds of streaming coroutines
+        # delay every other task's steps; see bench `openai`).
+        self.bulk_max = max(1, int(settings.PLATFORM["BULK_MAX_RUNNING"]))
+        self._bulk_active = 0
         self.running: dict[str, RunningJob] = {}
         self.free_slots = threading.Semaphore(self.concurrency)
         self.stop_taking = threading.Event()
@@ -202,6 +207,7 @@ class PlatformWorker(SimpleWorker):
                 self.lanes.release(claim.lane)
             with self._active_lock:
                 self._active -= 1
+                self._bulk_active -= taken.bulk
             self.free_slots.release()
 
     # --- taking jobs (a thread: RQ's calls block) ---------------------------------------------
@@ -242,8 +248,12 @@ class PlatformWorker(SimpleWorker):
         if is_suspended(self.connection, self):
             time.sleep(1.0)
             return 0
-        # The slots free now (those just acquired included), less those kept from bulk work.
-        bulk_room = self.concurrency - self._active - self.kept_from_bulk
+        # The slots free now (those just acquired included), less those kept from bulk work,
+        # within the most bulk tasks a worker runs at once.
+        bulk_room = min(
+            self.concurrency - self._active - self.kept_from_bulk,
+            self.bulk_max - self._bulk_active,
+        )
         taken = intake.take(block_s=1, limit=free, bulk_room=bulk_room)
         if not taken:
             if burst and self._active == 0:
@@ -263,6 +273,7 @@ class PlatformWorker(SimpleWorker):
             raise
         with self._active_lock:
             self._active += len(taken)
+            self._bulk_active += sum(one.bulk for one in taken)
         assert self._loop is not None
         for one, job in zip(taken, running, strict=True):
             self._loop.call_soon_threadsafe(self._launch, one, job)

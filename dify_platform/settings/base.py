@@ -217,6 +217,8 @@ PLATFORM = {
     # units of each lane (the built-in model's sequences) when the lane has more than one.
     "BULK_RESERVED_SLOTS": env.int("BULK_RESERVED_SLOTS", default=50),
     "BULK_RESERVED_LANE_UNITS": env.int("BULK_RESERVED_LANE_UNITS", default=1),
+    # Bulk tasks one worker runs at once at most (they are CPU for its event loop too).
+    "BULK_MAX_RUNNING": env.int("BULK_MAX_RUNNING", default=64),
     # Of those, how many take only `high` work, so interactive requests always find a worker.
     "WORKER_HIGH_ONLY": env.int("WORKER_HIGH_ONLY", default=0),
     # The built-in model: threads per worker process and its context window (per sequence).
