@@ -498,9 +498,10 @@ ensure_wrk() {
     fi
 }
 
-# Dify's official Node client (npm's dify-client), which tests/compat/test_node_client.py runs
-# against the platform: installed from its lockfile with `npm ci`, again only when the lockfile
-# changed. Debian's nodejs and npm when missing (as root), else a clear message.
+# The official Node clients (npm's dify-client and openai), which tests/compat runs against the
+# platform: installed from their lockfile with `npm ci`, again only when the lockfile changed.
+# Debian's nodejs and npm when missing (as root), else a clear message. OpenAI's SDK needs Node
+# 20 or later (Debian 12's own package is 18: use NodeSource's or your distribution's newer one).
 NODE_CLIENT_DIR="tests/compat/node"
 
 ensure_node_client() {
@@ -513,8 +514,13 @@ ensure_node_client() {
                 die "could not install nodejs and npm: apt-get install nodejs npm (needed by tests/compat/test_node_client.py)"
             fi
         else
-            die "node and npm are not installed: apt-get install nodejs npm (Node 18+; needed by tests/compat/test_node_client.py, which runs Dify's official Node client)"
+            die "node and npm are not installed: apt-get install nodejs npm (Node 20+; needed by tests/compat, which runs the official Node clients of Dify and OpenAI)"
         fi
+    fi
+    local major
+    major="$(node --version | sed -E 's/^v([0-9]+).*/\1/')"
+    if ((major < 20)); then
+        die "Node $(node --version) is too old: the tests run OpenAI's Node SDK, which needs Node 20+ (NodeSource's packages, or nvm)"
     fi
     local lock="$NODE_CLIENT_DIR/package-lock.json" stamp="$NODE_CLIENT_DIR/node_modules/.bootstrap-stamp"
     local want
@@ -522,7 +528,7 @@ ensure_node_client() {
     if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
         return 0
     fi
-    log "installing Dify's Node client for the tests (npm ci in $NODE_CLIENT_DIR)"
+    log "installing the Node clients of Dify and OpenAI for the tests (npm ci in $NODE_CLIENT_DIR)"
     (cd "$NODE_CLIENT_DIR" && npm ci --no-audit --no-fund --loglevel=error) ||
         die "npm ci in $NODE_CLIENT_DIR failed (see above)"
     printf '%s\n' "$want" >"$stamp"

@@ -78,22 +78,6 @@ def _page(rows: QuerySet[Row], limit: int) -> Page[Row]:
     return Page(rows=fetched[:limit], has_more=len(fetched) > limit)
 
 
-def conversation_list(
-    *, app: App, end_user: str, last_id: str | None, limit: int, sort_by: str
-) -> Page[Conversation]:
-    """A page of the end user's conversations in `sort_by` order, after `last_id` if given."""
-    field, descending = CONVERSATION_SORTS[sort_by]
-    rows = Conversation.objects.filter(app=app, end_user=end_user)
-    if last_id:
-        found = _as_uuid(last_id)
-        reference = rows.filter(id=found).first() if found else None
-        if reference is None:
-            raise NotFound("Last Conversation Not Exists.")
-        rows = rows.filter(_after(field, descending, reference))
-    prefix = "-" if descending else ""
-    return _page(rows.order_by(f"{prefix}{field}", f"{prefix}id"), limit)
-
-
 def message_list(*, conversation: Conversation, first_id: str | None, limit: int) -> Page[Message]:
     """The newest `limit` messages older than `first_id` (or the newest of all), oldest first
     within the page, as Dify returns them; `has_more` says whether older ones remain."""
