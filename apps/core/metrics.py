@@ -153,7 +153,9 @@ def metric_observe(
 
 def counter_totals(name: str, label: str) -> dict[str, float]:
     """A counter's values summed by one of its labels, e.g. counter_totals(
-    "dp_priority_changes_total", "change") -> {"downgraded": 3.0, "aged": 1.0}."""
+    "dp_priority_changes_total", "change") -> {"downgraded": 3.0, "aged": 1.0}. This process's
+    unsent figures are sent first, so they count too."""
+    _pending.flush()
     totals: dict[str, float] = {}
     prefix = f"{name}|"
     for field, value in sync_client().hscan_iter(metrics_key(), match=f"{prefix}*"):
