@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 
 from bench.harness import percentile
-from bench.request_bench import _body, _post, sse_read
+from bench.request_bench import _body, _post, load_summary, sse_read
 
 STATUSES_SCRIPT = Path(__file__).resolve().parent / "wrk" / "statuses.lua"
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
@@ -117,13 +117,7 @@ async def streaming_load(port: int, key: str, clients: int, seconds: float) -> d
 
     started = time.monotonic()
     await asyncio.gather(*(one_client() for _ in range(clients)))
-    elapsed = time.monotonic() - started
-    return {
-        "requests_per_s": len(done) / elapsed,
-        "p50_ms": percentile(done, 50) * 1000,
-        "p99_ms": percentile(done, 99) * 1000,
-        "errors": float(errors),
-    }
+    return load_summary(done, errors, time.monotonic() - started)
 
 
 class OutcomeProbe:

@@ -2,7 +2,6 @@
 Dify's /v1/chat-messages (same instant provider, same processes), and a 10,000-request batch on
 the default workers while interactive `high` chat arrives."""
 
-import asyncio
 import json
 import time
 from typing import Any
@@ -23,39 +22,6 @@ def openai_route(model: str) -> tuple[str, dict[str, Any]]:
         "/v1/chat/completions",
         {"model": model, "messages": [{"role": "user", "content": "hello"}], "user": "bench"},
     )
-
-
-async def blocking_load(
-    url: str, key: str, route: tuple[str, dict[str, Any]], clients: int, seconds: float
-) -> dict[str, float]:
-    """`clients` clients posting blocking requests to one route back to back."""
-    path, body = route
-    latencies: list[float] = []
-    errors = 0
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    headers = {"Authorization": f"Bearer {key}"}
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as client:
-        stop_at = time.monotonic() + seconds
-
-        async def one_client() -> None:
-            nonlocal errors
-            while time.monotonic() < stop_at:
-                started = time.monotonic()
-                response = await client.post(path, json=body, headers=headers)
-                if response.status_code == 200:
-                    latencies.append(time.monotonic() - started)
-                else:
-                    errors += 1
-
-        started = time.monotonic()
-        await asyncio.gather(*(one_client() for _ in range(clients)))
-        elapsed = time.monotonic() - started
-    return {
-        "requests_per_s": len(latencies) / elapsed,
-        "p50_ms": percentile(latencies, 50) * 1000,
-        "p99_ms": percentile(latencies, 99) * 1000,
-        "errors": float(errors),
-    }
 
 
 def idle_latency(url: str, key: str, route: tuple[str, dict[str, Any]], samples: int) -> float:

@@ -24,8 +24,26 @@ def _body(**extra: Any) -> dict[str, Any]:
     return {"inputs": {}, "query": "hello", "user": "bench", **extra}
 
 
-async def blocking_load(url: str, key: str, clients: int, seconds: float) -> dict[str, float]:
-    """`clients` concurrent clients posting blocking chat requests back to back."""
+def load_summary(latencies: list[float], errors: int, elapsed: float) -> dict[str, float]:
+    """Requests served per second, latency percentiles (ms) and errors of a load run."""
+    return {
+        "requests_per_s": len(latencies) / elapsed,
+        "p50_ms": percentile(latencies, 50) * 1000,
+        "p99_ms": percentile(latencies, 99) * 1000,
+        "errors": float(errors),
+    }
+
+
+async def blocking_load(
+    url: str,
+    key: str,
+    clients: int,
+    seconds: float,
+    route: tuple[str, dict[str, Any]] | None = None,
+) -> dict[str, float]:
+    """`clients` concurrent clients posting blocking requests back to back (a chat request to
+    /v1/chat-messages unless `route` names another path and body)."""
+    path, body = route or ("/v1/chat-messages", _body())
     latencies: list[float] = []
     errors = 0
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
@@ -37,9 +55,7 @@ async def blocking_load(url: str, key: str, clients: int, seconds: float) -> dic
             while time.monotonic() < stop_at:
                 started = time.monotonic()
                 response = await client.post(
-                    f"{url}/v1/chat-messages",
-                    json=_body(),
-                    headers={"Authorization": f"Bearer {key}"},
+                    f"{url}{path}", json=body, headers={"Authorization": f"Bearer {key}"}
                 )
                 if response.status_code == 200:
                     latencies.append(time.monotonic() - started)
@@ -49,12 +65,7 @@ async def blocking_load(url: str, key: str, clients: int, seconds: float) -> dic
         started = time.monotonic()
         await asyncio.gather(*(one_client() for _ in range(clients)))
         elapsed = time.monotonic() - started
-    return {
-        "requests_per_s": len(latencies) / elapsed,
-        "p50_ms": percentile(latencies, 50) * 1000,
-        "p99_ms": percentile(latencies, 99) * 1000,
-        "errors": float(errors),
-    }
+    return load_summary(latencies, errors, elapsed)
 
 
 @dataclass(frozen=True)

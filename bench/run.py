@@ -489,7 +489,9 @@ def bench_openai(report: Report, quick: bool) -> None:
         for _ in range(rounds):  # interleaved: drift in the machine hits both routes
             for name, route in routes.items():
                 idle[name].append(ob.idle_latency(url, key, route, 30 if quick else 100))
-                loads[name].append(asyncio.run(ob.blocking_load(url, key, route, 10, seconds)))
+                loads[name].append(
+                    asyncio.run(rb.blocking_load(url, key, 10, seconds, route=route))
+                )
         dify_idle = harness.median(idle["Dify /v1/chat-messages"])
         dify_rate = harness.median(
             [load["requests_per_s"] for load in loads["Dify /v1/chat-messages"]]
@@ -524,20 +526,7 @@ def _bench_batch_isolation(report: Report, quick: bool) -> None:
     from bench import request_bench as rb
 
     harness.reset_state()
-    port = harness.free_port()
-    web = harness.start(
-        [
-            "-m",
-            "daphne",
-            "-b",
-            "127.0.0.1",
-            "-p",
-            str(port),
-            "--access-log",
-            os.devnull,
-            "dify_platform.asgi:application",
-        ]
-    )
+    web, port = _daphne("dify_platform.asgi:application")
     pool = harness.start(["manage.py", "run_workers", "-n", "2"])
     url = f"http://127.0.0.1:{port}"
     with harness.running(web, pool):

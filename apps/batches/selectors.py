@@ -2,6 +2,9 @@
 
 import uuid
 from dataclasses import dataclass
+from typing import TypeVar
+
+from django.db.models import QuerySet
 
 from apps.batches.ids import BATCH_PREFIX, FILE_PREFIX, row_id
 from apps.batches.models import Batch
@@ -13,6 +16,20 @@ from apps.files.selectors import file_get, files_of
 # The files OpenAI's routes serve: batch input and output (an end user's chat uploads are
 # Dify's, at /v1/files/{id}/preview).
 BATCH_PURPOSES = (FilePurpose.BATCH, FilePurpose.BATCH_OUTPUT, FilePurpose.BATCH_ERROR)
+
+
+Row = TypeVar("Row", Batch, StoredFile)
+
+
+def _after(rows: QuerySet[Row], reference: Row, *, newest_first: bool) -> QuerySet[Row]:
+    """The rows strictly after `reference` in (created_at, id) order (OpenAI's `after`)."""
+    if newest_first:
+        return rows.filter(created_at__lte=reference.created_at).exclude(
+            created_at=reference.created_at, id__gte=reference.id
+        )
+    return rows.filter(created_at__gte=reference.created_at).exclude(
+        created_at=reference.created_at, id__lte=reference.id
+    )
 
 
 def batch_get(*, app_id: uuid.UUID, batch_id: str) -> Batch:
@@ -37,10 +54,7 @@ def batches_page(*, app_id: uuid.UUID, after: str | None, limit: int) -> BatchPa
     """The app's batches, newest first, after the batch `after` names (OpenAI's paging)."""
     rows = Batch.objects.select_related("app").filter(app_id=app_id).order_by("-created_at", "-id")
     if after:
-        reference = batch_get(app_id=app_id, batch_id=after)
-        rows = rows.filter(created_at__lte=reference.created_at).exclude(
-            created_at=reference.created_at, id__gte=reference.id
-        )
+        rows = _after(rows, batch_get(app_id=app_id, batch_id=after), newest_first=True)
     fetched = list(rows[: limit + 1])
     return BatchPage(fetched[:limit], len(fetched) > limit)
 
@@ -72,14 +86,7 @@ def batch_files_page(
         rows = rows.order_by("created_at", "id")
     if after:
         reference = batch_file_get(app_id=app_id, file_id=after)
-        if newest_first:
-            rows = rows.filter(created_at__lte=reference.created_at).exclude(
-                created_at=reference.created_at, id__gte=reference.id
-            )
-        else:
-            rows = rows.filter(created_at__gte=reference.created_at).exclude(
-                created_at=reference.created_at, id__lte=reference.id
-            )
+        rows = _after(rows, reference, newest_first=newest_first)
     fetched = list(rows[: limit + 1])
     return FilePage(fetched[:limit], len(fetched) > limit)
 

@@ -10,7 +10,16 @@ from rest_framework.views import APIView
 
 from apps.core.priorities import Priority
 from apps.gateway.openai_requests import MAX_MESSAGES, MAX_STOP_SEQUENCES, SERVICE_TIERS
-from apps.interface.openapi_schemas import INTEGER, NUMBER, OBJECT, STRING, UNIX_TIME, ref
+from apps.interface.openapi_schemas import (
+    INTEGER,
+    NUMBER,
+    OBJECT,
+    STRING,
+    UNIX_TIME,
+    nullable,
+    object_of,
+    ref,
+)
 
 OPENAI_ERROR = "OpenAIError"
 CHAT_COMPLETION_REQUEST = "ChatCompletionRequest"
@@ -34,25 +43,13 @@ CHAT_ERRORS = (400, 401, 403, 404, 413, 415, 422, 429, 503, 504)
 READ_ERRORS = (400, 401, 403, 404, 429)
 
 
-def _object(required: dict[str, Any], optional: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {
-        "type": "object",
-        "required": list(required),
-        "properties": {**required, **(optional or {})},
-    }
-
-
-def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
-    return {**schema, "nullable": True}
-
-
 def _enum(*values: str) -> dict[str, Any]:
     return {"type": "string", "enum": list(values)}
 
 
-USAGE = _object({"prompt_tokens": INTEGER, "completion_tokens": INTEGER, "total_tokens": INTEGER})
-_TEXT_PART = _object({"type": _enum("text"), "text": STRING})
-_MESSAGE = _object(
+USAGE = object_of({"prompt_tokens": INTEGER, "completion_tokens": INTEGER, "total_tokens": INTEGER})
+_TEXT_PART = object_of({"type": _enum("text"), "text": STRING})
+_MESSAGE = object_of(
     {
         "role": _enum("system", "developer", "user", "assistant"),
         "content": {"oneOf": [STRING, {"type": "array", "items": _TEXT_PART}]},
@@ -61,19 +58,19 @@ _MESSAGE = _object(
 )
 
 COMPONENTS: dict[str, Any] = {
-    OPENAI_ERROR: _object(
+    OPENAI_ERROR: object_of(
         {
-            "error": _object(
+            "error": object_of(
                 {
                     "message": STRING,
                     "type": STRING,
-                    "param": _nullable(STRING),
-                    "code": _nullable(STRING),
+                    "param": nullable(STRING),
+                    "code": nullable(STRING),
                 }
             )
         }
     ),
-    CHAT_COMPLETION_REQUEST: _object(
+    CHAT_COMPLETION_REQUEST: object_of(
         {
             "model": {**STRING, "description": "The app's model, as /v1/models lists it."},
             "messages": {
@@ -86,7 +83,7 @@ COMPONENTS: dict[str, Any] = {
         },
         {
             "stream": {"type": "boolean"},
-            "stream_options": _object({}, {"include_usage": {"type": "boolean"}}),
+            "stream_options": object_of({}, {"include_usage": {"type": "boolean"}}),
             "max_tokens": {**INTEGER, "minimum": 1},
             "max_completion_tokens": {**INTEGER, "minimum": 1},
             "temperature": {**NUMBER, "minimum": 0, "maximum": 2},
@@ -112,7 +109,7 @@ COMPONENTS: dict[str, Any] = {
             "inputs": {**OBJECT, "description": "(ext) the app's input variables."},
         },
     ),
-    CHAT_COMPLETION: _object(
+    CHAT_COMPLETION: object_of(
         {
             "id": STRING,
             "object": _enum("chat.completion"),
@@ -120,26 +117,28 @@ COMPONENTS: dict[str, Any] = {
             "model": STRING,
             "choices": {
                 "type": "array",
-                "items": _object(
+                "items": object_of(
                     {
                         "index": INTEGER,
-                        "message": _object(
+                        "message": object_of(
                             {"role": _enum("assistant"), "content": STRING},
-                            {"refusal": _nullable(STRING)},
+                            {"refusal": nullable(STRING)},
                         ),
                         "finish_reason": STRING,
                     },
-                    {"logprobs": _nullable(OBJECT)},
+                    {"logprobs": nullable(OBJECT)},
                 ),
             },
             "usage": USAGE,
         },
-        {"system_fingerprint": _nullable(STRING)},
+        {"system_fingerprint": nullable(STRING)},
     ),
-    MODEL: _object(
+    MODEL: object_of(
         {"id": STRING, "object": _enum("model"), "created": UNIX_TIME, "owned_by": STRING}
     ),
-    MODEL_LIST: _object({"object": _enum("list"), "data": {"type": "array", "items": ref(MODEL)}}),
+    MODEL_LIST: object_of(
+        {"object": _enum("list"), "data": {"type": "array", "items": ref(MODEL)}}
+    ),
 }
 CHUNK_STREAM: dict[str, Any] = {
     "type": "string",
@@ -218,23 +217,23 @@ FILE = "OpenAIFile"
 FILE_LIST = "OpenAIFileList"
 BATCH = "Batch"
 BATCH_LIST = "BatchList"
-_TIMESTAMP = _nullable(UNIX_TIME)
+_TIMESTAMP = nullable(UNIX_TIME)
 
 
 def _list_of(item: str) -> dict[str, Any]:
-    return _object(
+    return object_of(
         {
             "object": _enum("list"),
             "data": {"type": "array", "items": ref(item)},
             "has_more": {"type": "boolean"},
         },
-        {"first_id": _nullable(STRING), "last_id": _nullable(STRING)},
+        {"first_id": nullable(STRING), "last_id": nullable(STRING)},
     )
 
 
 COMPONENTS.update(
     {
-        FILE: _object(
+        FILE: object_of(
             {
                 "id": STRING,
                 "object": _enum("file"),
@@ -244,15 +243,15 @@ COMPONENTS.update(
                 "purpose": _enum("batch", "batch_output"),
                 "status": STRING,
             },
-            {"expires_at": _TIMESTAMP, "status_details": _nullable(STRING)},
+            {"expires_at": _TIMESTAMP, "status_details": nullable(STRING)},
         ),
         FILE_LIST: _list_of(FILE),
-        BATCH: _object(
+        BATCH: object_of(
             {
                 "id": STRING,
                 "object": _enum("batch"),
                 "endpoint": STRING,
-                "input_file_id": _nullable(STRING),
+                "input_file_id": nullable(STRING),
                 "completion_window": STRING,
                 "status": _enum(
                     "validating",
@@ -265,19 +264,19 @@ COMPONENTS.update(
                     "cancelled",
                 ),
                 "created_at": UNIX_TIME,
-                "request_counts": _object(
+                "request_counts": object_of(
                     {"total": INTEGER, "completed": INTEGER, "failed": INTEGER}
                 ),
             },
             {
                 "model": STRING,
-                "errors": _nullable(
-                    _object(
+                "errors": nullable(
+                    object_of(
                         {"object": STRING, "data": {"type": "array", "items": OBJECT}},
                     )
                 ),
-                "output_file_id": _nullable(STRING),
-                "error_file_id": _nullable(STRING),
+                "output_file_id": nullable(STRING),
+                "error_file_id": nullable(STRING),
                 "expires_at": _TIMESTAMP,
                 "in_progress_at": _TIMESTAMP,
                 "finalizing_at": _TIMESTAMP,
@@ -286,19 +285,19 @@ COMPONENTS.update(
                 "expired_at": _TIMESTAMP,
                 "cancelling_at": _TIMESTAMP,
                 "cancelled_at": _TIMESTAMP,
-                "metadata": _nullable(OBJECT),
+                "metadata": nullable(OBJECT),
             },
         ),
         BATCH_LIST: _list_of(BATCH),
     }
 )
 _UPLOAD = {
-    "multipart/form-data": _object(
+    "multipart/form-data": object_of(
         {"file": {"type": "string", "format": "binary"}, "purpose": _enum("batch")}
     )
 }
 _BATCH_REQUEST = {
-    "application/json": _object(
+    "application/json": object_of(
         {
             "input_file_id": STRING,
             "endpoint": _enum("/v1/chat/completions"),
@@ -351,7 +350,7 @@ def _batch_routes(stand_in: StandIn) -> list[tuple[str, type[APIView]]]:
                 "parameters": [_path("file_id")],
                 "responses": responses(
                     {
-                        200: _object(
+                        200: object_of(
                             {"id": STRING, "object": STRING, "deleted": {"type": "boolean"}}
                         )
                     },

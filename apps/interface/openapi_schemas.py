@@ -41,7 +41,7 @@ def ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-def _object(required: dict[str, Any], optional: dict[str, Any] | None = None) -> dict[str, Any]:
+def object_of(required: dict[str, Any], optional: dict[str, Any] | None = None) -> dict[str, Any]:
     return {
         "type": "object",
         "required": list(required),
@@ -49,11 +49,11 @@ def _object(required: dict[str, Any], optional: dict[str, Any] | None = None) ->
     }
 
 
-def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+def nullable(schema: dict[str, Any]) -> dict[str, Any]:
     return {**schema, "nullable": True}
 
 
-USAGE = _object(
+USAGE = object_of(
     {
         "prompt_tokens": INTEGER,
         "completion_tokens": INTEGER,
@@ -62,11 +62,11 @@ USAGE = _object(
         "currency": STRING,
         "latency": NUMBER,
     },
-    {"time_to_first_token": _nullable(NUMBER)},
+    {"time_to_first_token": nullable(NUMBER)},
 )
 
 COMPONENTS: dict[str, dict[str, Any]] = {
-    ERROR: _object(
+    ERROR: object_of(
         {
             "code": {**STRING, "description": "snake_case error code"},
             "message": STRING,
@@ -74,17 +74,17 @@ COMPONENTS: dict[str, dict[str, Any]] = {
         }
     ),
     "Usage": {**USAGE, "additionalProperties": True},
-    "AnswerMetadata": _object(
+    "AnswerMetadata": object_of(
         {"usage": ref("Usage"), "retriever_resources": ARRAY},
         {
             "cache": {
-                **_object({"hit": {"type": "boolean"}}, {"age_s": NUMBER}),
+                **object_of({"hit": {"type": "boolean"}}, {"age_s": NUMBER}),
                 "description": "(ext) Only for apps with the response cache: whether the answer "
                 "came from it, and how old it is.",
             }
         },
     ),
-    BLOCKING_ANSWER: _object(
+    BLOCKING_ANSWER: object_of(
         {
             "event": {"type": "string", "enum": ["message"]},
             "task_id": UUID,
@@ -97,8 +97,8 @@ COMPONENTS: dict[str, dict[str, Any]] = {
         },
         {"conversation_id": {**UUID, "description": "Chat answers only."}},
     ),
-    ASK_ANSWER: _object({"response": STRING, "task_id": UUID, "duration_ms": NUMBER}),
-    CONVERSATION: _object(
+    ASK_ANSWER: object_of({"response": STRING, "task_id": UUID, "duration_ms": NUMBER}),
+    CONVERSATION: object_of(
         {
             "id": UUID,
             "name": STRING,
@@ -109,18 +109,18 @@ COMPONENTS: dict[str, dict[str, Any]] = {
             "updated_at": UNIX_TIME,
         }
     ),
-    MESSAGE: _object(
+    MESSAGE: object_of(
         {
             "id": UUID,
             "conversation_id": UUID,
-            "parent_message_id": _nullable(STRING),
+            "parent_message_id": nullable(STRING),
             "inputs": OBJECT,
             "query": STRING,
             "answer": STRING,
             "status": {"type": "string", "enum": ["normal", "error"]},
-            "error": _nullable(STRING),
+            "error": nullable(STRING),
             "message_files": {"type": "array", "items": ref("MessageFile")},
-            "feedback": _nullable(_object({"rating": STRING})),
+            "feedback": nullable(object_of({"rating": STRING})),
             "retriever_resources": ARRAY,
             "agent_thoughts": ARRAY,
             "extra_contents": ARRAY,
@@ -133,17 +133,17 @@ COMPONENTS: dict[str, dict[str, Any]] = {
             "currency": STRING,
         }
     ),
-    "AppParameters": _object(
+    "AppParameters": object_of(
         {
             "opening_statement": STRING,
             "suggested_questions": {"type": "array", "items": STRING},
-            **{name: _object({"enabled": {"type": "boolean"}}) for name in FEATURES},
+            **{name: object_of({"enabled": {"type": "boolean"}}) for name in FEATURES},
             "user_input_form": {"type": "array", "items": OBJECT},
             "file_upload": OBJECT,
             "system_parameters": OBJECT,
         }
     ),
-    "AppInfo": _object(
+    "AppInfo": object_of(
         {
             "name": STRING,
             "description": STRING,
@@ -152,61 +152,61 @@ COMPONENTS: dict[str, dict[str, Any]] = {
             "author_name": STRING,
         }
     ),
-    "AppMeta": _object({"tool_icons": OBJECT}),
-    "MessageFile": _object(
+    "AppMeta": object_of({"tool_icons": OBJECT}),
+    "MessageFile": object_of(
         {
             "id": UUID,
             "filename": STRING,
             "type": {"type": "string", "enum": ["image", "document"]},
-            "url": _nullable(STRING),
-            "mime_type": _nullable(STRING),
-            "size": _nullable(INTEGER),
+            "url": nullable(STRING),
+            "mime_type": nullable(STRING),
+            "size": nullable(INTEGER),
             "transfer_method": {"type": "string", "enum": ["local_file", "remote_url"]},
             "belongs_to": STRING,
-            "upload_file_id": _nullable(UUID),
+            "upload_file_id": nullable(UUID),
         }
     ),
-    "FileUpload": _object(
+    "FileUpload": object_of(
         {
             "id": UUID,
             "name": STRING,
             "size": INTEGER,
-            "extension": _nullable(STRING),
+            "extension": nullable(STRING),
             "mime_type": STRING,
             "created_by": {**UUID, "description": "The end user's id (GET /v1/end-users/{id})."},
             "created_at": UNIX_TIME,
             "preview_url": STRING,
             "source_url": STRING,
-            "original_url": _nullable(STRING),
-            "user_id": _nullable(UUID),
-            "tenant_id": _nullable(UUID),
-            "conversation_id": _nullable(UUID),
-            "file_key": _nullable(STRING),
-            "reference": _nullable(STRING),
+            "original_url": nullable(STRING),
+            "user_id": nullable(UUID),
+            "tenant_id": nullable(UUID),
+            "conversation_id": nullable(UUID),
+            "file_key": nullable(STRING),
+            "reference": nullable(STRING),
         }
     ),
-    "SuggestedQuestions": _object(
+    "SuggestedQuestions": object_of(
         {
             "result": {"type": "string", "enum": ["success"]},
             "data": {"type": "array", "items": STRING},
         }
     ),
-    "AppFeedback": _object(
+    "AppFeedback": object_of(
         {
             "id": UUID,
             "app_id": UUID,
-            "conversation_id": _nullable(UUID),
+            "conversation_id": nullable(UUID),
             "message_id": UUID,
             "rating": {"type": "string", "enum": ["like", "dislike"]},
-            "content": _nullable(STRING),
+            "content": nullable(STRING),
             "from_source": {"type": "string", "enum": ["user"]},
-            "from_end_user_id": _nullable(UUID),
-            "from_account_id": _nullable(UUID),
+            "from_end_user_id": nullable(UUID),
+            "from_account_id": nullable(UUID),
             "created_at": DATE_TIME,
             "updated_at": DATE_TIME,
         }
     ),
-    "AppFeedbacks": _object(
+    "AppFeedbacks": object_of(
         {
             "data": {"type": "array", "items": ref("AppFeedback")},
             "has_more": {"type": "boolean"},
@@ -214,7 +214,7 @@ COMPONENTS: dict[str, dict[str, Any]] = {
             "page": INTEGER,
         }
     ),
-    "Site": _object(
+    "Site": object_of(
         {
             "title": STRING,
             "chat_color_theme": STRING,
@@ -222,25 +222,25 @@ COMPONENTS: dict[str, dict[str, Any]] = {
             "icon_type": STRING,
             "icon": STRING,
             "icon_background": STRING,
-            "icon_url": _nullable(STRING),
+            "icon_url": nullable(STRING),
             "description": STRING,
             "copyright": STRING,
             "privacy_policy": STRING,
-            "input_placeholder": _nullable(STRING),
+            "input_placeholder": nullable(STRING),
             "custom_disclaimer": STRING,
             "default_language": STRING,
             "show_workflow_steps": {"type": "boolean"},
             "use_icon_as_answer_icon": {"type": "boolean"},
         }
     ),
-    "EndUser": _object(
+    "EndUser": object_of(
         {
             "id": UUID,
             "tenant_id": UUID,
-            "app_id": _nullable(UUID),
+            "app_id": nullable(UUID),
             "type": STRING,
-            "external_user_id": _nullable(STRING),
-            "name": _nullable(STRING),
+            "external_user_id": nullable(STRING),
+            "name": nullable(STRING),
             "is_anonymous": {"type": "boolean"},
             "session_id": STRING,
             "created_at": DATE_TIME,

@@ -14,6 +14,7 @@ import openai
 import pytest
 from django.utils import timezone
 
+from apps.applications.models import App
 from apps.batches.models import Batch, BatchStatus
 from apps.conversations.models import Message
 from apps.scheduling.models import Task
@@ -72,6 +73,14 @@ def wait_until(client: openai.OpenAI, batch_id: str, statuses: tuple[str, ...]) 
             return batch
         assert time.monotonic() < give_up_at, f"batch still {batch.status}"
         time.sleep(0.2)
+
+
+def wait_for_tasks(app: App, count: int, *, status: str) -> None:
+    """Until `count` of the app's batch requests are in `status`."""
+    give_up_at = time.monotonic() + 60
+    while Task.objects.filter(app=app, bulk=True, status=status).count() < count:
+        assert time.monotonic() < give_up_at, f"fewer than {count} requests {status}"
+        time.sleep(0.1)
 
 
 def read_jsonl(client: openai.OpenAI, file_id: str | None) -> list[dict[str, Any]]:
@@ -199,10 +208,7 @@ def test_cancel_mid_batch_returns_what_finished(processes: WebServer) -> None:
     client = sdk(processes, key)
     lines = [request_line(f"r{number}", app.model_name, "Hi?") for number in range(40)]
     batch = submit(client, jsonl(lines))
-    give_up_at = time.monotonic() + 60
-    while Task.objects.filter(app=app, kind="chat", status="succeeded").count() < 2:
-        assert time.monotonic() < give_up_at
-        time.sleep(0.1)
+    wait_for_tasks(app, 2, status="succeeded")
     cancelling = client.batches.cancel(batch.id)
     assert cancelling.status in ("cancelling", "cancelled")
     done = wait_until(client, batch.id, ENDED)
@@ -230,10 +236,7 @@ def test_the_window_expiring_returns_what_finished(processes: WebServer) -> None
     )
     client = sdk(processes, key)
     batch = submit(client, jsonl([request_line(f"r{n}", app.model_name, "Hi?") for n in range(30)]))
-    give_up_at = time.monotonic() + 60
-    while Task.objects.filter(app=app, kind="chat", status="succeeded").count() < 1:
-        assert time.monotonic() < give_up_at
-        time.sleep(0.1)
+    wait_for_tasks(app, 1, status="succeeded")
     # A day goes by: the window closes now.
     Batch.objects.filter(app=app).update(expires_at=timezone.now() - timedelta(seconds=1))
     done = wait_until(client, batch.id, ENDED)
@@ -256,10 +259,7 @@ def test_live_chat_runs_while_a_batch_holds_the_worker(processes: WebServer) -> 
     )
     client = sdk(processes, key)
     batch = submit(client, jsonl([request_line(f"r{n}", app.model_name, "Hi?") for n in range(30)]))
-    give_up_at = time.monotonic() + 60
-    while Task.objects.filter(app=app, bulk=True, status="running").count() < 7:
-        assert time.monotonic() < give_up_at
-        time.sleep(0.1)
+    wait_for_tasks(app, 7, status="running")
     live_app, live_key = make_app_with_key(provider_config={"text": "Live."}, model_name="live")
     answer = sdk(processes, live_key).chat.completions.create(
         model="live",
