@@ -148,6 +148,8 @@ def _request(raw: bytes | object, batch: Batch, seen: set[str]) -> tuple[str, di
 def _record_request(
     batch: Batch, app: App, number: int, custom_id: str, data: dict[str, Any], into: Recording
 ) -> None:
+    # First what can refuse the line: nothing of it is recorded then.
+    inputs = inputs_validate(user_input_form=app.user_input_form, inputs=data["inputs"])
     message_id = uuid.uuid4()
     prepared = task_prepare(
         kind=app.mode,
@@ -166,7 +168,7 @@ def _record_request(
             id=message_id,
             app=app,
             end_user=data["user"],
-            inputs=inputs_validate(user_input_form=app.user_input_form, inputs=data["inputs"]),
+            inputs=inputs,
             query=data["query"],
             history=data["history"],
             generation=data["generation"],
