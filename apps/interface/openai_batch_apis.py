@@ -30,9 +30,10 @@ from apps.core.responses import json_response
 from apps.files.errors import FileTooLarge, NoFileUploaded, TooManyFiles
 from apps.files.models import StoredFile
 from apps.files.services import file_chunks_async, file_delete
-from apps.gateway.admission import admitted_with, authenticated, rate_limit
-from apps.gateway.authentication import api_key_from_request_async
+from apps.gateway.admission import rate_limit
+from apps.gateway.authentication import api_key_from_header_async
 from apps.gateway.openai_requests import OpenAIParamError
+from apps.gateway.requests import body_size_check, json_body
 from apps.interface.forms import multipart_form
 from apps.interface.openai_apis import openai_methods, openai_view
 
@@ -116,10 +117,17 @@ def _limit(request: HttpRequest, default: int) -> int:
     return limit
 
 
-async def _caller(request: HttpRequest) -> ApiKey:
-    api_key = await authenticated(request)
+async def _app_key(request: HttpRequest) -> ApiKey:
+    """The app's key: batches and their files are the app's own, so a chat page's end-user
+    session (which acts for one end user, apps.gateway.sessions) has no access to them."""
+    api_key = await api_key_from_header_async(request.headers.get("Authorization"))
     await rate_limit(api_key, None)
     return api_key
+
+
+async def _caller(request: HttpRequest) -> ApiKey:
+    body_size_check(request)
+    return await _app_key(request)
 
 
 # --- files ------------------------------------------------------------------------------------
@@ -154,9 +162,8 @@ def _stored(app: App, upload: UploadedFile) -> StoredFile:
 
 @openai_view("POST")
 async def file_create(request: HttpRequest) -> HttpResponseBase:
-    # Not `authenticated`: its body limit is the JSON routes'; batch files have their own.
-    api_key = await api_key_from_request_async(request)
-    await rate_limit(api_key, None)
+    # Not `_caller`: its body limit is the JSON routes'; batch files have their own.
+    api_key = await _app_key(request)
     try:
         declared = int(request.META.get("CONTENT_LENGTH") or 0)
     except ValueError:
@@ -248,7 +255,8 @@ def _created(app: App, body: dict[str, Any]) -> dict[str, Any]:
 
 @openai_view("POST")
 async def batch_create_view(request: HttpRequest) -> HttpResponseBase:
-    api_key, body, _ = await admitted_with(request, lambda body: body)
+    api_key = await _caller(request)
+    body = json_body(request)
     return json_response(await db_sync_to_async(_created)(api_key.app, body))
 
 

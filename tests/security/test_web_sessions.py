@@ -334,3 +334,22 @@ def test_deleting_a_conversation_mid_answer_ends_its_stream(platform: WebServer)
     task = Task.objects.exclude(kind="conversation_name").get()
     assert task.status == TaskStatus.CANCELLED
     assert Conversation.objects.count() == 0
+
+
+def test_a_session_has_no_access_to_the_apps_batches_and_files(platform: WebServer) -> None:
+    """Batches and their files are the app's own; a chat page's session acts for one end user."""
+    app = web_app()
+    with browser(platform, app) as client:
+        for method, path in (
+            ("GET", "/v1/batches"),
+            ("POST", "/v1/batches"),
+            ("GET", "/v1/files"),
+            ("GET", "/v1/batches/batch_0123456789abcdef0123456789abcdef"),
+        ):
+            response = client.request(method, path, json={} if method == "POST" else None)
+            assert response.status_code == 401, (path, response.text)
+            assert response.json()["error"]["code"] == "invalid_api_key"
+        uploaded = client.post(
+            "/v1/files", files={"file": ("in.jsonl", b"{}\n")}, data={"purpose": "batch"}
+        )
+        assert uploaded.status_code == 401
