@@ -112,7 +112,7 @@ def _end_held(batch: Batch, ending: str) -> int:
     status, why = LINE_ENDINGS[BatchStatus(ending)]
     now = timezone.now()
     held = list(
-        Task.objects.select_for_update(skip_locked=True)
+        Task.objects.select_for_update(skip_locked=True, of=("self",))
         .filter(batch_lines__batch=batch, status=TaskStatus.PENDING)
         .values_list("id", flat=True)
     )
