@@ -53,7 +53,7 @@ def our_throughput(jobs: int, workers: int) -> float:
     from django.db import transaction
 
     from apps.scheduling.models import Task, TaskStatus
-    from apps.scheduling.services import task_create
+    from apps.scheduling.tasks.services import task_create
 
     with transaction.atomic():
         ids = [
@@ -90,7 +90,7 @@ def plain_rq_idle_latency(samples: int) -> list[float]:
 
 def our_idle_latency(samples: int) -> list[float]:
     from apps.scheduling.models import Task, TaskStatus
-    from apps.scheduling.services import task_create
+    from apps.scheduling.tasks.services import task_create
 
     with running(*_our_workers(1, burst=False)):
         time.sleep(1.5)

@@ -361,8 +361,8 @@ class App(TimestampedModel):
 
     @property
     def worker_lane(self) -> str:
-        """The worker lane its generations need (apps.scheduling.lanes): the built-in model's
-        sequences are few per worker."""
+        """The worker lane its generations need (apps.scheduling.runtime.lanes): the built-in
+        model's sequences are few per worker."""
         return "local" if self.provider == ProviderKind.LOCAL else ""
 
     def __str__(self) -> str:

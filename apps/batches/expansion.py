@@ -30,7 +30,7 @@ from apps.core.errors import ApiError
 from apps.core.priorities import Priority
 from apps.files.services import file_chunks
 from apps.gateway.openai_requests import OpenAIParamError, chat_completion_parse
-from apps.scheduling.services import PreparedTask, task_prepare, tasks_record_held
+from apps.scheduling.tasks.services import PreparedTask, task_prepare, tasks_record_held
 
 logger = logging.getLogger(__name__)
 

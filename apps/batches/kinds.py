@@ -11,9 +11,9 @@ from apps.batches.models import Batch, BatchStatus
 from apps.batches.output import batch_finalize
 from apps.batches.progress import FINALIZE_KIND, batches_advance, batches_release
 from apps.batches.services import EXPAND_KIND
-from apps.scheduling.kinds import FinalFailure, RunContext, TaskKind, register_task_kind
-from apps.scheduling.maintenance import housekeeping_register
+from apps.scheduling.housekeeping.maintenance import housekeeping_register
 from apps.scheduling.models import Task
+from apps.scheduling.tasks.kinds import FinalFailure, RunContext, TaskKind, register_task_kind
 
 
 async def batch_expand_run(task: Task, context: RunContext) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from apps.batches.models import Batch, BatchLine, BatchStatus
 from apps.conversations.models import Message, MessageStatus
 from apps.core.priorities import Priority
 from apps.scheduling.models import Task, TaskEvent, TaskStatus
-from apps.scheduling.services import (
+from apps.scheduling.tasks.services import (
     task_cancel,
     task_create,
     task_expire,

@@ -18,7 +18,7 @@ from apps.files.models import FilePurpose, StoredFile
 from apps.files.selectors import file_get
 from apps.files.services import file_store
 from apps.scheduling.models import Task, TaskEvent, TaskStatus
-from apps.scheduling.services import task_cancel, task_create
+from apps.scheduling.tasks.services import task_cancel, task_create
 
 EXPAND_KIND = "batch_expand"
 WINDOWS = {"24h": timedelta(hours=24)}

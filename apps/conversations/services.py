@@ -31,9 +31,9 @@ from apps.core.errors import (
 from apps.core.priorities import Priority, capped_priority
 from apps.files.models import StoredFile
 from apps.files.services import file_delete
-from apps.scheduling.control import task_request_stop
+from apps.scheduling.coordination.stops import task_request_stop
 from apps.scheduling.models import Task, TaskStatus
-from apps.scheduling.services import task_cancel, task_create, task_prepare, task_record
+from apps.scheduling.tasks.services import task_cancel, task_create, task_prepare, task_record
 
 NEW_CONVERSATION_NAME = "New conversation"
 # The task kind that titles conversations (registered by apps.generation.naming).

@@ -26,7 +26,7 @@ from apps.core.background import in_background
 from apps.core.db import db_sync_to_async
 from apps.core.errors import TooManyRequests
 from apps.core.redis import async_client, key
-from apps.scheduling.selectors import task_is_over
+from apps.scheduling.tasks.selectors import task_is_over
 
 logger = logging.getLogger(__name__)
 

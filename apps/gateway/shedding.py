@@ -22,8 +22,8 @@ from apps.core.errors import Overloaded
 from apps.core.metrics import counter_totals
 from apps.core.priorities import PRIORITY_RANK, Priority
 from apps.core.redis import sync_client
-from apps.scheduling.capacity import workers_slots
-from apps.scheduling.queues import QUEUE_ORDER, queue_for
+from apps.scheduling.coordination.queues import QUEUE_ORDER, queue_for
+from apps.scheduling.coordination.reports import workers_slots
 
 # Read at most this often per process: a request pays for Redis only when they are stale.
 DEPTH_CACHE_S = 1.0

@@ -22,14 +22,14 @@ from apps.generation.prompts import MAX_CHARS_PER_TOKEN, Prompt, PromptTooLong, 
 from apps.generation.provider_settings import app_provider
 from apps.generation.stream import AnswerStream
 from apps.providers.base import GenerationRequest, GenerationResult, Provider, ProviderError
-from apps.scheduling.errors import (
+from apps.scheduling.models import Task
+from apps.scheduling.tasks.errors import (
     PermanentTaskError,
     RetryableTaskError,
     TaskCancelled,
     TaskError,
 )
-from apps.scheduling.kinds import FinalFailure, RunContext
-from apps.scheduling.models import Task
+from apps.scheduling.tasks.kinds import FinalFailure, RunContext
 from apps.streams.log import event_append
 
 logger = logging.getLogger(__name__)

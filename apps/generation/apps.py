@@ -16,7 +16,7 @@ class GenerationConfig(AppConfig):
         from apps.generation.observe import answer_failed_observed, answer_succeeded_observed
         from apps.generation.requeue import answer_requeued
         from apps.generation.suggestions import SUGGESTIONS_TASK_KIND
-        from apps.scheduling.kinds import TaskKind, register_task_kind
+        from apps.scheduling.tasks.kinds import TaskKind, register_task_kind
 
         for kind in ("chat", "completion"):
             register_task_kind(

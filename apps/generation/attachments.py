@@ -23,8 +23,8 @@ from apps.files.models import FilePurpose, StoredFile
 from apps.files.remote import AddressPolicy, RemoteFileRefused, RemoteFileUnavailable, remote_fetch
 from apps.files.services import file_bytes, file_delete, file_store
 from apps.providers.base import ImagePart
-from apps.scheduling.errors import PermanentTaskError, RetryableTaskError
-from apps.scheduling.kinds import RunContext
+from apps.scheduling.tasks.errors import PermanentTaskError, RetryableTaskError
+from apps.scheduling.tasks.kinds import RunContext
 
 
 @dataclass(frozen=True)

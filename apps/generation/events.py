@@ -6,8 +6,8 @@ from typing import Any
 from apps.conversations.models import Message
 from apps.core.redis import sync_client
 from apps.generation.pricing import prices_for
+from apps.scheduling.runtime.outbox import AttemptLog
 from apps.streams.log import event_append, stream_key
-from apps.streams.outbox import AttemptLog
 
 
 def usage_metadata(message: Message) -> dict[str, Any]:
@@ -50,8 +50,8 @@ class AnswerPublisher:
     """Writes the answer's events; every one carries the task, message and conversation ids.
 
     With an attempt's `log`, the answer's text goes through it (fenced, batched, never blocking
-    the event loop: apps.streams.outbox); the final events (`message_end`, `error`) are written
-    directly, after PostgreSQL recorded the outcome, by whoever recorded it."""
+    the event loop: apps.scheduling.runtime.outbox); the final events (`message_end`, `error`) are
+    written directly, after PostgreSQL recorded the outcome, by whoever recorded it."""
 
     def __init__(
         self,

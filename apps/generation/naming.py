@@ -15,9 +15,9 @@ from apps.conversations.selectors import conversation_first_message
 from apps.conversations.services import NAMING_KIND, NEW_CONVERSATION_NAME
 from apps.generation.provider_settings import app_provider
 from apps.providers.base import ChatMessage, GenerationRequest, ProviderError
-from apps.scheduling.errors import RetryableTaskError, TaskCancelled
-from apps.scheduling.kinds import FinalFailure, RunContext, TaskKind
 from apps.scheduling.models import Task
+from apps.scheduling.tasks.errors import RetryableTaskError, TaskCancelled
+from apps.scheduling.tasks.kinds import FinalFailure, RunContext, TaskKind
 from apps.streams.feeds import events_follow
 from apps.streams.log import event_append
 

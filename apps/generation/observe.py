@@ -10,8 +10,8 @@ from apps.core.priorities import Priority
 from apps.generation.answer import answer_final_failure
 from apps.generation.attempt import attempt_message_saved
 from apps.generation.events import AnswerPublisher
-from apps.scheduling.kinds import FinalFailure
 from apps.scheduling.models import Task
+from apps.scheduling.tasks.kinds import FinalFailure
 
 logger = logging.getLogger(__name__)
 

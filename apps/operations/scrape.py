@@ -13,7 +13,7 @@ from apps.core.redis import key, sync_client
 from apps.operations.metrics import render_recorded
 from apps.operations.recent import Recent
 from apps.scheduling.models import Task, TaskStatus
-from apps.scheduling.selectors import scheduler_status
+from apps.scheduling.status import scheduler_status
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 

@@ -6,6 +6,6 @@ class SchedulingConfig(AppConfig):
     label = "scheduling"
 
     def ready(self) -> None:
-        from apps.scheduling.builtin_kinds import register_builtin_kinds
+        from apps.scheduling.tasks.builtin_kinds import register_builtin_kinds
 
         register_builtin_kinds()

@@ -1,13 +1,13 @@
 """RQ entry points: fetch by id, call a service.
 
-Our worker (apps.scheduling.worker) runs these jobs' tasks on its event loop without calling this;
-it is what a plain RQ worker on our queues runs, one attempt at a time.
+Our worker (apps.scheduling.runtime.worker) runs these jobs' tasks on its event loop without calling
+this; it is what a plain RQ worker on our queues runs, one attempt at a time.
 """
 
 from django.db import close_old_connections
 from rq import get_current_job
 
-from apps.scheduling.runner import task_execute
+from apps.scheduling.runtime.runner import task_execute
 
 
 def task_run_job(task_id: str) -> None:

@@ -98,8 +98,8 @@ REDIS_KEY_PREFIX = env.str("REDIS_KEY_PREFIX", default="dp:")
 REDIS_MAX_CONNECTIONS = env.int("REDIS_MAX_CONNECTIONS", default=1000)
 
 RQ_QUEUES = {name: {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 600} for name in ("high", "medium", "low")}
-# We enqueue from transaction.on_commit ourselves (see apps.scheduling.queues), so django-rq must
-# not defer a second time.
+# We enqueue from transaction.on_commit ourselves (see apps.scheduling.coordination.queues), so
+# django-rq must not defer a second time.
 RQ = {"COMMIT_MODE": "auto"}
 
 CHANNEL_LAYERS = {
@@ -200,9 +200,9 @@ PLATFORM = {
     "WORKER_MAINTENANCE_INTERVAL_S": env.int("WORKER_MAINTENANCE_INTERVAL_S", default=10),
     # Worker processes started by `run_workers` / `make run` when not told otherwise.
     "WORKER_PROCESSES": env.int("WORKER_PROCESSES", default=2),
-    # Tasks one worker process runs at once (apps.scheduling.worker). Remote model servers serve
-    # hundreds of sequences; a waiting answer costs the worker about 50 KB. The built-in model is
-    # limited apart, by its lane (LOCAL_MODEL_PARALLEL), and an app's model server by its
+    # Tasks one worker process runs at once (apps.scheduling.runtime.worker). Remote model servers
+    # serve hundreds of sequences; a waiting answer costs the worker about 50 KB. The built-in model
+    # is limited apart, by its lane (LOCAL_MODEL_PARALLEL), and an app's model server by its
     # provider_config.max_concurrency.
     "WORKER_CONCURRENCY": env.int("WORKER_CONCURRENCY", default=500),
     # Threads a worker process does its database work in (each holds a pooled connection only
@@ -234,8 +234,8 @@ PLATFORM = {
     # Largest `query` accepted, in characters.
     "MAX_QUERY_CHARS": env.int("MAX_QUERY_CHARS", default=8000),
 }
-# Per-process capacity of the worker lanes (apps.scheduling.lanes): tasks that need the local
-# model wait in their queue for a worker with a free sequence.
+# Per-process capacity of the worker lanes (apps.scheduling.runtime.lanes): tasks that need the
+# local model wait in their queue for a worker with a free sequence.
 PLATFORM["WORKER_LANES"] = {"local": PLATFORM["LOCAL_MODEL_PARALLEL"]}
 
 # --- Input protections (apps.gateway) ---------------------------------------------------------

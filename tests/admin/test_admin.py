@@ -21,7 +21,7 @@ from apps.applications.services import api_key_digest
 from apps.conversations.models import Conversation, Feedback, Message, MessageStatus
 from apps.core.admin_display import moment_display, seconds_display
 from apps.scheduling.models import Task, TaskStatus
-from apps.scheduling.services import task_create, task_mark_running, task_mark_succeeded
+from apps.scheduling.tasks.services import task_create, task_mark_running, task_mark_succeeded
 from tests.factories import make_app, make_key
 
 pytestmark = pytest.mark.django_db

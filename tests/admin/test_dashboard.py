@@ -16,9 +16,10 @@ from django.utils import timezone
 
 from apps.applications.models import ApiKey
 from apps.conversations.services import answer_submit
-from apps.scheduling.load import load_evaluate, load_report
+from apps.scheduling.coordination.load_state import load_report
+from apps.scheduling.housekeeping.load import load_evaluate
 from apps.scheduling.models import Task, TaskStatus
-from apps.scheduling.services import task_create, task_reprioritize
+from apps.scheduling.tasks.services import task_create, task_reprioritize
 from tests.factories import make_app, make_key
 from tests.processes import run_worker
 

@@ -18,10 +18,10 @@ from apps.applications.models import ApiKey
 from apps.conversations.models import Message, MessageStatus
 from apps.conversations.services import answer_submit
 from apps.core.redis import sync_client
-from apps.scheduling.control import task_stop_reason
+from apps.scheduling.coordination.queues import DELAYED_KEY
+from apps.scheduling.coordination.stops import task_stop_reason
 from apps.scheduling.models import Task, TaskEvent, TaskStatus
-from apps.scheduling.queues import DELAYED_KEY
-from apps.scheduling.services import (
+from apps.scheduling.tasks.services import (
     task_create,
     task_end_unsuccessfully,
     task_mark_running,

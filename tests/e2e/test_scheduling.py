@@ -14,8 +14,8 @@ from apps.applications.models import ApiKey
 from apps.conversations.models import Message
 from apps.conversations.services import answer_submit
 from apps.core.redis import sync_client
+from apps.scheduling.coordination.queues import job_push
 from apps.scheduling.models import Task, TaskStatus
-from apps.scheduling.queues import job_push
 from tests.factories import make_app, make_key
 from tests.processes import run_scheduler, run_worker
 

@@ -12,7 +12,7 @@ from django.test import Client
 from apps.core.metrics import metric_inc
 from apps.gateway import shedding
 from apps.scheduling.models import Task
-from apps.scheduling.services import task_create
+from apps.scheduling.tasks.services import task_create
 from tests.factories import make_app_with_key
 
 pytestmark = pytest.mark.django_db

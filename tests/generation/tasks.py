@@ -8,7 +8,7 @@ from apps.conversations.models import Message
 from apps.conversations.services import answer_submit
 from apps.core.redis import sync_client
 from apps.scheduling.models import Task
-from apps.scheduling.runner import task_execute
+from apps.scheduling.runtime.runner import task_execute
 from apps.streams.log import stream_key
 from tests.factories import make_app, make_key
 

@@ -17,9 +17,9 @@ from apps.conversations.services import (
     conversation_rename,
 )
 from apps.generation.naming import NAMING_MAX_ATTEMPTS, title_clean, title_fallback
-from apps.scheduling.kinds import task_kind_get
 from apps.scheduling.models import Task, TaskStatus
-from apps.scheduling.runner import task_execute
+from apps.scheduling.runtime.runner import task_execute
+from apps.scheduling.tasks.kinds import task_kind_get
 from tests.factories import make_app, make_key
 
 pytestmark = pytest.mark.django_db(transaction=True)

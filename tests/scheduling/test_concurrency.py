@@ -21,7 +21,7 @@ from apps.conversations.models import Conversation, Message, MessageStatus
 from apps.conversations.services import NEW_CONVERSATION_NAME, answer_stop, answer_submit
 from apps.core.redis import sync_client
 from apps.scheduling.models import Task, TaskEvent, TaskStatus
-from apps.scheduling.services import task_cancel
+from apps.scheduling.tasks.services import task_cancel
 from apps.streams.log import stream_key
 from tests.factories import make_app, make_key
 from tests.processes import (

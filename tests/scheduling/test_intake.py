@@ -5,9 +5,9 @@ import pytest
 from rq import Queue
 
 from apps.core.redis import sync_client
-from apps.scheduling.intake import Intake, Taken
-from apps.scheduling.lanes import LaneGate
-from apps.scheduling.queues import QUEUE_ORDER, job_push, queue_for
+from apps.scheduling.coordination.queues import QUEUE_ORDER, job_push, queue_for
+from apps.scheduling.runtime.intake import Intake, Taken
+from apps.scheduling.runtime.lanes import LaneGate
 
 
 @pytest.fixture

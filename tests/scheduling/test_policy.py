@@ -13,18 +13,19 @@ from apps.applications.models import ApiKey
 from apps.conversations.models import Message, MessageStatus
 from apps.conversations.services import answer_submit
 from apps.core.redis import sync_client
-from apps.scheduling.control import task_stop_reason
-from apps.scheduling.load import load_evaluate, load_report, load_state_read
-from apps.scheduling.maintenance import (
+from apps.scheduling.coordination.load_state import load_report, load_state_read
+from apps.scheduling.coordination.queues import DELAYED_KEY, queue_for
+from apps.scheduling.coordination.stops import task_stop_reason
+from apps.scheduling.housekeeping.load import load_evaluate
+from apps.scheduling.housekeeping.maintenance import (
     expire_overdue,
     promote_aged,
     push_due_delayed,
     reconcile_lost_jobs,
 )
 from apps.scheduling.models import Task, TaskStatus
-from apps.scheduling.queues import DELAYED_KEY, queue_for
-from apps.scheduling.runner import task_execute
-from apps.scheduling.services import task_cancel, task_purge, task_requeue
+from apps.scheduling.runtime.runner import task_execute
+from apps.scheduling.tasks.services import task_cancel, task_purge, task_requeue
 from apps.streams.log import stream_key
 from tests.factories import make_app, make_key
 

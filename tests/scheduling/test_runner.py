@@ -16,11 +16,11 @@ from apps.conversations.models import Message, MessageStatus
 from apps.conversations.services import answer_submit
 from apps.core.insert import insert_together
 from apps.core.redis import sync_client
-from apps.scheduling.locks import TaskLock
+from apps.scheduling.coordination.leases import TaskLock
+from apps.scheduling.coordination.queues import DELAYED_KEY
 from apps.scheduling.models import Task, TaskStatus
-from apps.scheduling.queues import DELAYED_KEY
-from apps.scheduling.runner import task_execute
-from apps.scheduling.services import CREATION_LOCK_SQL, retry_delay_s, task_prepare
+from apps.scheduling.runtime.runner import task_execute
+from apps.scheduling.tasks.services import CREATION_LOCK_SQL, retry_delay_s, task_prepare
 from apps.streams.log import stream_key
 from tests.factories import make_app, make_key
 

@@ -8,7 +8,7 @@ from django.urls import URLPattern, path, reverse
 from django.views.decorators.cache import never_cache
 
 from apps.core.errors import ApiError, Forbidden, MethodNotAllowed, Unauthorized
-from apps.scheduling.selectors import dashboard_snapshot
+from apps.scheduling.status import dashboard_snapshot
 
 TASK_ID_PLACEHOLDER = "00000000-0000-0000-0000-000000000000"
 

@@ -15,9 +15,9 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
+from apps.scheduling.coordination.queues import QUEUE_ORDER
 from apps.scheduling.models import Task, TaskStatus
-from apps.scheduling.queues import QUEUE_ORDER
-from apps.scheduling.services import (
+from apps.scheduling.tasks.services import (
     task_cancel,
     task_expire,
     task_purge,

@@ -10,7 +10,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from apps.scheduling.pool import WorkerPool
+from apps.scheduling.housekeeping.pool import WorkerPool
 
 
 class Command(BaseCommand):

@@ -4,10 +4,10 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
+from apps.scheduling.coordination.queues import QUEUE_ORDER
 from apps.scheduling.models import TaskStatus
-from apps.scheduling.queues import QUEUE_ORDER
-from apps.scheduling.selectors import dead_letters
-from apps.scheduling.services import task_purge, task_requeue
+from apps.scheduling.tasks.selectors import dead_letters
+from apps.scheduling.tasks.services import task_purge, task_requeue
 
 
 class Command(BaseCommand):

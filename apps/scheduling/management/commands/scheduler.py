@@ -5,7 +5,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
-from apps.scheduling.maintenance import Maintainer
+from apps.scheduling.housekeeping.maintenance import Maintainer
 
 
 class Command(BaseCommand):

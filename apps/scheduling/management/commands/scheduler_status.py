@@ -4,7 +4,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
-from apps.scheduling.selectors import scheduler_status
+from apps.scheduling.status import scheduler_status
 
 
 def _seconds(value: float | None) -> str:

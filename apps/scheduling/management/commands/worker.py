@@ -7,9 +7,9 @@ from django.core.management.base import BaseCommand, CommandError
 
 from apps.core.gc_tuning import gc_tune_for_serving
 from apps.providers.registry import providers_warm_up
-from apps.scheduling.load import LoadReporter
-from apps.scheduling.queues import QUEUE_ORDER
-from apps.scheduling.worker import worker_build, worker_connections_configure
+from apps.scheduling.coordination.queues import QUEUE_ORDER
+from apps.scheduling.housekeeping.load import LoadReporter
+from apps.scheduling.runtime.worker import worker_build, worker_connections_configure
 
 
 class Command(BaseCommand):

@@ -1,6 +1,7 @@
 """How a worker takes its next jobs: only as many as it has free slots, strictly `high`, then
 `medium`, then `low`, and never more of a lane's jobs than the lane has room for here
-(apps.scheduling.lanes); a lane's jobs it cannot run stay queued, in order, for workers with room.
+(apps.scheduling.runtime.lanes); a lane's jobs it cannot run stay queued, in order, for workers with
+room.
 
 Bulk work (Task.bulk: a batch's requests) is taken only with room to spare: never into the last
 BULK_RESERVED_SLOTS free slots of a worker, nor the last unit of a lane, which stay for live
@@ -22,8 +23,8 @@ from rq import Queue
 from rq.exceptions import DequeueTimeout
 from rq.job import Job
 
-from apps.scheduling.lanes import LaneGate
-from apps.scheduling.queues import BULK_KEY, lane_key
+from apps.scheduling.coordination.queues import BULK_KEY, lane_key
+from apps.scheduling.runtime.lanes import LaneGate
 
 # How far into each queue a worker looks for jobs it can run (past jobs of full lanes).
 SCAN_DEPTH = 200

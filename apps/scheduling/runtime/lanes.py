@@ -4,7 +4,7 @@ A worker process runs up to WORKER_CONCURRENCY tasks at once, but the built-in m
 generates only LOCAL_MODEL_PARALLEL sequences at once. A task that needs the model (lane `local`)
 must not be taken by a worker whose model is busy: it would sit in that worker's hands while
 another worker could run it, and work behind it would be served first. So a worker whose lane is
-full passes over the lane's tasks when it takes work (apps.scheduling.intake), and they stay
+full passes over the lane's tasks when it takes work (apps.scheduling.runtime.intake), and they stay
 queued, in order, for any worker with room.
 """
 

@@ -49,7 +49,7 @@ class RunContext(Protocol):
         ...
 
     def log(self) -> Any:
-        """The attempt's fenced writer to its task's event log (apps.streams.outbox)."""
+        """The attempt's fenced writer to its task's event log (apps.scheduling.runtime.outbox)."""
         ...
 
 

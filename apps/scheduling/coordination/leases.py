@@ -3,10 +3,10 @@
 A lock alone is not enough: Redis can lose it (a restart, a flush, a failover), and then another
 worker could start the same task while the first goes on. So the lock is only half of the fence:
 each attempt also carries its attempt number, and every write a worker makes to PostgreSQL is
-guarded by it (see apps.scheduling.transitions), while every event it appends to the task's log is
-guarded by the lock's token (apps.streams.outbox). A worker that finds its lock gone takes it back
-if nobody holds it and PostgreSQL still says the attempt is its own; otherwise it abandons the
-attempt (see apps.scheduling.attempts).
+guarded by it (see apps.scheduling.tasks.transitions), while every event it appends to the task's
+log is guarded by the lock's token (apps.scheduling.runtime.outbox). A worker that finds its lock
+gone takes it back if nobody holds it and PostgreSQL still says the attempt is its own; otherwise it
+abandons the attempt (see apps.scheduling.runtime.attempts).
 """
 
 import enum

@@ -2,7 +2,7 @@
 
 A stop is a flag per task plus a counter: a worker running hundreds of attempts reads the counter
 (one small GET) every few milliseconds and reads the flags of its attempts only when the counter
-moved, instead of polling every flag (apps.scheduling.attempts).
+moved, instead of polling every flag (apps.scheduling.runtime.attempts).
 """
 
 from apps.core.redis import key, sync_client

@@ -16,12 +16,12 @@ from django.utils import timezone
 from apps.applications.models import App
 from apps.core.insert import insert_together
 from apps.core.metrics import MetricsBatch, metric_inc
-from apps.scheduling.control import task_stop_clear
-from apps.scheduling.kinds import FinalFailure, task_kind_find
+from apps.scheduling.coordination.queues import job_remove, task_push, tasks_push
+from apps.scheduling.coordination.stops import task_stop_clear
 from apps.scheduling.models import Task, TaskEvent, TaskStatus
-from apps.scheduling.policy import PriorityDecision, priority_decide
-from apps.scheduling.queues import job_remove, task_push, tasks_push
-from apps.scheduling.transitions import Increment, guarded_update
+from apps.scheduling.tasks.kinds import FinalFailure, task_kind_find
+from apps.scheduling.tasks.policy import PriorityDecision, priority_decide
+from apps.scheduling.tasks.transitions import Increment, guarded_update
 
 logger = logging.getLogger(__name__)
 
@@ -426,7 +426,7 @@ def task_cancel(*, task_id: uuid.UUID | str, actor: str) -> str:
     if task is None or task.status not in TaskStatus.ACTIVE:
         return "not active"
     if task.status == TaskStatus.RUNNING:
-        from apps.scheduling.control import task_request_stop
+        from apps.scheduling.coordination.stops import task_request_stop
 
         task_request_stop(task_id=str(task.id), reason="cancel")
         TaskEvent.objects.create(
@@ -574,7 +574,7 @@ def task_expire(*, task_id: uuid.UUID | str, actor: str) -> str:
     if task is None or task.status not in TaskStatus.ACTIVE:
         return "not active"
     if task.status == TaskStatus.RUNNING:
-        from apps.scheduling.control import task_request_stop
+        from apps.scheduling.coordination.stops import task_request_stop
 
         now = timezone.now()
         if not Task.objects.filter(id=task.id, status=TaskStatus.RUNNING).update(deadline_at=now):

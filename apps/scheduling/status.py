@@ -1,4 +1,5 @@
-"""Reads for operators: queue depth and age, workers, load, dead letters, recent throughput."""
+"""Reads for operators: queue depth and age, workers, load, recent throughput (the dashboard,
+`scheduler_status`, /metrics)."""
 
 import time
 from dataclasses import asdict, dataclass
@@ -7,17 +8,17 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import Count, QuerySet
+from django.db.models import Count
 from django.utils import timezone
 from rq import Worker
 from rq.job import Job
 
 from apps.core.metrics import counter_totals
 from apps.core.redis import key, sync_client
-from apps.scheduling.capacity import worker_slots_key
-from apps.scheduling.load import LoadState, hosts_cpu, load_state_read
+from apps.scheduling.coordination.load_state import LoadState, hosts_cpu, load_state_read
+from apps.scheduling.coordination.queues import QUEUE_ORDER, delayed_count, queue_for
+from apps.scheduling.coordination.reports import worker_slots_key
 from apps.scheduling.models import Task, TaskStatus
-from apps.scheduling.queues import QUEUE_ORDER, delayed_count, queue_for
 
 
 @dataclass(frozen=True)
@@ -82,15 +83,6 @@ def workers_status() -> list[WorkerStatus]:
             )
         )
     return sorted(result, key=lambda status: status.name)
-
-
-def dead_letters(*, kind: str | None = None, app_id: str | None = None) -> QuerySet[Task]:
-    tasks = Task.objects.filter(status__in=TaskStatus.DEAD_LETTER).select_related("app")
-    if kind:
-        tasks = tasks.filter(kind=kind)
-    if app_id:
-        tasks = tasks.filter(app_id=app_id)
-    return tasks.order_by("-finished_at")
 
 
 def scheduler_status() -> SchedulerStatus:
@@ -239,9 +231,3 @@ def dashboard_snapshot() -> dict[str, Any]:
         # A worker silent for longer is presumed dead by RQ.
         "worker_ttl_s": settings.PLATFORM["WORKER_TTL_S"],
     }
-
-
-def task_is_over(*, task_id: str) -> bool:
-    """True once the task reached a final status (or no longer exists)."""
-    status = Task.objects.filter(id=task_id).values_list("status", flat=True).first()
-    return status is None or status in TaskStatus.FINAL

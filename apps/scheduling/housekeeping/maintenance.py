@@ -23,14 +23,20 @@ from django.db.models import Q
 from django.utils import timezone
 
 from apps.core.redis import key, sync_client
-from apps.scheduling.errors import WorkerLost
-from apps.scheduling.load import load_evaluate, load_state_current
-from apps.scheduling.locks import TaskLock, lock_held, task_lock_key
+from apps.scheduling.coordination.leases import TaskLock, lock_held, task_lock_key
+from apps.scheduling.coordination.load_state import load_state_current
+from apps.scheduling.coordination.queues import (
+    JobCensus,
+    delayed_pop_due,
+    job_exists_in_queue,
+    task_push,
+)
+from apps.scheduling.housekeeping.load import load_evaluate
 from apps.scheduling.models import Task, TaskStatus
-from apps.scheduling.policy import PROMOTION, aging_limit_s, waiting_since
-from apps.scheduling.queues import JobCensus, delayed_pop_due, job_exists_in_queue, task_push
-from apps.scheduling.services import task_expire_overdue, task_reprioritize
 from apps.scheduling.slots import slot_forget_waiter, slot_wake_next, waiting_keys
+from apps.scheduling.tasks.errors import WorkerLost
+from apps.scheduling.tasks.policy import PROMOTION, aging_limit_s, waiting_since
+from apps.scheduling.tasks.services import task_expire_overdue, task_reprioritize
 
 logger = logging.getLogger(__name__)
 
@@ -191,7 +197,7 @@ def _hand_on(task: Task, ttl_s: float) -> int:
             "running task lost its worker; recovering it",
             extra={"task_id": str(task.id), "worker": task.worker_name},
         )
-        from apps.scheduling.runner import handle_attempt_failure
+        from apps.scheduling.runtime.runner import handle_attempt_failure
 
         handle_attempt_failure(task, WorkerLost(f"worker {task.worker_name} stopped"), "watchdog")
         return 1

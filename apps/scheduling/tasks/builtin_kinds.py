@@ -3,8 +3,8 @@ own overhead (bench/) and to probe the pipeline end to end without a model."""
 
 from typing import Any
 
-from apps.scheduling.kinds import FinalFailure, RunContext, TaskKind, register_task_kind
 from apps.scheduling.models import Task
+from apps.scheduling.tasks.kinds import FinalFailure, RunContext, TaskKind, register_task_kind
 
 
 async def _noop_run(task: Task, context: RunContext) -> dict[str, Any]:

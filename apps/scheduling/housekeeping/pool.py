@@ -9,8 +9,8 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from apps.scheduling.maintenance import Maintainer
-from apps.scheduling.queues import QUEUE_ORDER
+from apps.scheduling.coordination.queues import QUEUE_ORDER
+from apps.scheduling.housekeeping.maintenance import Maintainer
 
 logger = logging.getLogger(__name__)
 

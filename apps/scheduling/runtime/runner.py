@@ -2,8 +2,8 @@
 
 Three phases. Starting and finishing are short and blocking (PostgreSQL, Redis) and run in a
 database thread; the run itself is the kind's coroutine, on the worker's event loop beside the
-other attempts (apps.scheduling.attempts). Every write of the finish is fenced by the attempt's
-number: an attempt that another one replaced changes nothing.
+other attempts (apps.scheduling.runtime.attempts). Every write of the finish is fenced by the
+attempt's number: an attempt that another one replaced changes nothing.
 """
 
 import asyncio
@@ -17,17 +17,17 @@ from django.utils import timezone
 
 from apps.core.context import task_id_var
 from apps.core.redis import async_client_close
-from apps.scheduling import services
-from apps.scheduling.attempts import Attempt, AttemptRuntime
-from apps.scheduling.control import task_stop_reason
-from apps.scheduling.errors import TaskCancelled, TaskError
-from apps.scheduling.kinds import task_kind_find, task_kind_get
-from apps.scheduling.lanes import LaneGate
-from apps.scheduling.locks import TaskLock
+from apps.scheduling.coordination.leases import TaskLock
+from apps.scheduling.coordination.queues import job_timeout_s, task_push
+from apps.scheduling.coordination.stops import task_stop_reason
 from apps.scheduling.models import Task, TaskStatus
-from apps.scheduling.queues import job_timeout_s, task_push
+from apps.scheduling.runtime.attempts import Attempt, AttemptRuntime
+from apps.scheduling.runtime.lanes import LaneGate
+from apps.scheduling.runtime.outbox import LogAbandoned
 from apps.scheduling.slots import Slot, wait_score
-from apps.streams.outbox import LogAbandoned
+from apps.scheduling.tasks import services
+from apps.scheduling.tasks.errors import TaskCancelled, TaskError
+from apps.scheduling.tasks.kinds import task_kind_find, task_kind_get
 
 logger = logging.getLogger(__name__)
 

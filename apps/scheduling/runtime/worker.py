@@ -10,7 +10,7 @@ job hashes, registries, executions, worker registration and heartbeats, and runs
   coroutines, about 50 KB each, not a thousand threads), with database work in a small pool of
   threads;
 - a job is taken only when a slot is free, strictly by priority, and never one whose lane is full
-  here (apps.scheduling.intake): a worker never holds queued jobs it is not running;
+  here (apps.scheduling.runtime.intake): a worker never holds queued jobs it is not running;
 - time limits per attempt with `asyncio.timeout`, not SIGALRM;
 - SIGTERM: nothing new is taken, running attempts get WORKER_SHUTDOWN_GRACE_S to finish, and the
   rest go back to their queues without spending their retry budget. A second signal skips the
@@ -43,14 +43,14 @@ from rq.worker import WorkerStatus
 
 from apps.core.redis import OPTIONS as REDIS_OPTIONS
 from apps.core.redis import async_client_close
-from apps.scheduling.attempts import AttemptRuntime
-from apps.scheduling.capacity import worker_slots_key
-from apps.scheduling.control import task_request_stop
-from apps.scheduling.intake import Intake, Taken
-from apps.scheduling.lanes import LaneGate
-from apps.scheduling.queues import JOB_FUNC, QUEUE_ORDER, queue_for
-from apps.scheduling.rq_jobs import RunningJob, job_ended, jobs_heartbeat, jobs_started
-from apps.scheduling.runner import LaneClaim, task_run
+from apps.scheduling.coordination.queues import JOB_FUNC, QUEUE_ORDER, queue_for
+from apps.scheduling.coordination.reports import worker_slots_key
+from apps.scheduling.coordination.stops import task_request_stop
+from apps.scheduling.runtime.attempts import AttemptRuntime
+from apps.scheduling.runtime.intake import Intake, Taken
+from apps.scheduling.runtime.lanes import LaneGate
+from apps.scheduling.runtime.rq_jobs import RunningJob, job_ended, jobs_heartbeat, jobs_started
+from apps.scheduling.runtime.runner import LaneClaim, task_run
 
 logger = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from apps.core.priorities import Priority
-from apps.scheduling.load import load_state_current
+from apps.scheduling.coordination.load_state import load_state_current
 
 PROMOTION = {Priority.LOW.value: Priority.MEDIUM.value, Priority.MEDIUM.value: Priority.HIGH.value}
 

@@ -185,3 +185,8 @@ class JobCensus:
         if status == b"started" and worker and self.client.exists(f"rq:worker:{worker.decode()}"):
             return True
         return self.client.zscore(DELAYED_KEY(), task_id) is not None
+
+
+def queued_total() -> int:
+    """Jobs waiting in the priority queues, cluster-wide."""
+    return sum(queue_for(name).count for name in QUEUE_ORDER)

@@ -8,7 +8,7 @@ one needs from the scheduler while it runs is done for all of them together, by 
   to another attempt is abandoned: it stops calling the model and writes nothing more;
 - stop requests seen within milliseconds (one counter read per tick, the flags only when it
   moved), deadlines noticed even while the provider is quiet;
-- its events sent through the loop's outbox (apps.streams.outbox);
+- its events sent through the loop's outbox (apps.scheduling.runtime.outbox);
 - its database work done in a small pool of threads, each giving its pooled connection back
   after every call.
 """
@@ -27,11 +27,11 @@ from django.conf import settings
 from django.db import connection
 
 from apps.core.redis import async_client
-from apps.scheduling.control import stop_flag_key, stop_version_key
-from apps.scheduling.locks import EXTEND_SCRIPT, RETAKE_SCRIPT, LockState, TaskLock
+from apps.scheduling.coordination.leases import EXTEND_SCRIPT, RETAKE_SCRIPT, LockState, TaskLock
+from apps.scheduling.coordination.stops import stop_flag_key, stop_version_key
 from apps.scheduling.models import Task, TaskStatus
+from apps.scheduling.runtime.outbox import AttemptLog, EventOutbox, Fence, FenceState
 from apps.scheduling.slots import RENEW_SCRIPT, Slot
-from apps.streams.outbox import AttemptLog, EventOutbox, Fence, FenceState
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ def _attempts_current(attempts: dict[str, int]) -> set[str]:
 
 
 class AttemptContext:
-    """The RunContext of one attempt (see apps.scheduling.kinds)."""
+    """The RunContext of one attempt (see apps.scheduling.tasks.kinds)."""
 
     def __init__(self, attempt: "Attempt", runtime: "AttemptRuntime") -> None:
         self._attempt = attempt
