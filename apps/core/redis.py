@@ -1,13 +1,16 @@
 """Redis connections from REDIS_URL: one sync client per process, one async client per loop."""
 
 import asyncio
+import hashlib
 import threading
 import weakref
+from collections.abc import Sequence
 from typing import Any
 
 import redis
 import redis.asyncio as aredis
 from django.conf import settings
+from redis.exceptions import NoScriptError
 
 
 def key(*parts: object) -> str:
@@ -93,3 +96,37 @@ async def async_client_close() -> None:
     client = _async_clients.pop(asyncio.get_running_loop(), None)
     if client is not None:
         await client.aclose()
+
+
+class LuaScript:
+    """A Lua script sent to Redis once, then called by its SHA1: a server that does not know it
+    (restarted, flushed, failed over to a replica) answers NOSCRIPT, and it is loaded again.
+
+    In a pipeline (`queue`), redis-py loads the pipeline's scripts that the server lacks before
+    it sends the commands (one SCRIPT EXISTS per execute)."""
+
+    def __init__(self, source: str) -> None:
+        self.script = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
+
+    def __call__(
+        self, client: redis.Redis, keys: Sequence[Any] = (), args: Sequence[Any] = ()
+    ) -> Any:
+        try:
+            return client.evalsha(self.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            client.script_load(self.script)
+            return client.evalsha(self.sha, len(keys), *keys, *args)
+
+    async def run(
+        self, client: aredis.Redis, keys: Sequence[Any] = (), args: Sequence[Any] = ()
+    ) -> Any:
+        try:
+            return await client.evalsha(self.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            await client.script_load(self.script)
+            return await client.evalsha(self.sha, len(keys), *keys, *args)
+
+    def queue(self, pipe: Any, keys: Sequence[Any] = (), args: Sequence[Any] = ()) -> None:
+        pipe.scripts.add(self)
+        pipe.evalsha(self.sha, len(keys), *keys, *args)

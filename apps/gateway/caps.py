@@ -1,18 +1,14 @@
 """The per-app cap on answers served at once (Dify's `max_active_requests`), exact across web
 processes and self-healing.
 
-Each served answer holds a lease: a member of the app's Redis sorted set, scored with the time it
-lapses. The web process renews its leases while the answer is served and removes them when it
-ends (finished, failed, or the client went away). A process that dies leaves leases that nobody
-renews: every acquire first drops lapsed leases, so a crash costs capacity for one lease TTL at
-most, never for good. Acquire is one Lua script (drop lapsed, count, add), so two processes can
-never both take the last slot. Time is Redis's clock, the same for every host.
+Each served answer holds a lease in its app's LeaseSet (apps.scheduling.coordination.leases): the
+web process renews it while the answer is served and releases it when it ends (finished, failed,
+or the client went away); a process that dies costs capacity for one lease TTL at most.
 """
 
 import asyncio
 import contextlib
 import logging
-import math
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -25,59 +21,32 @@ from apps.applications.models import App
 from apps.core.background import in_background
 from apps.core.db import db_sync_to_async
 from apps.core.errors import TooManyRequests
-from apps.core.redis import async_client, key
+from apps.core.redis import key
+from apps.scheduling.coordination.leases import LeaseSet
 from apps.scheduling.tasks.selectors import task_is_over
 
 logger = logging.getLogger(__name__)
 
-# KEYS[1]: the app's lease set; ARGV: limit, lease TTL in ms, member. 1 when the lease was taken.
-_ACQUIRE = """
-local clock = redis.call('TIME')
-local now_ms = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now_ms)
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then
-  return 0
-end
-redis.call('ZADD', KEYS[1], now_ms + tonumber(ARGV[2]), ARGV[3])
-redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]))
-return 1
-"""
-
-# KEYS[1]: the lease set; ARGV: lease TTL in ms, member. Only a lease that still exists is
-# renewed: one that lapsed (and may have been dropped) is not brought back.
-_RENEW = """
-local clock = redis.call('TIME')
-local now_ms = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
-local renewed = redis.call('ZADD', KEYS[1], 'XX', 'CH', now_ms + tonumber(ARGV[1]), ARGV[2])
-if renewed == 1 then
-  redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[1]))
-end
-return renewed
-"""
-
-_COUNT = """
-local clock = redis.call('TIME')
-local now_ms = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
-return redis.call('ZCOUNT', KEYS[1], '(' .. now_ms, '+inf')
-"""
-
 
 @dataclass(eq=False)
 class Lease:
-    """A slot held by one served answer."""
+    """One served answer's place in its app's cap."""
 
-    set_key: str
+    leases: LeaseSet
     member: str
-    ttl_s: float
     released: bool = False
 
     @property
-    def ttl_ms(self) -> int:
-        return max(1, math.ceil(self.ttl_s * 1000))
+    def ttl_s(self) -> float:
+        return self.leases.ttl_ms / 1000
 
 
 def leases_key(app_id: object) -> str:
     return key("cap", app_id)
+
+
+def _app_leases(app_id: object) -> LeaseSet:
+    return LeaseSet(leases_key(app_id), ttl_s=float(settings.GATEWAY["CAP_LEASE_TTL_S"]))
 
 
 def cap_limit(app: App) -> int:
@@ -92,13 +61,8 @@ async def lease_acquire(app: App) -> Lease | None:
     limit = cap_limit(app)
     if limit <= 0:
         return None
-    lease = Lease(
-        set_key=leases_key(app.id),
-        member=uuid.uuid4().hex,
-        ttl_s=float(settings.GATEWAY["CAP_LEASE_TTL_S"]),
-    )
-    taken = await async_client().eval(_ACQUIRE, 1, lease.set_key, limit, lease.ttl_ms, lease.member)
-    if not int(taken):
+    lease = Lease(_app_leases(app.id), member=uuid.uuid4().hex)
+    if not await lease.leases.acquire(lease.member, limit=limit):
         raise TooManyRequests(
             f"Too many requests: this app serves at most {limit} answers at once. "
             "Please try again later.",
@@ -108,14 +72,13 @@ async def lease_acquire(app: App) -> Lease | None:
 
 
 async def lease_renew(lease: Lease) -> bool:
-    renewed = await async_client().eval(_RENEW, 1, lease.set_key, lease.ttl_ms, lease.member)
-    return bool(int(renewed))
+    return await lease.leases.renew(lease.member)
 
 
 async def lease_release(lease: Lease) -> None:
     lease.released = True
     try:
-        await async_client().zrem(lease.set_key, lease.member)
+        await lease.leases.release(lease.member)
     except Exception:
         # The lease lapses by itself within its TTL.
         logger.warning("could not release an answer slot", exc_info=True)
@@ -123,7 +86,7 @@ async def lease_release(lease: Lease) -> None:
 
 async def leases_active(app_id: object) -> int:
     """Leases held now (lapsed ones not counted)."""
-    return int(await async_client().eval(_COUNT, 1, leases_key(app_id)))
+    return await _app_leases(app_id).count()
 
 
 async def _renew_forever(lease: Lease) -> None:

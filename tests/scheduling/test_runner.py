@@ -16,7 +16,7 @@ from apps.conversations.models import Message, MessageStatus
 from apps.conversations.services import answer_submit
 from apps.core.insert import insert_together
 from apps.core.redis import sync_client
-from apps.scheduling.coordination.leases import TaskLock
+from apps.scheduling.coordination.leases import task_lock
 from apps.scheduling.coordination.queues import DELAYED_KEY
 from apps.scheduling.models import Task, TaskStatus
 from apps.scheduling.runtime.runner import task_execute
@@ -132,7 +132,7 @@ def test_deadline_passed_before_start_expires_without_running() -> None:
 
 def test_a_task_locked_by_another_worker_is_not_run_twice() -> None:
     task = submit({"text": "once"})
-    other_worker = TaskLock(str(task.id), ttl_s=30)
+    other_worker = task_lock(str(task.id), ttl_s=30)
     assert other_worker.acquire()
     try:
         assert run(task).status == TaskStatus.QUEUED

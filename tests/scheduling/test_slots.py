@@ -1,7 +1,7 @@
 """Concurrency slots of a group (one app's model server) on the real Redis: bulk work takes no
 more than it is allowed, so live work always finds the last slot free."""
 
-from apps.scheduling.slots import Slot, wait_score
+from apps.scheduling.coordination.capacity import Slot, wait_score
 
 
 def slot(task_id: str, limit: int = 3) -> Slot:

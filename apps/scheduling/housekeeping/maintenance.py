@@ -23,7 +23,14 @@ from django.db.models import Q
 from django.utils import timezone
 
 from apps.core.redis import key, sync_client
-from apps.scheduling.coordination.leases import TaskLock, lock_held, task_lock_key
+from apps.scheduling.coordination.capacity import slot_forget_waiter, slot_wake_next, waiting_keys
+from apps.scheduling.coordination.leases import (
+    ExclusiveLease,
+    LeaseState,
+    lock_held,
+    task_lock,
+    task_lock_key,
+)
 from apps.scheduling.coordination.load_state import load_state_current
 from apps.scheduling.coordination.queues import (
     JobCensus,
@@ -33,7 +40,6 @@ from apps.scheduling.coordination.queues import (
 )
 from apps.scheduling.housekeeping.load import load_evaluate
 from apps.scheduling.models import Task, TaskStatus
-from apps.scheduling.slots import slot_forget_waiter, slot_wake_next, waiting_keys
 from apps.scheduling.tasks.errors import WorkerLost
 from apps.scheduling.tasks.policy import PROMOTION, aging_limit_s, waiting_since
 from apps.scheduling.tasks.services import task_expire_overdue, task_reprioritize
@@ -189,7 +195,7 @@ def recover_orphaned_running() -> int:
 
 
 def _hand_on(task: Task, ttl_s: float) -> int:
-    lock = TaskLock(str(task.id), ttl_s=ttl_s)
+    lock = task_lock(str(task.id), ttl_s=ttl_s)
     if not lock.acquire():
         return 0  # its worker took it back just now
     try:
@@ -234,6 +240,10 @@ def registered_chores_run(now: float) -> None:
             logger.exception("housekeeping failed; retrying", extra={"chore": chore.name})
 
 
+# The housekeeping lease: another process takes over this long after its holder stopped.
+LEASE_TTL_S = 10.0
+
+
 class Maintainer(threading.Thread):
     """Runs the housekeeping every `interval_s` while it holds the cluster-wide lease."""
 
@@ -241,25 +251,19 @@ class Maintainer(threading.Thread):
         super().__init__(name="scheduler-maintenance", daemon=True)
         self.interval_s = interval_s
         self.stopped = threading.Event()
-        self.lease_key = key("maintenance", "lease")
-        self.identity = f"{socket.gethostname()}:{uuid.uuid4().hex[:8]}"
+        self.lease = ExclusiveLease(
+            key("maintenance", "lease"),
+            ttl_s=LEASE_TTL_S,
+            token=f"{socket.gethostname()}:{uuid.uuid4().hex[:8]}",
+        )
         self._load_every = max(1, int(1.0 / interval_s))
         self._slow_every = max(1, int(2.0 / interval_s))
-
-    def _hold_lease(self) -> bool:
-        client = sync_client()
-        if client.set(self.lease_key, self.identity, nx=True, ex=10):
-            return True
-        if client.get(self.lease_key) == self.identity.encode():
-            client.expire(self.lease_key, 10)
-            return True
-        return False
 
     def run(self) -> None:
         tick = 0
         while not self.stopped.wait(self.interval_s):
             try:
-                if not self._hold_lease():
+                if self.lease.hold() is not LeaseState.HELD:
                     continue
                 close_old_connections()
                 tick += 1

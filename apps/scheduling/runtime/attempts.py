@@ -27,11 +27,11 @@ from django.conf import settings
 from django.db import connection
 
 from apps.core.redis import async_client
-from apps.scheduling.coordination.leases import EXTEND_SCRIPT, RETAKE_SCRIPT, LockState, TaskLock
+from apps.scheduling.coordination.capacity import RENEW_SCRIPT, Slot
+from apps.scheduling.coordination.leases import ExclusiveLease, LeaseState
 from apps.scheduling.coordination.stops import stop_flag_key, stop_version_key
 from apps.scheduling.models import Task, TaskStatus
-from apps.scheduling.runtime.outbox import AttemptLog, EventOutbox, Fence, FenceState
-from apps.scheduling.slots import RENEW_SCRIPT, Slot
+from apps.scheduling.runtime.outbox import AttemptLog, EventOutbox
 
 logger = logging.getLogger(__name__)
 
@@ -43,11 +43,6 @@ STOP_POLL_S = 0.01
 # Flags of every attempt are re-read this often even if the counter did not move (a stop
 # written while Redis was away, or by something that did not bump the counter).
 STOP_BACKSTOP_S = 1.0
-
-_RELEASE_IF_OURS = """
-if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
-return 0
-"""
 
 
 def _releasing(function: Callable[..., R]) -> Callable[..., R]:
@@ -136,7 +131,7 @@ class Attempt:
     """One attempt that holds its task's lock, and maybe a concurrency slot."""
 
     def __init__(
-        self, task: Task, lock: TaskLock, slot: Slot | None, runtime: "AttemptRuntime"
+        self, task: Task, lock: ExclusiveLease, slot: Slot | None, runtime: "AttemptRuntime"
     ) -> None:
         self.task = task
         self.task_id = str(task.id)
@@ -152,7 +147,7 @@ class Attempt:
         if self._log is None:
             self._log = outbox.open(
                 task_id=self.task_id,
-                fence=Fence(lock_key=self.lock.key, token=self.lock.token),
+                fence=self.lock,
                 ttl_s=settings.PLATFORM["EVENT_LOG_TTL_S"],
                 on_fence=self.on_fence,
             )
@@ -164,8 +159,8 @@ class Attempt:
         if self._log is not None:
             await self._log.drain()
 
-    def on_fence(self, state: FenceState) -> None:
-        if state is FenceState.TAKEN:
+    def on_fence(self, state: LeaseState) -> None:
+        if state is LeaseState.TAKEN:
             self.abandon("another worker holds the task's lock")
         else:
             self.recover()
@@ -179,18 +174,15 @@ class Attempt:
             self._recovery = asyncio.get_running_loop().create_task(self._recover())
 
     async def _recover(self) -> None:
-        client = async_client()
         if self._log is not None:
             self._log.paused = True  # nothing is appended until PostgreSQL agrees
         try:
-            lock = self.lock
-            took = await client.eval(RETAKE_SCRIPT, 1, lock.key, lock.token, lock.ttl_ms)
-            if int(took) != 1:
+            if await self.lock.retake() is not LeaseState.HELD:
                 self.abandon("the task's lock was taken by another worker")
                 return
             current = await self.runtime.db(_attempts_current, {self.task_id: self.task.attempts})
             if self.task_id not in current:
-                await client.eval(_RELEASE_IF_OURS, 1, self.lock.key, self.lock.token)
+                await self.lock.arelease()
                 self.abandon("the task moved on without this attempt")
                 return
             logger.warning("task lock was lost (Redis restarted?) and taken back")
@@ -295,7 +287,7 @@ class AttemptRuntime:
             return
         pipe = async_client().pipeline(transaction=False)
         for attempt in attempts:
-            pipe.eval(EXTEND_SCRIPT, 1, attempt.lock.key, attempt.lock.token, attempt.lock.ttl_ms)
+            attempt.lock.renew_in(pipe)
         for attempt in attempts:
             if attempt.slot is not None:
                 slot = attempt.slot
@@ -303,10 +295,10 @@ class AttemptRuntime:
                 pipe.eval(RENEW_SCRIPT, 1, slot.holders, slot.task_id, lease_until)
         replies = await pipe.execute()
         for attempt, reply in zip(attempts, replies, strict=False):
-            state = LockState(int(reply))
-            if state is LockState.TAKEN:
+            state = LeaseState(int(reply))
+            if state is LeaseState.TAKEN:
                 attempt.abandon("another worker holds the task's lock")
-            elif state is LockState.MISSING:
+            elif state is LeaseState.MISSING:
                 attempt.recover()
 
     async def _check_fences(self) -> None:

@@ -15,17 +15,16 @@ another attempt's now).
 
 import asyncio
 import collections
-import enum
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from apps.core.redis import async_client, key
+from apps.core.redis import LuaScript, async_client, key
+from apps.scheduling.coordination.leases import ExclusiveLease, LeaseState
 from apps.streams.log import OUTAGE_BUDGET_S, channel_key, event_json, stream_key
 
 logger = logging.getLogger(__name__)
@@ -35,7 +34,7 @@ logger = logging.getLogger(__name__)
 # apps.streams.log appends them). A batch sent again after a lost reply (the script ran, the
 # answer did not arrive) is not appended twice: each attempt's last batch number is kept.
 # 1: appended (or already); 0: the lock is gone; -1: another attempt holds it (nothing appended).
-_APPEND = r"""
+_APPEND = LuaScript(r"""
 local holder = redis.call('get', KEYS[1])
 if holder ~= ARGV[1] then
   if holder then return -1 end
@@ -51,25 +50,11 @@ redis.call('hset', KEYS[4], ARGV[1], ARGV[3])
 redis.call('expire', KEYS[4], ARGV[2])
 redis.call('expire', KEYS[2], ARGV[2])
 return 1
-"""
-
-
-class FenceState(enum.IntEnum):
-    HELD = 1
-    MISSING = 0
-    TAKEN = -1
+""")
 
 
 class LogAbandoned(Exception):
     """The attempt lost its task to another one: nothing it sends is written any more."""
-
-
-@dataclass(frozen=True)
-class Fence:
-    """Who may append: the holder of this lock."""
-
-    lock_key: str
-    token: str
 
 
 class AttemptLog:
@@ -81,9 +66,9 @@ class AttemptLog:
         self,
         outbox: "EventOutbox",
         task_id: str,
-        fence: Fence,
+        fence: ExclusiveLease,
         ttl_s: int,
-        on_fence: Callable[[FenceState], None],
+        on_fence: Callable[[LeaseState], None],
     ) -> None:
         self.outbox = outbox
         self.task_id = task_id
@@ -163,10 +148,14 @@ class EventOutbox:
         self._wake = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
         self._closing = False
-        self._sha: str | None = None
 
     def open(
-        self, *, task_id: str, fence: Fence, ttl_s: int, on_fence: Callable[[FenceState], None]
+        self,
+        *,
+        task_id: str,
+        fence: ExclusiveLease,
+        ttl_s: int,
+        on_fence: Callable[[LeaseState], None],
     ) -> AttemptLog:
         return AttemptLog(self, task_id, fence, ttl_s, on_fence)
 
@@ -227,8 +216,8 @@ class EventOutbox:
             if isinstance(reply, Exception):  # Redis refused the command itself (out of memory)
                 log._failed(reply)
                 continue
-            state = FenceState(int(reply))
-            if state is FenceState.HELD:
+            state = LeaseState(int(reply))
+            if state is LeaseState.HELD:
                 log._written()
                 continue
             # Refused: the events wait (in order, before anything appended since) until the
@@ -239,21 +228,19 @@ class EventOutbox:
 
     def _append(self, pipe: Any, log: AttemptLog, events: list[str]) -> None:
         fence = log.fence
-        keys = (fence.lock_key, log.stream, log.channel, log.batches)
+        keys = (fence.key, log.stream, log.channel, log.batches)
         number, *pairs = events
-        pipe.evalsha(self._sha, 4, *keys, fence.token, log.ttl_s, number, *pairs)
+        pipe.evalsha(_APPEND.sha, 4, *keys, fence.token, log.ttl_s, number, *pairs)
 
     async def _send(self, sent: list[tuple[AttemptLog, list[str]]]) -> list[Any]:
         client = async_client()
-        if self._sha is None:
-            self._sha = await client.script_load(_APPEND)
         pipe = client.pipeline(transaction=False)
         for log, events in sent:
             self._append(pipe, log, events)
         replies: list[Any] = await pipe.execute(raise_on_error=False)
         if any(isinstance(reply, NoScriptError) for reply in replies):
             # Redis restarted and forgot the script: load it and send the refused ones again.
-            self._sha = await client.script_load(_APPEND)
+            await client.script_load(_APPEND.script)
             again = [
                 (index, item)
                 for index, (item, reply) in enumerate(zip(sent, replies, strict=True))

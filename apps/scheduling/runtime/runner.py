@@ -17,14 +17,14 @@ from django.utils import timezone
 
 from apps.core.context import task_id_var
 from apps.core.redis import async_client_close
-from apps.scheduling.coordination.leases import TaskLock
+from apps.scheduling.coordination.capacity import Slot, wait_score
+from apps.scheduling.coordination.leases import ExclusiveLease, task_lock
 from apps.scheduling.coordination.queues import job_timeout_s, task_push
 from apps.scheduling.coordination.stops import task_stop_reason
 from apps.scheduling.models import Task, TaskStatus
 from apps.scheduling.runtime.attempts import Attempt, AttemptRuntime
 from apps.scheduling.runtime.lanes import LaneGate
 from apps.scheduling.runtime.outbox import LogAbandoned
-from apps.scheduling.slots import Slot, wait_score
 from apps.scheduling.tasks import services
 from apps.scheduling.tasks.errors import TaskCancelled, TaskError
 from apps.scheduling.tasks.kinds import task_kind_find, task_kind_get
@@ -52,7 +52,7 @@ class LaneClaim:
 @dataclass
 class Started:
     task: Task
-    lock: TaskLock
+    lock: ExclusiveLease
     slot: Slot | None
     stop_reason: str | None
 
@@ -122,7 +122,7 @@ def attempt_start(
     *, task_id: str, worker_name: str, lanes: LaneGate | None = None, claim: LaneClaim | None = None
 ) -> Started | None:
     """Lock the task and start an attempt; None when it is not to run here now."""
-    lock = TaskLock(task_id, ttl_s=settings.PLATFORM["TASK_LOCK_TTL_S"])
+    lock = task_lock(task_id, ttl_s=settings.PLATFORM["TASK_LOCK_TTL_S"])
     if not lock.acquire():
         _lock_busy(task_id)
         return None
@@ -137,7 +137,7 @@ def attempt_start(
 
 
 def _start_locked(
-    task_id: str, worker_name: str, lock: TaskLock, lanes: LaneGate | None, claim: LaneClaim
+    task_id: str, worker_name: str, lock: ExclusiveLease, lanes: LaneGate | None, claim: LaneClaim
 ) -> Started | None:
     task = services.task_mark_running(task_id=task_id, worker_name=worker_name)
     if task is None:

@@ -550,7 +550,7 @@ def task_purge(*, task_id: uuid.UUID | str, actor: str) -> bool:
 def task_wait_for_slot(*, task: Task, worker_name: str) -> Task | None:
     """Every concurrency slot of the task's group is taken: back to `queued`, the attempt not
     counted (nothing of it ran). It is queued again when a slot frees (see
-    apps.scheduling.slots)."""
+    apps.scheduling.coordination.capacity)."""
     return task_transition(
         task_id=task.id,
         from_statuses=(TaskStatus.RUNNING,),
