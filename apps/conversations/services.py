@@ -31,7 +31,7 @@ from apps.core.errors import (
 from apps.core.priorities import Priority, capped_priority
 from apps.files.models import StoredFile
 from apps.files.services import file_delete
-from apps.scheduling.coordination.stops import task_request_stop
+from apps.scheduling.coordination.stops import StopReason, task_request_stop
 from apps.scheduling.models import Task, TaskStatus
 from apps.scheduling.tasks.services import task_cancel, task_create, task_prepare, task_record
 
@@ -240,7 +240,7 @@ def answer_stop(*, api_key: ApiKey, task_id: str, end_user: str) -> bool:
     """
     owned = task_owned_by(app_id=api_key.app_id, task_id=task_id, end_user=end_user)
     if owned:
-        task_request_stop(task_id=task_id, reason="stop")
+        task_request_stop(task_id=task_id, reason=StopReason.STOP)
     return owned
 
 

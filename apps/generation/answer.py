@@ -22,6 +22,7 @@ from apps.generation.prompts import MAX_CHARS_PER_TOKEN, Prompt, PromptTooLong, 
 from apps.generation.provider_settings import app_provider
 from apps.generation.stream import AnswerStream
 from apps.providers.base import GenerationRequest, GenerationResult, Provider, ProviderError
+from apps.scheduling.coordination.stops import StopReason
 from apps.scheduling.models import Task
 from apps.scheduling.tasks.errors import (
     PermanentTaskError,
@@ -118,7 +119,7 @@ async def answer_run(task: Task, context: RunContext) -> dict[str, Any]:
         else:
             first_turn = bool(task.payload.get("first_turn"))
             outcome = await _generate(message, publisher, context, started, first_turn)
-    if context.stop_reason == "cancel":
+    if context.stop_reason == StopReason.CANCEL:
         raise TaskCancelled("cancelled by an operator")
 
     message.answer = outcome.answer

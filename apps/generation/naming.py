@@ -15,6 +15,7 @@ from apps.conversations.selectors import conversation_first_message
 from apps.conversations.services import NAMING_KIND, NEW_CONVERSATION_NAME
 from apps.generation.provider_settings import app_provider
 from apps.providers.base import ChatMessage, GenerationRequest, ProviderError
+from apps.scheduling.coordination.stops import StopReason
 from apps.scheduling.models import Task
 from apps.scheduling.tasks.errors import RetryableTaskError, TaskCancelled
 from apps.scheduling.tasks.kinds import FinalFailure, RunContext, TaskKind
@@ -115,10 +116,10 @@ async def conversation_name_run(task: Task, context: RunContext) -> dict[str, An
         # Nothing waits on this task: try again after the backoff, when the answer is likely in.
         raise RetryableTaskError("the first answer is not ready yet")
     title = "" if first.status == MessageStatus.ERROR else await _title_from_model(first, context)
-    if context.stop_reason == "cancel":
+    if context.stop_reason == StopReason.CANCEL:
         raise TaskCancelled("cancelled (the conversation was deleted, or by an operator)")
     name = title or title_fallback(first.query)
-    if context.stop_reason in ("abandoned", "shutdown"):
+    if context.stop_reason in (StopReason.ABANDONED, StopReason.SHUTDOWN):
         return {"conversation_id": conversation_id, "named": False, "name": name}
     named = await context.db(_save, conversation_id, name, automatic)
     return {"conversation_id": conversation_id, "named": named, "name": name}

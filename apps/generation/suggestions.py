@@ -15,6 +15,7 @@ from apps.conversations.models import Message, MessageStatus
 from apps.conversations.services import SUGGESTIONS_KIND
 from apps.generation.provider_settings import app_provider
 from apps.providers.base import ChatMessage, GenerationRequest, ProviderError
+from apps.scheduling.coordination.stops import StopReason
 from apps.scheduling.models import Task
 from apps.scheduling.tasks.errors import RetryableTaskError, TaskCancelled
 from apps.scheduling.tasks.kinds import FinalFailure, RunContext, TaskKind
@@ -107,9 +108,9 @@ async def suggested_questions_run(task: Task, context: RunContext) -> dict[str, 
         return {"message_id": message_id, "questions": questions, "saved": False}
     answered = message.status in (MessageStatus.NORMAL, MessageStatus.STOPPED) and message.answer
     questions = await _suggested(message, context) if answered else []
-    if context.stop_reason == "cancel":
+    if context.stop_reason == StopReason.CANCEL:
         raise TaskCancelled("cancelled (the conversation was deleted, or by an operator)")
-    if context.stop_reason in ("abandoned", "shutdown"):
+    if context.stop_reason in (StopReason.ABANDONED, StopReason.SHUTDOWN):
         return {"message_id": message_id, "questions": questions, "saved": False}
     context.write_on_success(lambda: _save(message_id, questions))
     return {"message_id": message_id, "questions": questions, "saved": True}

@@ -17,7 +17,7 @@ from apps.scheduling.coordination.load_state import load_report, load_state_read
 from apps.scheduling.coordination.queues import DELAYED_KEY, queue_for
 from apps.scheduling.coordination.stops import task_stop_reason
 from apps.scheduling.housekeeping.load import load_evaluate
-from apps.scheduling.housekeeping.maintenance import (
+from apps.scheduling.housekeeping.recovery import (
     expire_overdue,
     promote_aged,
     push_due_delayed,

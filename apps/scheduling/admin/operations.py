@@ -18,6 +18,7 @@ from django.template.response import TemplateResponse
 from apps.scheduling.coordination.queues import QUEUE_ORDER
 from apps.scheduling.models import Task, TaskStatus
 from apps.scheduling.tasks.services import (
+    EndResult,
     task_cancel,
     task_expire,
     task_purge,
@@ -66,8 +67,8 @@ def _retry(priority: str | None) -> Callable[[Task, str], str | None]:
     return perform
 
 
-def _outcome(result: str) -> str | None:
-    return None if result == "not active" else result
+def _outcome(result: EndResult) -> str | None:
+    return None if result is EndResult.NOT_ACTIVE else str(result)
 
 
 def _already_on(priority: str) -> Callable[[Task], str | None]:

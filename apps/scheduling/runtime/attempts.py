@@ -29,7 +29,7 @@ from django.db import connection
 from apps.core.redis import async_client
 from apps.scheduling.coordination.capacity import RENEW_SCRIPT, Slot
 from apps.scheduling.coordination.leases import ExclusiveLease, LeaseState
-from apps.scheduling.coordination.stops import stop_flag_key, stop_version_key
+from apps.scheduling.coordination.stops import StopReason, stop_flag_key, stop_version_key
 from apps.scheduling.models import Task, TaskStatus
 from apps.scheduling.runtime.outbox import AttemptLog, EventOutbox
 
@@ -76,14 +76,16 @@ class AttemptContext:
         self.worker_name = runtime.worker_name
         self.stopped = asyncio.Event()
         self.writes: list[Callable[[], None]] = []
-        self._stop_reason: str | None = None
+        self._stop_reason: StopReason | None = None
 
-    def stop(self, reason: str) -> None:
+    def stop(self, reason: StopReason) -> None:
         # The first reason wins, except that losing the task overrides everything: an abandoned
         # attempt must write nothing, whatever it was about to do. Once the run is over and its
         # outcome being recorded, nothing else changes it (a deadline passing meanwhile, a
         # shutdown).
-        if reason == "abandoned" or (self._stop_reason is None and not self._attempt.finishing):
+        if reason == StopReason.ABANDONED or (
+            self._stop_reason is None and not self._attempt.finishing
+        ):
             self._stop_reason = reason
             self.stopped.set()
 
@@ -91,11 +93,11 @@ class AttemptContext:
         if self._stop_reason is None and not self._attempt.finishing:
             left = self.time_left_s()
             if left is not None and left <= 0:
-                self.stop("deadline")
+                self.stop(StopReason.DEADLINE)
         return self._stop_reason is not None
 
     @property
-    def stop_reason(self) -> str | None:
+    def stop_reason(self) -> StopReason | None:
         return self._stop_reason
 
     def time_left_s(self) -> float | None:
@@ -151,7 +153,7 @@ class Attempt:
                 ttl_s=settings.PLATFORM["EVENT_LOG_TTL_S"],
                 on_fence=self.on_fence,
             )
-            if self.context.stop_reason == "abandoned":
+            if self.context.stop_reason == StopReason.ABANDONED:
                 self._log.abandon()
         return self._log
 
@@ -195,9 +197,9 @@ class Attempt:
             self.recover()
 
     def abandon(self, why: str) -> None:
-        if self.context.stop_reason != "abandoned":
+        if self.context.stop_reason != StopReason.ABANDONED:
             logger.warning("attempt abandoned: %s", why, extra={"task_id": self.task_id})
-        self.context.stop("abandoned")
+        self.context.stop(StopReason.ABANDONED)
         if self._log is not None:
             self._log.abandon()
 
@@ -308,7 +310,7 @@ class AttemptRuntime:
         checked = {
             attempt.task_id: attempt.task.attempts
             for attempt in attempts
-            if not attempt.finishing and attempt.context.stop_reason != "abandoned"
+            if not attempt.finishing and attempt.context.stop_reason != StopReason.ABANDONED
         }
         if not checked:
             return
@@ -350,4 +352,4 @@ class AttemptRuntime:
         flags = await async_client().mget([stop_flag_key(a.task_id) for a in attempts])
         for attempt, flag in zip(attempts, flags, strict=True):
             if flag is not None:
-                attempt.context.stop(flag.decode() if isinstance(flag, bytes) else str(flag))
+                attempt.context.stop(StopReason(flag.decode() if isinstance(flag, bytes) else flag))

@@ -20,7 +20,7 @@ from apps.core.redis import async_client_close
 from apps.scheduling.coordination.capacity import Slot, wait_score
 from apps.scheduling.coordination.leases import ExclusiveLease, task_lock
 from apps.scheduling.coordination.queues import job_timeout_s, task_push
-from apps.scheduling.coordination.stops import task_stop_reason
+from apps.scheduling.coordination.stops import StopReason, task_stop_reason
 from apps.scheduling.models import Task, TaskStatus
 from apps.scheduling.runtime.attempts import Attempt, AttemptRuntime
 from apps.scheduling.runtime.lanes import LaneGate
@@ -54,7 +54,7 @@ class Started:
     task: Task
     lock: ExclusiveLease
     slot: Slot | None
-    stop_reason: str | None
+    stop_reason: StopReason | None
 
 
 @dataclass
@@ -203,7 +203,7 @@ def attempt_finish(attempt: Attempt, outcome: Outcome | None) -> None:
             _record(attempt, outcome)
     finally:
         attempt.lock.release()
-        if attempt.slot is not None and attempt.context.stop_reason != "abandoned":
+        if attempt.slot is not None and attempt.context.stop_reason != StopReason.ABANDONED:
             _hand_over(attempt.slot)
 
 
@@ -211,10 +211,10 @@ def _record(attempt: Attempt, outcome: Outcome) -> None:
     task, context = attempt.task, attempt.context
     worker_name = context.worker_name
     reason = context.stop_reason
-    if reason == "abandoned":
+    if reason == StopReason.ABANDONED:
         logger.warning("attempt abandoned: another attempt owns the task")
         return
-    if reason == "shutdown":
+    if reason == StopReason.SHUTDOWN:
         services.task_return_to_queue(
             task=task, worker_name=worker_name, reason="returned: the worker stopped"
         )
@@ -222,11 +222,13 @@ def _record(attempt: Attempt, outcome: Outcome) -> None:
     error = outcome.error
     if isinstance(error, TaskCancelled):
         _finish_failed(task, TaskStatus.CANCELLED, "cancelled", error, worker_name)
-    elif error is not None and reason == "deadline":  # an error on the way out of an expired run
+    elif (
+        error is not None and reason == StopReason.DEADLINE
+    ):  # an error on the way out of an expired run
         _finish_failed(task, TaskStatus.EXPIRED, "deadline_exceeded", error, worker_name)
     elif error is not None:
         handle_attempt_failure(task, error, worker_name)
-    elif reason == "deadline":
+    elif reason == StopReason.DEADLINE:
         overrun = TimeoutError("the deadline passed while the task ran")
         _finish_failed(task, TaskStatus.EXPIRED, "deadline_exceeded", overrun, worker_name)
     else:
@@ -289,7 +291,7 @@ async def task_run(
         if started.stop_reason is not None:
             attempt.context.stop(started.stop_reason)  # stopped while it was still queued
         if runtime.stopping:
-            attempt.context.stop("shutdown")
+            attempt.context.stop(StopReason.SHUTDOWN)
         runtime.add(attempt)
         outcome: Outcome | None = None
         try:

@@ -45,7 +45,7 @@ from apps.core.redis import OPTIONS as REDIS_OPTIONS
 from apps.core.redis import async_client_close
 from apps.scheduling.coordination.queues import JOB_FUNC, QUEUE_ORDER, queue_for
 from apps.scheduling.coordination.reports import worker_slots_key
-from apps.scheduling.coordination.stops import task_request_stop
+from apps.scheduling.coordination.stops import StopReason, task_request_stop
 from apps.scheduling.runtime.attempts import AttemptRuntime
 from apps.scheduling.runtime.intake import Intake, Taken
 from apps.scheduling.runtime.lanes import LaneGate
@@ -165,7 +165,7 @@ class PlatformWorker(SimpleWorker):
         if self._jobs:
             self.runtime.stopping = True  # attempts still starting go back as soon as they run
             for attempt in list(self.runtime.attempts.values()):
-                attempt.context.stop("shutdown")
+                attempt.context.stop(StopReason.SHUTDOWN)
             await asyncio.wait(set(self._jobs), timeout=RETURN_TIMEOUT_S)
 
     def _launch(self, taken: Taken, running: RunningJob) -> None:
@@ -318,7 +318,7 @@ class PlatformWorker(SimpleWorker):
         if command == "shutdown":
             self.request_stop()
         elif command == "stop-job" and payload.get("job_id") in self.running:
-            task_request_stop(task_id=str(payload["job_id"]), reason="cancel")
+            task_request_stop(task_id=str(payload["job_id"]), reason=StopReason.CANCEL)
         elif command == "kill-horse":
             logger.warning("kill-horse ignored: this worker runs jobs in-process")
 

@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, ParamSpec, Protocol, TypeVar
 
+from apps.scheduling.coordination.stops import StopReason
 from apps.scheduling.models import Task
 
 P = ParamSpec("P")
@@ -26,10 +27,8 @@ class RunContext(Protocol):
         ...
 
     @property
-    def stop_reason(self) -> str | None:
-        """`stop` (the end user's: keep the partial answer), `cancel` (an operator's),
-        `deadline`, `abandoned` (another attempt owns the task now: write nothing more) or
-        `shutdown` (the worker is stopping: the task goes back to its queue)."""
+    def stop_reason(self) -> StopReason | None:
+        """Why it stops (StopReason), None while it runs on."""
         ...
 
     def time_left_s(self) -> float | None: ...

@@ -1,5 +1,6 @@
 """Task writes: creation and every status transition, each a guarded UPDATE plus a TaskEvent."""
 
+import enum
 import logging
 import random
 import uuid
@@ -17,7 +18,7 @@ from apps.applications.models import App
 from apps.core.insert import insert_together
 from apps.core.metrics import MetricsBatch, metric_inc
 from apps.scheduling.coordination.queues import job_remove, task_push, tasks_push
-from apps.scheduling.coordination.stops import task_stop_clear
+from apps.scheduling.coordination.stops import StopReason, task_request_stop, task_stop_clear
 from apps.scheduling.models import Task, TaskEvent, TaskStatus
 from apps.scheduling.tasks.kinds import FinalFailure, task_kind_find
 from apps.scheduling.tasks.policy import PriorityDecision, priority_decide
@@ -417,18 +418,24 @@ def task_expire_overdue(*, task: Task, actor: str = "scheduler") -> Task | None:
     return ended
 
 
-def task_cancel(*, task_id: uuid.UUID | str, actor: str) -> str:
-    """Cancel a task. Waiting: ended now. Running: its worker stops it within a token or two.
+class EndResult(enum.StrEnum):
+    """What asking to end a task did (`task_cancel`, `task_expire`)."""
 
-    Returns what happened: "cancelled", "stopping" or "not active".
-    """
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+    # It was running: its worker stops it within a token or two.
+    STOPPING = "stopping"
+    # It had ended already (or never existed).
+    NOT_ACTIVE = "not active"
+
+
+def task_cancel(*, task_id: uuid.UUID | str, actor: str) -> EndResult:
+    """Cancel a task. Waiting: ended now. Running: its worker stops it within a token or two."""
     task = Task.objects.filter(id=task_id).first()
     if task is None or task.status not in TaskStatus.ACTIVE:
-        return "not active"
+        return EndResult.NOT_ACTIVE
     if task.status == TaskStatus.RUNNING:
-        from apps.scheduling.coordination.stops import task_request_stop
-
-        task_request_stop(task_id=str(task.id), reason="cancel")
+        task_request_stop(task_id=str(task.id), reason=StopReason.CANCEL)
         TaskEvent.objects.create(
             task=task,
             from_status=task.status,
@@ -437,7 +444,7 @@ def task_cancel(*, task_id: uuid.UUID | str, actor: str) -> str:
             attempt=task.attempts,
             worker_name=actor,
         )
-        return "stopping"
+        return EndResult.STOPPING
     ended = task_end_unsuccessfully(
         task=task,
         status=TaskStatus.CANCELLED,
@@ -448,7 +455,7 @@ def task_cancel(*, task_id: uuid.UUID | str, actor: str) -> str:
     if ended is None:
         return task_cancel(task_id=task_id, actor=actor)  # it started meanwhile: stop it
     job_remove(task_id=str(task.id), priority=task.priority, lane=task.lane)
-    return "cancelled"
+    return EndResult.CANCELLED
 
 
 def task_reprioritize(
@@ -564,23 +571,18 @@ def task_wait_for_slot(*, task: Task, worker_name: str) -> Task | None:
     )
 
 
-def task_expire(*, task_id: uuid.UUID | str, actor: str) -> str:
+def task_expire(*, task_id: uuid.UUID | str, actor: str) -> EndResult:
     """Expire a task now (an operator's decision). Waiting: ended as expired at once. Running: its
-    deadline becomes now and its worker stops it as expired within a token or two.
-
-    Returns what happened: "expired", "stopping" or "not active".
-    """
+    deadline becomes now and its worker stops it as expired within a token or two."""
     task = Task.objects.filter(id=task_id).first()
     if task is None or task.status not in TaskStatus.ACTIVE:
-        return "not active"
+        return EndResult.NOT_ACTIVE
     if task.status == TaskStatus.RUNNING:
-        from apps.scheduling.coordination.stops import task_request_stop
-
         now = timezone.now()
         if not Task.objects.filter(id=task.id, status=TaskStatus.RUNNING).update(deadline_at=now):
             return task_expire(task_id=task_id, actor=actor)  # it ended or went back meanwhile
         # The worker holds the row it started with: the flag, not the new deadline, tells it.
-        task_request_stop(task_id=str(task.id), reason="deadline")
+        task_request_stop(task_id=str(task.id), reason=StopReason.DEADLINE)
         TaskEvent.objects.create(
             task=task,
             from_status=task.status,
@@ -590,7 +592,7 @@ def task_expire(*, task_id: uuid.UUID | str, actor: str) -> str:
             worker_name=actor,
             detail={"deadline_at": now.isoformat()},
         )
-        return "stopping"
+        return EndResult.STOPPING
     ended = task_end_unsuccessfully(
         task=task,
         status=TaskStatus.EXPIRED,
@@ -601,7 +603,7 @@ def task_expire(*, task_id: uuid.UUID | str, actor: str) -> str:
     if ended is None:
         return task_expire(task_id=task_id, actor=actor)  # it started meanwhile: stop it
     job_remove(task_id=str(task.id), priority=task.priority, lane=task.lane)
-    return "expired"
+    return EndResult.EXPIRED
 
 
 def task_return_to_queue(*, task: Task, worker_name: str, reason: str) -> Task | None:
