@@ -1,14 +1,18 @@
 """A stand-in for vLLM: an OpenAI-compatible chat completion server that serves any number of
-sequences at once, each at a set pace. Loopback only, bounded, no model: it writes numbered words.
+sequences at once (or at most `--capacity`, refusing the rest with 429 and Retry-After, as a
+rate-limited API does), each at a set pace. Loopback only, bounded, no model: it writes numbered
+words.
 
     python -m bench.model_server --port 8100 --tokens 50 --tokens-per-s 25 [--stamp]
+        [--capacity 8 --retry-after-s 1]
 
 Routes: `POST /v1/chat/completions` (blocking or `stream: true`, with
 `stream_options.include_usage`), `GET /v1/models`, and for benchmarks `GET /stats` (requests
-served, sequences open now and the most open at once) and `POST /stats/reset`. Every answer is
-distinct: its words carry the request's number (and with `--stamp`, the wall-clock millisecond
-it was sent, so a client can tell each word's delay end to end). Written on asyncio streams
-alone, so its own cost stays small beside what it measures.
+served, refused with 429, sequences open now and the most open at once, the Authorization
+headers it was sent) and `POST /stats/reset`. Killing the process cuts every stream mid-answer.
+Every answer is distinct: its words carry the request's number (and with `--stamp`, the
+wall-clock millisecond it was sent, so a client can tell each word's delay end to end). Written
+on asyncio streams alone, so its own cost stays small beside what it measures.
 """
 
 import argparse
@@ -28,15 +32,20 @@ class Pace:
     tokens_per_s: float = 25.0
     first_token_delay_s: float = 0.0
     stamp: bool = False
+    # Sequences served at once at most (0: no limit); beyond, 429 with Retry-After.
+    capacity: int = 0
+    retry_after_s: float = 1.0
 
 
 @dataclass
 class Stats:
     requests: int = 0
+    refused: int = 0
     open_now: int = 0
     most_open: int = 0
     tokens_sent: int = 0
     last_requests: list[dict[str, Any]] = field(default_factory=list)
+    authorizations: set[str] = field(default_factory=set)
 
     def opened(self) -> None:
         self.requests += 1
@@ -46,9 +55,11 @@ class Stats:
     def as_json(self) -> dict[str, Any]:
         return {
             "requests": self.requests,
+            "refused": self.refused,
             "open_now": self.open_now,
             "most_open": self.most_open,
             "tokens_sent": self.tokens_sent,
+            "authorizations": sorted(self.authorizations),
         }
 
 
@@ -97,15 +108,28 @@ class ModelServer:
             self.stats = Stats(open_now=self.stats.open_now)
             await self._json(writer, 200, {"ok": True})
         elif method == "POST" and path == "/v1/chat/completions":
-            await self._completion(writer, json.loads(body or b"{}"))
+            if headers.get("authorization"):
+                self.stats.authorizations.add(headers["authorization"])
+            if self.pace.capacity and self.stats.open_now >= self.pace.capacity:
+                self.stats.refused += 1
+                await self._json(
+                    writer,
+                    429,
+                    {"error": {"message": "too many requests", "type": "rate_limit_exceeded"}},
+                    extra=f"Retry-After: {self.pace.retry_after_s:g}\r\n",
+                )
+            else:
+                await self._completion(writer, json.loads(body or b"{}"))
         else:
             await self._json(writer, 404, {"error": {"message": f"no route {method} {path}"}})
         return headers.get("connection", "").lower() != "close"
 
-    async def _json(self, writer: asyncio.StreamWriter, status: int, body: Any) -> None:
+    async def _json(
+        self, writer: asyncio.StreamWriter, status: int, body: Any, extra: str = ""
+    ) -> None:
         data = json.dumps(body).encode()
         writer.write(
-            f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n"
+            f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n{extra}"
             f"Content-Length: {len(data)}\r\n\r\n".encode()
             + data
         )
@@ -220,8 +244,19 @@ def main() -> None:
     parser.add_argument("--first-token-delay-s", type=float, default=0.0)
     parser.add_argument("--max-connections", type=int, default=5000)
     parser.add_argument("--stamp", action="store_true", help="Add each word's send time (ms).")
+    parser.add_argument(
+        "--capacity", type=int, default=0, help="Sequences at once at most; 429 beyond (0: any)."
+    )
+    parser.add_argument("--retry-after-s", type=float, default=1.0, help="Retry-After of a 429.")
     args = parser.parse_args()
-    pace = Pace(args.tokens, args.tokens_per_s, args.first_token_delay_s, args.stamp)
+    pace = Pace(
+        args.tokens,
+        args.tokens_per_s,
+        args.first_token_delay_s,
+        args.stamp,
+        args.capacity,
+        args.retry_after_s,
+    )
     asyncio.run(serve(port=args.port, pace=pace, max_connections=args.max_connections))
 
 

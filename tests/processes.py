@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 from django.conf import settings
@@ -127,11 +128,18 @@ def run_scheduler(env: dict[str, str] | None = None) -> Iterator[subprocess.Pope
 
 @contextmanager
 def run_model_server(
-    *, tokens: int = 20, tokens_per_s: float = 20.0, first_token_delay_s: float = 0.0
+    *,
+    tokens: int = 20,
+    tokens_per_s: float = 20.0,
+    first_token_delay_s: float = 0.0,
+    capacity: int = 0,
+    retry_after_s: float = 1.0,
+    port: int | None = None,
 ) -> Iterator[str]:
-    """The OpenAI-compatible stand-in for a model server that serves any number of sequences
-    (bench/model_server.py); yields its /v1 URL."""
-    port = free_port()
+    """The OpenAI-compatible stand-in for a model server (bench/model_server.py) that serves
+    any number of sequences, or at most `capacity` (429 with Retry-After beyond); yields its
+    /v1 URL. `model_server_kill(url)` kills it mid-stream."""
+    port = port or free_port()
     process = subprocess.Popen(
         [
             sys.executable,
@@ -145,21 +153,38 @@ def run_model_server(
             str(tokens_per_s),
             "--first-token-delay-s",
             str(first_token_delay_s),
+            "--capacity",
+            str(capacity),
+            "--retry-after-s",
+            str(retry_after_s),
         ],
         cwd=ROOT,
         env=process_env(),
     )
     url = f"http://127.0.0.1:{port}"
+    _model_servers[f"{url}/v1"] = process
     try:
         _wait_for(lambda: _answers(f"{url}/v1/models"), "the model server", process)
         yield f"{url}/v1"
     finally:
+        _model_servers.pop(f"{url}/v1", None)
         _stop(process)
 
 
-def model_server_stats(url: str) -> dict[str, int]:
-    """Requests served and sequences open now and at most, since the last reset."""
-    stats: dict[str, int] = httpx.get(f"{url.removesuffix('/v1')}/stats", timeout=5).json()
+_model_servers: dict[str, subprocess.Popen[bytes]] = {}
+
+
+def model_server_kill(url: str) -> None:
+    """Kill a model server (run_model_server) at once: its streams are cut mid-answer and its
+    port refuses connections."""
+    process = _model_servers[url]
+    process.kill()
+    process.wait()
+
+
+def model_server_stats(url: str) -> dict[str, Any]:
+    """Requests served and refused, sequences open now and at most, since the last reset."""
+    stats: dict[str, Any] = httpx.get(f"{url.removesuffix('/v1')}/stats", timeout=5).json()
     return stats
 
 
@@ -191,3 +216,39 @@ def _wait_for(condition: object, what: str, process: subprocess.Popen[bytes]) ->
             return
         time.sleep(0.05)
     raise TimeoutError(f"timed out waiting for {what}")
+
+
+_builtin: dict[str, object] = {}
+
+
+def builtin_model_url() -> str:
+    """The built-in model's server for this test process (started on first use, stopped when
+    the process ends), as `make run` serves it: one llama.cpp server with its parallel slots,
+    called over loopback by every worker."""
+    url = _builtin.get("url")
+    if isinstance(url, str):
+        return url
+    import atexit
+
+    port = free_port()
+    platform = settings.PLATFORM
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "manage.py",
+            "model_server",
+            "--port",
+            str(port),
+            "--parallel",
+            str(platform["LOCAL_MODEL_PARALLEL"]),
+            "--context",
+            str(platform["LOCAL_MODEL_CONTEXT"]),
+        ],
+        cwd=ROOT,
+        env=process_env(),
+    )
+    atexit.register(_stop, process)
+    root = f"http://127.0.0.1:{port}"
+    _wait_for(lambda: _answers(f"{root}/health"), "the built-in model server", process)
+    _builtin.update(url=f"{root}/v1", process=process)
+    return f"{root}/v1"

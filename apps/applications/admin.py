@@ -15,7 +15,6 @@ from django.utils import timezone
 from apps.applications.models import ApiKey, App
 from apps.applications.services import (
     api_key_create,
-    app_provider_key_set,
     app_share_code_rotate,
 )
 
@@ -24,17 +23,8 @@ API_KEY_READ_FIELDS = ("prefix", "name", "max_priority", "created_at", "last_use
 
 
 class AppForm(forms.ModelForm):
-    """The admin supplies the model and the fields (AppAdmin.fieldsets). The provider key is
-    write-only: typed once, sealed, and from then on shown as its first characters."""
+    """The admin supplies the model and the fields (AppAdmin.fieldsets)."""
 
-    provider_api_key = forms.CharField(
-        required=False,
-        strip=True,
-        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
-        label="Provider API key",
-        help_text="Stored encrypted. Leave empty to keep the current key.",
-    )
-    provider_api_key_clear = forms.BooleanField(required=False, label="Remove the provider API key")
     web_share_code_rotate = forms.BooleanField(
         required=False,
         label="Rotate the share code",
@@ -46,7 +36,7 @@ class AppForm(forms.ModelForm):
         # An emptied JSON box means "none" (the field's default), not a NULL the column refuses.
         for name in self.fields:
             if name in self.declared_fields:
-                continue  # the form's own fields (the provider key, the share code's rotation)
+                continue  # the form's own fields (the share code's rotation)
             model_field = App._meta.get_field(name)
             if (
                 isinstance(model_field, models.JSONField)
@@ -85,20 +75,17 @@ class AppAdmin(admin.ModelAdmin):
     list_display = [
         "name",
         "mode",
-        "provider",
-        "model_name",
         "enabled",
         "default_priority",
         "created_at",
     ]
-    list_filter = ["mode", "provider", "enabled"]
+    list_filter = ["mode", "enabled"]
     search_fields = ["name"]
     readonly_fields = [
         "id",
         "settings_version",
         "created_at",
         "updated_at",
-        "provider_api_key_hint",
         "web_chat_link",
     ]
     fieldsets = [
@@ -116,20 +103,6 @@ class AppAdmin(admin.ModelAdmin):
                     "settings_version",
                     "created_at",
                     "updated_at",
-                ]
-            },
-        ),
-        (
-            "Model and provider",
-            {
-                "fields": [
-                    "provider",
-                    "model_name",
-                    "provider_config",
-                    "provider_api_key",
-                    "provider_api_key_hint",
-                    "provider_api_key_clear",
-                    "context_window",
                 ]
             },
         ),
@@ -252,10 +225,6 @@ class AppAdmin(admin.ModelAdmin):
         self, request: HttpRequest, obj: App, form: forms.ModelForm, change: bool
     ) -> None:
         data = form.cleaned_data
-        if data.get("provider_api_key_clear"):
-            app_provider_key_set(obj, "")
-        elif data.get("provider_api_key"):
-            app_provider_key_set(obj, data["provider_api_key"])
         if data.get("web_share_code_rotate"):
             app_share_code_rotate(obj)
         bump = change and form.has_changed()

@@ -14,7 +14,6 @@ from apps.applications.validators import (
     extensions_validate,
     keywords_validate,
     patterns_validate,
-    provider_config_validate,
 )
 from apps.core.file_formats import FORMATS, FileKind
 from apps.core.models import TimestampedModel
@@ -24,12 +23,6 @@ from apps.core.priorities import Priority
 class AppMode(models.TextChoices):
     CHAT = "chat", "Chat"
     COMPLETION = "completion", "Completion"
-
-
-class ProviderKind(models.TextChoices):
-    LOCAL = "local", "Built-in model (SmolLM2-135M-Instruct)"
-    OPENAI = "openai", "OpenAI-compatible server"
-    SCRIPTED = "scripted", "Scripted (tests and benchmarks)"
 
 
 class ConfigQuerySet(models.QuerySet):  # type: ignore[type-arg]
@@ -66,7 +59,8 @@ def extension_list(value: str) -> list[str]:
 
 
 class App(TimestampedModel):
-    """An AI app: which model answers, how it is prompted, and how its work is scheduled.
+    """An AI app: how it is prompted and how its work is scheduled; the deployments that answer
+    for it are apps.deployments' (AppDeployment).
 
     `settings_version` grows on every change of what shapes an answer, so caches keyed on it
     go stale by themselves.
@@ -94,20 +88,6 @@ class App(TimestampedModel):
     author_name = models.CharField(max_length=255, blank=True, default="")
     tags = models.JSONField(default=list, blank=True)
 
-    provider = models.CharField(
-        max_length=16, choices=ProviderKind.choices, default=ProviderKind.LOCAL
-    )
-    model_name = models.CharField(max_length=255, default="SmolLM2-135M-Instruct")
-    # Provider-specific settings: for `openai` {"base_url", "api_key_env"}; for `scripted`
-    # {"text", "tokens_per_s", "fail_times", ...}. Secrets are never stored here: the key is
-    # sealed in `provider_api_key_sealed`, or named as an allowed environment variable.
-    provider_config = models.JSONField(
-        default=dict, blank=True, validators=[provider_config_validate]
-    )
-    # The provider's API key, encrypted (apps.core.sealing); only its first characters are shown.
-    provider_api_key_sealed = models.TextField(blank=True, default="", editable=False)
-    provider_api_key_hint = models.CharField(max_length=16, blank=True, default="", editable=False)
-
     system_prompt = models.TextField(blank=True, default="")
     opening_statement = models.TextField(blank=True, default="")
     suggested_questions = models.JSONField(default=list, blank=True)
@@ -119,6 +99,12 @@ class App(TimestampedModel):
     top_p = models.FloatField(default=0.95)
     stop = models.JSONField(default=list, blank=True)
 
+    share_weight = models.PositiveIntegerField(
+        default=1,
+        validators=[MinValueValidator(1)],
+        help_text="This app's share of the deployments it uses when apps wait for them at the "
+        "same priority: an app of weight 2 gets twice the answers of an app of weight 1.",
+    )
     default_priority = models.CharField(
         max_length=8, choices=Priority.choices, default=Priority.MEDIUM
     )
@@ -168,14 +154,7 @@ class App(TimestampedModel):
         help_text="How long a cached answer is served, in seconds; empty: the platform default.",
     )
 
-    # The processing pipeline (apps.generation): context window, moderation, prices.
-    context_window = models.PositiveIntegerField(
-        default=8192,
-        validators=[MinValueValidator(16)],
-        help_text="The model's context window in tokens, for OpenAI-compatible (and scripted) "
-        "apps; the built-in model uses its own (LOCAL_MODEL_CONTEXT). Conversation history that "
-        "does not fit beside the prompt and max tokens is dropped, oldest first.",
-    )
+    # The processing pipeline (apps.generation): moderation, prices.
     moderation_input_keywords = models.TextField(
         blank=True,
         default="",
@@ -328,8 +307,6 @@ class App(TimestampedModel):
         """Settings that contradict each other: files the model could never take."""
         super().clean()
         errors: dict[str, str] = {}
-        if self.vision_enabled and self.provider == ProviderKind.LOCAL:
-            errors["vision_enabled"] = "The built-in model does not read images."
         if self.file_upload_enabled:
             if not (self.file_upload_images or self.file_upload_documents):
                 errors["file_upload_documents"] = "Take images, documents or both."
@@ -358,12 +335,6 @@ class App(TimestampedModel):
             )
         if errors:
             raise ValidationError(errors)
-
-    @property
-    def worker_lane(self) -> str:
-        """The worker lane its generations need (apps.scheduling.runtime.lanes): the built-in
-        model's sequences are few per worker."""
-        return "local" if self.provider == ProviderKind.LOCAL else ""
 
     def __str__(self) -> str:
         return f"{self.name} ({self.mode})"

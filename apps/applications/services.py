@@ -10,7 +10,6 @@ from django.db import models, transaction
 from django.utils import timezone
 
 from apps.applications.models import ApiKey, App, share_code_new
-from apps.core.sealing import hint, reseal, seal
 
 KEY_PREFIX = "app-"
 
@@ -60,18 +59,6 @@ def api_key_used(key_id: Any) -> None:
     models.QuerySet(model=ApiKey).filter(id=key_id).update(last_used_at=timezone.now())
 
 
-@transaction.atomic
-def app_create(*, name: str, mode: str = "chat", **fields: Any) -> App:
-    return App.objects.create(name=name, mode=mode, **fields)
-
-
-def app_provider_key_set(app: App, clear_key: str) -> None:
-    """Seal the app's provider key onto the row (saved with it); an empty key removes it."""
-    clear_key = clear_key.strip()
-    app.provider_api_key_sealed = seal(clear_key) if clear_key else ""
-    app.provider_api_key_hint = hint(clear_key) if clear_key else ""
-
-
 def app_share_code_rotate(app: App) -> None:
     """A new share code (saved with the row): the old chat link and its sessions end."""
     app.web_share_code = share_code_new()
@@ -98,14 +85,3 @@ def web_session_key(app: App) -> ApiKey:
         max_priority=app.default_priority,
         for_web_sessions=True,
     )
-
-
-@transaction.atomic
-def provider_keys_reseal() -> int:
-    """Seal every app's provider key again with the newest secret; all or none."""
-    count = 0
-    for app in App.objects.select_for_update().exclude(provider_api_key_sealed=""):
-        app.provider_api_key_sealed = reseal(app.provider_api_key_sealed)
-        app.save(update_fields=["provider_api_key_sealed", "updated_at"])
-        count += 1
-    return count

@@ -1,14 +1,11 @@
 """Validators of the App model's fields that need more than a type: moderation rules (read by
-apps.generation.moderation) and provider settings."""
+apps.generation.moderation) and file extensions."""
 
 import re
-from typing import Any
 
-from django.conf import settings
 from django.core.exceptions import ValidationError
 
 from apps.core.file_formats import FORMATS
-from apps.providers.credentials import key_env_allowed
 
 MAX_RULES = 200
 MAX_RULE_CHARS = 500
@@ -48,31 +45,6 @@ def patterns_validate(value: str) -> None:
             ) from None
         if pattern.search("") is not None:
             raise ValidationError(f"Pattern {number} ({line!r}) matches empty text.")
-
-
-# Keys that would put a secret in the JSON box, where the admin shows it to every viewer.
-SECRET_CONFIG_KEYS = ("api_key", "apikey", "key", "token", "secret", "password", "bearer")
-
-
-def provider_config_validate(value: Any) -> None:
-    if not isinstance(value, dict):
-        raise ValidationError("Provider settings must be a JSON object.")
-    for name in value:
-        if str(name).lower().replace("-", "_") in SECRET_CONFIG_KEYS:
-            raise ValidationError(
-                f"{name!r} would store a secret in plain text: set the provider key in the "
-                "'Provider API key' field (kept encrypted), or name an allowed environment "
-                "variable in api_key_env."
-            )
-    env_name = value.get("api_key_env")
-    if env_name in (None, ""):
-        return
-    allowed = tuple(settings.PROVIDER_KEY_ENV_ALLOWED)
-    if not isinstance(env_name, str) or not key_env_allowed(env_name, allowed):
-        raise ValidationError(
-            f"api_key_env {env_name!r} is not an allowed provider key variable: the operator "
-            f"allows {', '.join(allowed) or 'none'} (PROVIDER_KEY_ENV_ALLOWED)."
-        )
 
 
 def extensions_validate(value: str) -> None:

@@ -28,6 +28,7 @@ from apps.conversations.inputs import inputs_validate
 from apps.conversations.models import Message
 from apps.core.errors import ApiError
 from apps.core.priorities import Priority
+from apps.deployments.selectors import app_route
 from apps.files.services import file_chunks
 from apps.gateway.openai_requests import OpenAIParamError, chat_completion_parse
 from apps.scheduling.tasks.services import PreparedTask, task_prepare, tasks_record_held
@@ -136,7 +137,7 @@ def _request(raw: bytes | object, batch: Batch, seen: set[str]) -> tuple[str, di
         raise LineError(error.openai_code or "invalid_request", error.message, param) from None
     except ApiError as error:
         raise LineError("invalid_request", error.message, "body") from None
-    if chat.model != batch.app.model_name:
+    if chat.model != app_route(app_id=batch.app_id).model_name:
         raise LineError(
             "model_not_found",
             f"The model `{chat.model}` does not exist or you do not have access to it.",

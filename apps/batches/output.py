@@ -16,6 +16,7 @@ from django.utils import timezone
 from apps.batches.ids import REQUEST_PREFIX, public_id
 from apps.batches.models import Batch, BatchLine, BatchStatus
 from apps.batches.progress import FAILED_STATUSES, LINE_ENDINGS, line_counts
+from apps.deployments.selectors import app_route
 from apps.files.models import FilePurpose, StoredFile
 from apps.files.services import file_store
 from apps.gateway.openai_errors import openai_error_body
@@ -104,7 +105,7 @@ def _lines(batch: Batch) -> Iterator[BatchLine]:
 
 
 def _records(batch: Batch, *, answered: bool) -> Iterator[bytes]:
-    model = batch.app.model_name
+    model = app_route(app_id=batch.app_id).model_name
     for line in _lines(batch):
         succeeded = line.task is not None and line.task.status == TaskStatus.SUCCEEDED
         if succeeded and answered:

@@ -9,9 +9,9 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django.utils.text import Truncator
 
-from apps.applications.models import ProviderKind
 from apps.conversations.models import Conversation, Feedback, Message, MessageFile
 from apps.core.admin_display import EMPTY, moment_column, seconds_display
+from apps.deployments.models import ProviderKind
 
 
 def _short(text: str, length: int = 60) -> str:

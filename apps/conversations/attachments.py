@@ -9,6 +9,7 @@ from apps.applications.models import App
 from apps.conversations.models import MessageFile
 from apps.core.errors import InvalidParam
 from apps.core.file_formats import FileKind, format_for_mime, format_of
+from apps.deployments.selectors import app_route
 from apps.files.errors import FileNotFound, FileTooLarge
 from apps.files.models import FilePurpose, StoredFile
 from apps.files.remote import AddressPolicy, RemoteFileRefused, url_check
@@ -54,8 +55,8 @@ def _attachment(
 ) -> MessageFile:
     label = f"files[{position}]"
     kind, method = spec["type"], spec["transfer_method"]
-    if kind == FileKind.IMAGE and not rules.vision:
-        raise InvalidParam(f"{label}: the app's model ({app.model_name}) does not read images.")
+    if kind == FileKind.IMAGE and not (rules.vision and app_route(app_id=app.id).vision):
+        raise InvalidParam(f"{label}: the app's model does not read images.")
     if kind not in rules.kinds:
         raise InvalidParam(
             f"{label}: this app takes {' and '.join(rules.kinds)} files, not {kind}."

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from apps.applications.models import App
+from apps.deployments.selectors import AppRoute
 
 # Why the model stopped, in OpenAI's words (a stop by the client is a normal end for it).
 FINISH_REASONS = {"user_stop": "stop", "moderated": "content_filter"}
@@ -58,11 +59,11 @@ def chat_completion(head: CompletionHead, answer: str, end_event: dict[str, Any]
     }
 
 
-def model_object(app: App) -> dict[str, Any]:
+def model_object(app: App, route: AppRoute) -> dict[str, Any]:
     """The app's model, as /v1/models lists it: the name requests must give as `model`."""
     return {
-        "id": app.model_name,
+        "id": route.model_name,
         "object": "model",
         "created": int(app.created_at.timestamp()),
-        "owned_by": app.provider or "dify-platform",
+        "owned_by": route.all[0].provider if route.all else "dify-platform",
     }

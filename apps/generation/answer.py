@@ -13,19 +13,22 @@ from typing import Any
 from django.conf import settings
 
 from apps.conversations.models import Message, MessageStatus
+from apps.deployments.selectors import Endpoint
 from apps.generation.attachments import Attachments, attachments_prepare
 from apps.generation.attempt import attempt_message
 from apps.generation.events import AnswerPublisher
 from apps.generation.moderation import input_refusal, output_rules
 from apps.generation.pricing import PRICE_FIELDS, message_price
 from apps.generation.prompts import MAX_CHARS_PER_TOKEN, Prompt, PromptTooLong, prompt_build
-from apps.generation.provider_settings import app_provider
+from apps.generation.routing import MIN_CONTEXT, larger_window, serving_endpoint, serving_provider
 from apps.generation.stream import AnswerStream
 from apps.providers.base import GenerationRequest, GenerationResult, Provider, ProviderError
+from apps.scheduling.coordination.capacity import CallOutcome
 from apps.scheduling.coordination.stops import StopReason
 from apps.scheduling.models import Task
 from apps.scheduling.tasks.errors import (
     PermanentTaskError,
+    Reroute,
     RetryableTaskError,
     TaskCancelled,
     TaskError,
@@ -76,24 +79,31 @@ class Outcome:
 
 
 def task_error(error: ProviderError) -> TaskError:
-    """The scheduler's view of a provider failure: retry it or fail at once, and with which code
-    the client is told if this is the last attempt."""
+    """The scheduler's view of a provider failure: retry it or fail at once, with which code the
+    client is told if this is the last attempt, and what it says of the deployment (a server
+    that failed, or refused for load, is cooled down: apps.scheduling.coordination.capacity)."""
+    failure: TaskError
     if error.retryable:
-        retryable = RetryableTaskError(str(error))
+        failure = RetryableTaskError(str(error))
         if error.code:
-            retryable.code = error.code
-        return retryable
-    return PermanentTaskError(str(error), code=error.code or "completion_request_error")
-
-
-def answer_lane(task: Task) -> str:
-    return task.app.worker_lane if task.app is not None else ""
+            failure.code = error.code
+    else:
+        failure = PermanentTaskError(str(error), code=error.code or "completion_request_error")
+    if error.status == 429:
+        failure.deployment_outcome = CallOutcome.REFUSED
+        failure.retry_after_s = error.retry_after_s
+    elif error.unreachable:
+        failure.deployment_outcome = CallOutcome.UNREACHABLE
+    elif error.server_fault:
+        failure.deployment_outcome = CallOutcome.FAILED
+    return failure
 
 
 async def answer_run(task: Task, context: RunContext) -> dict[str, Any]:
     """Generate the answer for the task's message, publishing each piece as it comes. The
     message is saved with the attempt's success (fenced: see RunContext.write_on_success)."""
     message = await context.db(attempt_message, task, context.attempt)
+    endpoint = await context.db(serving_endpoint, task, context.deployment)
     publisher = AnswerPublisher(
         task_id=str(task.id),
         message=message,
@@ -118,7 +128,9 @@ async def answer_run(task: Task, context: RunContext) -> dict[str, Any]:
             )
         else:
             first_turn = bool(task.payload.get("first_turn"))
-            outcome = await _generate(message, publisher, context, started, first_turn)
+            outcome = await _generate(
+                task, message, endpoint, publisher, context, started, first_turn
+            )
     if context.stop_reason == StopReason.CANCEL:
         raise TaskCancelled("cancelled by an operator")
 
@@ -126,8 +138,8 @@ async def answer_run(task: Task, context: RunContext) -> dict[str, Any]:
     message.status = (
         MessageStatus.STOPPED if outcome.finish_reason == "user_stop" else MessageStatus.NORMAL
     )
-    message.provider = message.app.provider
-    message.model_name = message.app.model_name
+    message.provider = endpoint.provider
+    message.model_name = endpoint.model
     message.prompt_tokens = outcome.prompt_tokens
     message.completion_tokens = outcome.completion_tokens
     message.latency_s = time.monotonic() - started
@@ -139,16 +151,19 @@ async def answer_run(task: Task, context: RunContext) -> dict[str, Any]:
     return {
         "message_id": str(message.id),
         "finish_reason": outcome.finish_reason,
+        "prompt_tokens": outcome.prompt_tokens,
         "completion_tokens": outcome.completion_tokens,
+        "deployment": context.deployment,
     }
 
 
-def _context_tokens(message: Message, provider: Provider) -> int:
-    return provider.context_window() or message.app.context_window
-
-
 def _prompt(
-    message: Message, provider: Provider, first_turn: bool, attachments: Attachments
+    message: Message,
+    provider: Provider,
+    endpoint: Endpoint,
+    first_turn: bool,
+    attachments: Attachments,
+    task: Task,
 ) -> Prompt:
     app = message.app
     try:
@@ -156,20 +171,28 @@ def _prompt(
             app=app,
             message=message,
             count=provider.count_prompt_tokens,
-            context_tokens=_context_tokens(message, provider),
+            context_tokens=endpoint.context_window,
             first_turn=first_turn,
             attachments=attachments,
         )
     except PromptTooLong as error:
+        # Another of the app's deployments has a larger window: the task goes there.
+        if error.needed and larger_window(task, endpoint) >= error.needed:
+            raise Reroute(
+                f"{error} (deployment {endpoint.name})",
+                payload={**task.payload, MIN_CONTEXT: error.needed},
+            ) from error
         raise PermanentTaskError(str(error)) from error
 
 
-def _generation_request(message: Message, prompt: Prompt, context: RunContext) -> GenerationRequest:
+def _generation_request(
+    message: Message, prompt: Prompt, context: RunContext, endpoint: Endpoint
+) -> GenerationRequest:
     """The app's settings, with the request's own where it sent them (OpenAI's routes)."""
     app, own = message.app, message.generation or {}
     return GenerationRequest(
         messages=prompt.messages,
-        model=app.model_name,
+        model=endpoint.model,
         max_tokens=prompt.max_tokens,
         temperature=own.get("temperature", app.temperature),
         top_p=own.get("top_p", app.top_p),
@@ -181,7 +204,9 @@ def _generation_request(message: Message, prompt: Prompt, context: RunContext) -
 
 
 async def _generate(
+    task: Task,
     message: Message,
+    endpoint: Endpoint,
     publisher: AnswerPublisher,
     context: RunContext,
     started: float,
@@ -189,7 +214,7 @@ async def _generate(
 ) -> Outcome:
     app = message.app
     try:
-        provider = app_provider(app)
+        provider = serving_provider(endpoint)
     except ProviderError as error:
         raise task_error(error) from error
     stream = AnswerStream(
@@ -210,13 +235,17 @@ async def _generate(
     try:
         # The files sent with the question: fetched, read, extracted (no more text than could
         # ever fit the window).
-        context_tokens = await context.db(_context_tokens, message, provider)
         attachments = await attachments_prepare(
-            message, context, max_document_chars=context_tokens * MAX_CHARS_PER_TOKEN
+            message,
+            context,
+            max_document_chars=endpoint.context_window * MAX_CHARS_PER_TOKEN,
+            vision=endpoint.vision,
         )
         # Blocking work (the conversation's history, the local model's tokenizer): a thread.
-        prompt = await context.db(_prompt, message, provider, first_turn, attachments)
-        request = _generation_request(message, prompt, context)
+        prompt = await context.db(
+            _prompt, message, provider, endpoint, first_turn, attachments, task
+        )
+        request = _generation_request(message, prompt, context, endpoint)
         # A stop, a deadline or a lost lease cancels the generation even while the model is
         # quiet (the connection to it is closed): what came so far is kept.
         result = await context.until_stopped(provider.generate(request, on_delta))
@@ -228,7 +257,9 @@ async def _generate(
         if completion_tokens is None:
             completion_tokens = await context.db(provider.count_text_tokens, stream.raw)
     except ProviderError as error:
-        raise task_error(error) from error
+        failure = task_error(error)
+        failure.output_started = first_token_at is not None
+        raise failure from error
     finally:
         stream.close()  # no text from this attempt may follow its end
     if prompt.history_dropped:

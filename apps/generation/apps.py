@@ -6,15 +6,15 @@ class GenerationConfig(AppConfig):
     label = "generation"
 
     def ready(self) -> None:
-        from apps.generation.answer import answer_lane, answer_run
+        from apps.generation.answer import answer_run
         from apps.generation.provider_settings import provider_settings
         from apps.providers.registry import providers_configure
 
         providers_configure(provider_settings())
-        from apps.generation.limits import provider_concurrency
         from apps.generation.naming import NAMING_TASK_KIND
         from apps.generation.observe import answer_failed_observed, answer_succeeded_observed
         from apps.generation.requeue import answer_requeued
+        from apps.generation.routing import model_task_route
         from apps.generation.suggestions import SUGGESTIONS_TASK_KIND
         from apps.scheduling.tasks.kinds import TaskKind, register_task_kind
 
@@ -26,8 +26,7 @@ class GenerationConfig(AppConfig):
                     on_success=answer_succeeded_observed,
                     on_final_failure=answer_failed_observed,
                     on_requeue=answer_requeued,
-                    concurrency=provider_concurrency,
-                    lane=answer_lane,
+                    route=model_task_route,
                 )
             )
         register_task_kind(NAMING_TASK_KIND)

@@ -54,10 +54,11 @@ def _message_files(message_id: uuid.UUID) -> list[MessageFile]:
 
 
 async def attachments_prepare(
-    message: Message, context: RunContext, *, max_document_chars: int
+    message: Message, context: RunContext, *, max_document_chars: int, vision: bool
 ) -> Attachments:
     """The message's files as the model takes them; documents' text at most
-    `max_document_chars` each (more could not fit the window)."""
+    `max_document_chars` each (more could not fit the window). `vision`: the deployment that
+    answers reads images."""
     files = await context.db(_message_files, message.id)
     if not files:
         return NO_ATTACHMENTS
@@ -67,7 +68,7 @@ async def attachments_prepare(
         if attachment.transfer_method != REMOTE_URL:
             raise _refused(attachment, "the uploaded file was deleted.", code="file_not_found")
         await _fetch(message, attachment, context)
-    return await context.db(_read, message.app, files, max_document_chars)
+    return await context.db(_read, message.app, files, max_document_chars, vision)
 
 
 async def _fetch(message: Message, attachment: MessageFile, context: RunContext) -> None:
@@ -129,7 +130,7 @@ async def _fetch(message: Message, attachment: MessageFile, context: RunContext)
     attachment.stored_file = await context.db(keep)
 
 
-def _read(app: App, files: list[MessageFile], max_document_chars: int) -> Attachments:
+def _read(app: App, files: list[MessageFile], max_document_chars: int, vision: bool) -> Attachments:
     rules = FileRules.of(app)
     ceiling = int(settings.FILE_UPLOAD_MAX_MB) * MB
     images: list[ImagePart] = []
@@ -137,8 +138,8 @@ def _read(app: App, files: list[MessageFile], max_document_chars: int) -> Attach
     for attachment in files:
         stored = attachment.stored_file
         assert stored is not None  # fetched above
-        if attachment.kind == FileKind.IMAGE and not rules.vision:
-            raise _refused(attachment, f"the app's model ({app.model_name}) does not read images.")
+        if attachment.kind == FileKind.IMAGE and not (rules.vision and vision):
+            raise _refused(attachment, "the app's model does not read images.")
         try:
             content = file_bytes(stored, max_bytes=ceiling)
             if attachment.kind == FileKind.IMAGE:

@@ -13,7 +13,7 @@ from django.utils import timezone
 from apps.conversations.models import Conversation, Message, MessageStatus
 from apps.conversations.selectors import conversation_first_message
 from apps.conversations.services import NAMING_KIND, NEW_CONVERSATION_NAME
-from apps.generation.provider_settings import app_provider
+from apps.generation.routing import model_task_route, serving_endpoint, serving_provider
 from apps.providers.base import ChatMessage, GenerationRequest, ProviderError
 from apps.scheduling.coordination.stops import StopReason
 from apps.scheduling.models import Task
@@ -63,8 +63,9 @@ def title_fallback(query: str) -> str:
     return _shorten(query, FALLBACK_WORDS) or NEW_CONVERSATION_NAME
 
 
-async def _title_from_model(first: Message, context: RunContext) -> str:
+async def _title_from_model(task: Task, first: Message, context: RunContext) -> str:
     app = first.app
+    endpoint = await context.db(serving_endpoint, task, context.deployment)
     exchange = f"User: {first.query[:EXCERPT_CHARS]}"
     if first.answer:
         exchange += f"\nAssistant: {first.answer[:EXCERPT_CHARS]}"
@@ -73,7 +74,7 @@ async def _title_from_model(first: Message, context: RunContext) -> str:
             ChatMessage("system", INSTRUCTIONS),
             ChatMessage("user", f"{exchange}\n\nTitle:"),
         ],
-        model=app.model_name,
+        model=endpoint.model,
         max_tokens=TITLE_MAX_TOKENS,
         temperature=0.0,
         top_p=app.top_p,
@@ -88,7 +89,7 @@ async def _title_from_model(first: Message, context: RunContext) -> str:
         return context.should_stop()
 
     try:
-        provider = app_provider(app)
+        provider = serving_provider(endpoint)
         await context.until_stopped(provider.generate(request, on_delta))
     except ProviderError as error:
         if error.retryable:
@@ -115,7 +116,9 @@ async def conversation_name_run(task: Task, context: RunContext) -> dict[str, An
     if automatic and first.status == MessageStatus.PENDING:
         # Nothing waits on this task: try again after the backoff, when the answer is likely in.
         raise RetryableTaskError("the first answer is not ready yet")
-    title = "" if first.status == MessageStatus.ERROR else await _title_from_model(first, context)
+    title = (
+        "" if first.status == MessageStatus.ERROR else await _title_from_model(task, first, context)
+    )
     if context.stop_reason == StopReason.CANCEL:
         raise TaskCancelled("cancelled (the conversation was deleted, or by an operator)")
     name = title or title_fallback(first.query)
@@ -155,14 +158,10 @@ async def conversation_name_wait(*, task_id: str, timeout_s: float) -> bool:
     return False
 
 
-def conversation_name_lane(task: Task) -> str:
-    return task.app.worker_lane if task.app is not None else ""
-
-
 NAMING_TASK_KIND = TaskKind(
     name=NAMING_KIND,
     run=conversation_name_run,
-    lane=conversation_name_lane,
+    route=model_task_route,
     on_success=conversation_name_succeeded,
     on_final_failure=conversation_name_final_failure,
     max_attempts=NAMING_MAX_ATTEMPTS,

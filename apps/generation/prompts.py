@@ -25,7 +25,12 @@ TokenCounter = Callable[[list[ChatMessage]], int]
 
 
 class PromptTooLong(Exception):
-    """The instructions and the question alone leave the model no room to answer."""
+    """The instructions and the question alone leave the model no room to answer. `needed`:
+    the context window it would take (None: not known)."""
+
+    def __init__(self, message: str, *, needed: int | None = None) -> None:
+        super().__init__(message)
+        self.needed = needed
 
 
 @dataclass(frozen=True)
@@ -233,7 +238,8 @@ def _fitted(
     if left < min(MIN_ANSWER_TOKENS, budget):
         raise PromptTooLong(
             f"The prompt takes {tokens} tokens and the model's context window is "
-            f"{context_tokens}: shorten the query, the inputs or the app's instructions."
+            f"{context_tokens}: shorten the query, the inputs or the app's instructions.",
+            needed=tokens + min(MIN_ANSWER_TOKENS, budget),
         )
     return Prompt(
         messages=messages,

@@ -13,7 +13,7 @@ from typing import Any
 
 from apps.conversations.models import Message, MessageStatus
 from apps.conversations.services import SUGGESTIONS_KIND
-from apps.generation.provider_settings import app_provider
+from apps.generation.routing import model_task_route, serving_endpoint, serving_provider
 from apps.providers.base import ChatMessage, GenerationRequest, ProviderError
 from apps.scheduling.coordination.stops import StopReason
 from apps.scheduling.models import Task
@@ -69,12 +69,13 @@ def _save(message_id: str, questions: list[str]) -> None:
     Message.objects.filter(id=message_id).update(suggested_questions=questions)
 
 
-async def _suggested(message: Message, context: RunContext) -> list[str]:
+async def _suggested(task: Task, message: Message, context: RunContext) -> list[str]:
     app = message.app
+    endpoint = await context.db(serving_endpoint, task, context.deployment)
     exchange = f"User: {message.query[:EXCERPT_CHARS]}\nAssistant: {message.answer[:EXCERPT_CHARS]}"
     request = GenerationRequest(
         messages=[ChatMessage("system", INSTRUCTIONS), ChatMessage("user", exchange)],
-        model=app.model_name,
+        model=endpoint.model,
         max_tokens=SUGGESTION_MAX_TOKENS,
         temperature=0.0,
         top_p=app.top_p,
@@ -88,7 +89,7 @@ async def _suggested(message: Message, context: RunContext) -> list[str]:
         return context.should_stop()
 
     try:
-        await context.until_stopped(app_provider(app).generate(request, on_delta))
+        await context.until_stopped(serving_provider(endpoint).generate(request, on_delta))
     except ProviderError as error:
         if error.retryable:
             raise RetryableTaskError(str(error)) from error
@@ -107,7 +108,7 @@ async def suggested_questions_run(task: Task, context: RunContext) -> dict[str, 
         questions = list(message.suggested_questions)
         return {"message_id": message_id, "questions": questions, "saved": False}
     answered = message.status in (MessageStatus.NORMAL, MessageStatus.STOPPED) and message.answer
-    questions = await _suggested(message, context) if answered else []
+    questions = await _suggested(task, message, context) if answered else []
     if context.stop_reason == StopReason.CANCEL:
         raise TaskCancelled("cancelled (the conversation was deleted, or by an operator)")
     if context.stop_reason in (StopReason.ABANDONED, StopReason.SHUTDOWN):
@@ -133,14 +134,10 @@ def suggested_questions_final_failure(task: Task, failure: FinalFailure) -> None
     )
 
 
-def suggested_questions_lane(task: Task) -> str:
-    return task.app.worker_lane if task.app is not None else ""
-
-
 SUGGESTIONS_TASK_KIND = TaskKind(
     name=SUGGESTIONS_KIND,
     run=suggested_questions_run,
-    lane=suggested_questions_lane,
+    route=model_task_route,
     on_success=suggested_questions_succeeded,
     on_final_failure=suggested_questions_final_failure,
     max_attempts=MAX_ATTEMPTS,

@@ -23,6 +23,7 @@ from apps.core.db import db_sync_to_async
 from apps.core.errors import MethodNotAllowed, NotFound
 from apps.core.exception_handler import to_api_error
 from apps.core.responses import json_response
+from apps.deployments.selectors import AppRoute, app_route_async
 from apps.gateway.admission import admitted_with, authenticated, rate_limit
 from apps.gateway.caps import Lease, lease_kept, lease_release, leased_stream
 from apps.gateway.idempotency import (
@@ -96,9 +97,11 @@ class ModelNotFound(NotFound):
         self.param = "model"
 
 
-def _model_check(app: App, model: str) -> None:
-    if model != app.model_name:
+async def _model_check(app: App, model: str) -> AppRoute:
+    route = await app_route_async(app_id=app.id)
+    if model != route.model_name:
         raise ModelNotFound(model)
+    return route
 
 
 def _timeout_s(data: dict[str, Any]) -> float:
@@ -133,7 +136,7 @@ async def chat_completions_create(request: HttpRequest) -> HttpResponseBase:
     api_key, body, chat = await admitted_with(
         request, lambda body: chat_completion_parse(body, priority_header=priority_header)
     )
-    _model_check(api_key.app, chat.model)
+    await _model_check(api_key.app, chat.model)
     key = idempotency_key(request)
     admission = await answer_admit(
         AnswerRequest(
@@ -223,11 +226,12 @@ async def _model_caller(request: HttpRequest) -> ApiKey:
 async def models_list(request: HttpRequest) -> HttpResponseBase:
     """The model the key's app answers with: the one name `model` may take."""
     api_key = await _model_caller(request)
-    return json_response({"object": "list", "data": [model_object(api_key.app)]})
+    route = await app_route_async(app_id=api_key.app_id)
+    return json_response({"object": "list", "data": [model_object(api_key.app, route)]})
 
 
 @openai_view("GET")
 async def model_get(request: HttpRequest, model: str) -> HttpResponseBase:
     api_key = await _model_caller(request)
-    _model_check(api_key.app, model)
-    return json_response(model_object(api_key.app))
+    route = await _model_check(api_key.app, model)
+    return json_response(model_object(api_key.app, route))

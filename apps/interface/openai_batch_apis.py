@@ -27,6 +27,7 @@ from apps.batches.selectors import (
 from apps.batches.services import batch_cancel, batch_create, batch_file_store
 from apps.core.db import db_sync_to_async
 from apps.core.responses import json_response
+from apps.deployments.selectors import app_route, app_route_async
 from apps.files.errors import FileTooLarge, NoFileUploaded, TooManyFiles
 from apps.files.models import StoredFile
 from apps.files.services import file_chunks_async, file_delete
@@ -60,7 +61,7 @@ def file_object(file: StoredFile) -> dict[str, Any]:
     }
 
 
-def batch_object(batch: Batch) -> dict[str, Any]:
+def batch_object(batch: Batch, model: str) -> dict[str, Any]:
     def file_id(file_pk: Any) -> str | None:
         return public_id(FILE_PREFIX, file_pk) if file_pk is not None else None
 
@@ -69,7 +70,7 @@ def batch_object(batch: Batch) -> dict[str, Any]:
         "id": public_id(BATCH_PREFIX, batch.id),
         "object": "batch",
         "endpoint": batch.endpoint,
-        "model": batch.app.model_name,
+        "model": model,
         "errors": errors,
         "input_file_id": file_id(batch.input_file_id),
         "completion_window": batch.completion_window,
@@ -250,7 +251,7 @@ def _created(app: App, body: dict[str, Any]) -> dict[str, Any]:
         completion_window=body.get("completion_window"),
         metadata=body.get("metadata"),
     )
-    return batch_object(batch)
+    return batch_object(batch, app_route(app_id=batch.app_id).model_name)
 
 
 @openai_view("POST")
@@ -268,19 +269,21 @@ async def batch_list(request: HttpRequest) -> HttpResponseBase:
         after=request.GET.get("after") or None,
         limit=_limit(request, 20),
     )
-    return json_response(_page([batch_object(batch) for batch in page.rows], page.has_more))
+    model = (await app_route_async(app_id=api_key.app_id)).model_name
+    return json_response(_page([batch_object(batch, model) for batch in page.rows], page.has_more))
 
 
 @openai_view("GET")
 async def batch_retrieve(request: HttpRequest, batch_id: str) -> HttpResponseBase:
     api_key = await _caller(request)
     batch = await db_sync_to_async(batch_get)(app_id=api_key.app_id, batch_id=batch_id)
-    return json_response(batch_object(batch))
+    model = (await app_route_async(app_id=api_key.app_id)).model_name
+    return json_response(batch_object(batch, model))
 
 
 def _cancelled(app_id: Any, batch_id: str) -> dict[str, Any]:
     batch = batch_cancel(batch=batch_get(app_id=app_id, batch_id=batch_id))
-    return batch_object(batch)
+    return batch_object(batch, app_route(app_id=app_id).model_name)
 
 
 @openai_view("POST")

@@ -64,7 +64,10 @@ class GenerationResult:
 class ProviderError(Exception):
     """A provider failed. `retryable` tells the scheduler whether another attempt may succeed;
     `code` is the API error code a client sees if this is the last attempt (None: the
-    platform's default for the kind of failure)."""
+    platform's default for the kind of failure). `server_fault`: the server failed (it could
+    not be reached, timed out, answered 5xx or 429), not the request; `unreachable`: it could not be
+    reached or cut the answer off (connection refused or reset); `retry_after_s`: how long it
+    asked to be left alone (a 429's Retry-After)."""
 
     def __init__(
         self,
@@ -73,11 +76,17 @@ class ProviderError(Exception):
         retryable: bool,
         status: int | None = None,
         code: str | None = None,
+        server_fault: bool = False,
+        unreachable: bool = False,
+        retry_after_s: float | None = None,
     ) -> None:
         super().__init__(message)
         self.retryable = retryable
         self.status = status
         self.code = code
+        self.server_fault = server_fault or unreachable
+        self.unreachable = unreachable
+        self.retry_after_s = retry_after_s
 
 
 class Provider(Protocol):

@@ -1,8 +1,8 @@
 """Any OpenAI-compatible server (OpenAI, vLLM, Ollama, llama.cpp's server) through the official SDK.
 
-provider_config keys: `base_url` (required for anything but OpenAI), `api_key` (handed in
-by the worker from the app's sealed key, never stored in provider_config), `api_key_env` (else the
-name of an allowed environment variable holding the key, default OPENAI_API_KEY),
+Settings (a deployment's): `base_url` (required for anything but OpenAI), `api_key` (handed in
+by the worker from the deployment's sealed key, never stored in its JSON), `api_key_env` (else
+the name of an allowed environment variable holding the key, default OPENAI_API_KEY),
 `timeout_s` (the longest wait for the server's next bytes, default 60).
 
 The SDK's async client, so a worker streams hundreds of answers at once from one event loop.
@@ -37,11 +37,30 @@ MIN_TIMEOUT_S = 1.0
 RETRYABLE_STATUSES = frozenset({408, 409, 429})
 
 
+def retry_after_s(headers: Any) -> float | None:
+    """A Retry-After header in seconds (OpenAI's `retry-after-ms` first); None without one.
+    An HTTP date is not read: servers that refuse for load send seconds."""
+    if headers is None:
+        return None
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        value = headers.get(name)
+        try:
+            seconds = float(value) * scale if value is not None else None
+        except ValueError:
+            continue
+        if seconds is not None and 0 <= seconds <= 3600:
+            return seconds
+    return None
+
+
 def provider_error(exc: Exception) -> ProviderError:
     """Our error for the SDK's (or, mid-stream, its HTTP client.s): can another attempt succeed?"""
     if isinstance(exc, openai.APITimeoutError | httpx2.TimeoutException):
         return ProviderError(
-            f"provider timed out: {exc}", retryable=True, code="completion_request_error"
+            f"provider timed out: {exc}",
+            retryable=True,
+            code="completion_request_error",
+            server_fault=True,
         )
     if isinstance(exc, openai.APIStatusError):
         status = exc.status_code
@@ -51,13 +70,25 @@ def provider_error(exc: Exception) -> ProviderError:
             retryable=retryable,
             status=status,
             code="rate_limit_error" if status == 429 else "completion_request_error",
+            server_fault=status == 429 or status >= 500,
+            # 503: the server is not serving now (starting, overloaded, in maintenance).
+            unreachable=status == 503,
+            retry_after_s=retry_after_s(exc.response.headers) if status in (429, 503) else None,
         )
     if isinstance(exc, openai.APIConnectionError | httpx2.TransportError):
         return ProviderError(
-            f"provider unreachable: {exc}", retryable=True, code="completion_request_error"
+            f"provider unreachable: {exc}",
+            retryable=True,
+            code="completion_request_error",
+            unreachable=True,
         )
     # An error event in the middle of a stream, or an answer the SDK could not read.
-    return ProviderError(f"provider error: {exc}", retryable=True, code="completion_request_error")
+    return ProviderError(
+        f"provider error: {exc}",
+        retryable=True,
+        code="completion_request_error",
+        server_fault=True,
+    )
 
 
 def api_key_for(config: dict[str, Any], allowed: tuple[str, ...] = DEFAULT_ALLOWED) -> str:
@@ -107,7 +138,7 @@ class OpenAICompatibleProvider:
         )
 
     def context_window(self) -> int | None:
-        return None  # the app says (App.context_window): the server does not tell
+        return None  # its deployment says (Deployment.context_window): the server does not tell
 
     def count_prompt_tokens(self, messages: list[ChatMessage]) -> int:
         return prompt_tokens_estimate(messages)
@@ -187,14 +218,18 @@ def _chunk(data: str) -> dict[str, Any]:
             f"provider sent an unreadable chunk: {data[:200]!r}",
             retryable=True,
             code="completion_request_error",
+            server_fault=True,
         ) from error
     if not isinstance(chunk, dict):
-        raise ProviderError(f"provider sent {data[:200]!r}", retryable=True)
+        raise ProviderError(f"provider sent {data[:200]!r}", retryable=True, server_fault=True)
     if chunk.get("error"):
         detail = chunk["error"]
         message = detail.get("message") if isinstance(detail, dict) else detail
         raise ProviderError(
-            f"provider error: {message}", retryable=True, code="completion_request_error"
+            f"provider error: {message}",
+            retryable=True,
+            code="completion_request_error",
+            server_fault=True,
         )
     return chunk
 

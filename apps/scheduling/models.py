@@ -47,12 +47,9 @@ class Task(models.Model):
     end_user = models.CharField(max_length=255, blank=True, default="", db_index=True)
     payload = models.JSONField(default=dict, blank=True)
     result = models.JSONField(default=dict, blank=True)
-    # Worker capacity the task needs besides a slot (`local`: one of the built-in model's
-    # parallel sequences); empty for none. Decided by its kind when the task is created.
-    lane = models.CharField(max_length=32, blank=True, default="")
-    # Bulk work (a batch's requests): held `pending` in PostgreSQL and released to its queue as
-    # workers have room for it (apps.scheduling.bulk); run only in capacity that live work does
-    # not need (the workers keep some back), and never aged.
+    # Bulk work (a batch's requests): held `pending` in PostgreSQL and released to its queue in
+    # turn (apps.batches.progress, tasks_release_held); run only in capacity that live work does
+    # not need (workers and deployments keep some back), and never aged.
     bulk = models.BooleanField(default=False)
 
     status = models.CharField(max_length=16, choices=TaskStatus.choices, default=TaskStatus.PENDING)

@@ -33,6 +33,7 @@ INSTALLED_APPS = [
     "django_rq",
     "apps.core",
     "apps.applications",
+    "apps.deployments",
     "apps.conversations",
     "apps.scheduling",
     "apps.generation",
@@ -200,10 +201,9 @@ PLATFORM = {
     "WORKER_MAINTENANCE_INTERVAL_S": env.int("WORKER_MAINTENANCE_INTERVAL_S", default=10),
     # Worker processes started by `run_workers` / `make run` when not told otherwise.
     "WORKER_PROCESSES": env.int("WORKER_PROCESSES", default=2),
-    # Tasks one worker process runs at once (apps.scheduling.runtime.worker). Remote model servers
-    # serve hundreds of sequences; a waiting answer costs the worker about 50 KB. The built-in model
-    # is limited apart, by its lane (LOCAL_MODEL_PARALLEL), and an app's model server by its
-    # provider_config.max_concurrency.
+    # Tasks one worker process runs at once (apps.scheduling.runtime.worker). Remote model
+    # servers serve hundreds of sequences; a waiting answer costs the worker about 50 KB. What a
+    # model serves at once is its deployment's max_concurrency (apps.deployments).
     "WORKER_CONCURRENCY": env.int("WORKER_CONCURRENCY", default=500),
     # Threads a worker process does its database work in (each holds a pooled connection only
     # during a call): no more than DB_POOL_MAX_SIZE.
@@ -213,10 +213,10 @@ PLATFORM = {
     # On SIGTERM a worker takes nothing new and lets its running tasks finish for this long;
     # the rest go back to their queues (their retry budget untouched).
     "WORKER_SHUTDOWN_GRACE_S": env.float("WORKER_SHUTDOWN_GRACE_S", default=25.0),
-    # Capacity each worker keeps from bulk work (a batch's requests), for live work: slots, and
-    # units of each lane (the built-in model's sequences) when the lane has more than one.
+    # Capacity kept from bulk work (a batch's requests), for live work: each worker's slots, and
+    # each deployment's sequences (when it serves more than one).
     "BULK_RESERVED_SLOTS": env.int("BULK_RESERVED_SLOTS", default=50),
-    "BULK_RESERVED_LANE_UNITS": env.int("BULK_RESERVED_LANE_UNITS", default=1),
+    "BULK_RESERVED_SEQUENCES": env.int("BULK_RESERVED_SEQUENCES", default=1),
     # Bulk tasks one worker runs at once at most (they are CPU for its event loop too).
     "BULK_MAX_RUNNING": env.int("BULK_MAX_RUNNING", default=64),
     # Of those, how many take only `high` work, so interactive requests always find a worker.
@@ -227,17 +227,31 @@ PLATFORM = {
     # Sequences one loaded model generates at once (llama.cpp's parallel slots; the context is
     # LOCAL_MODEL_CONTEXT per sequence). 4 gave about +25-50% tokens/s in all on 2 cores.
     "LOCAL_MODEL_PARALLEL": env.int("LOCAL_MODEL_PARALLEL", default=4),
+    # Where the built-in model's server listens on each worker host (loopback), and the key it
+    # asks for (empty: one derived from SECRET_KEY, so every process of the host knows it).
+    "LOCAL_MODEL_PORT": env.int("LOCAL_MODEL_PORT", default=8091),
+    "LOCAL_MODEL_API_KEY": env.str("LOCAL_MODEL_API_KEY", default=""),
     # Another GGUF file as the default local model (empty: the embedded SmolLM2-135M), and the
     # directory an app's own provider_config.model_path may name files in (empty: none).
     "LOCAL_MODEL_PATH": env.str("LOCAL_MODEL_PATH", default=""),
     "LOCAL_MODELS_DIR": env.str("LOCAL_MODELS_DIR", default=""),
+    # Model deployments (apps.scheduling.coordination.capacity): how long a task a deployment
+    # took may wait on its queue for a worker before its place lapses; how long a failing
+    # deployment cools down (a 429's Retry-After at least; a failed probe doubles it, up to the
+    # most); and when failures cool it down: this many in the window, and this share of its
+    # calls there.
+    "DEPLOYMENT_GRANT_TTL_S": env.float("DEPLOYMENT_GRANT_TTL_S", default=30.0),
+    "DEPLOYMENT_COOLDOWN_S": env.float("DEPLOYMENT_COOLDOWN_S", default=5.0),
+    "DEPLOYMENT_COOLDOWN_MAX_S": env.float("DEPLOYMENT_COOLDOWN_MAX_S", default=60.0),
+    "DEPLOYMENT_FAILURE_WINDOW_S": env.float("DEPLOYMENT_FAILURE_WINDOW_S", default=60.0),
+    "DEPLOYMENT_FAILURES_TO_COOL": env.int("DEPLOYMENT_FAILURES_TO_COOL", default=3),
+    "DEPLOYMENT_FAILURE_RATIO": env.float("DEPLOYMENT_FAILURE_RATIO", default=0.5),
+    # A task its deployments refuse for load (429) waits for another turn, without spending an
+    # attempt, this many times at most; past that each refusal counts as a failed attempt.
+    "DEPLOYMENT_REFUSALS_FREE": env.int("DEPLOYMENT_REFUSALS_FREE", default=20),
     # Largest `query` accepted, in characters.
     "MAX_QUERY_CHARS": env.int("MAX_QUERY_CHARS", default=8000),
 }
-# Per-process capacity of the worker lanes (apps.scheduling.runtime.lanes): tasks that need the
-# local model wait in their queue for a worker with a free sequence.
-PLATFORM["WORKER_LANES"] = {"local": PLATFORM["LOCAL_MODEL_PARALLEL"]}
-
 # --- Input protections (apps.gateway) ---------------------------------------------------------
 # Rate limits, concurrency caps, load shedding, the response cache, request limits, the OpenAPI
 # document and XML output. Per-app and per-key values live on App / ApiKey rows; these are the
@@ -298,6 +312,18 @@ SEALING_SECRETS = env.list("SEALING_SECRETS", default=[])
 # Environment variables an app may name as its provider key (exact names, or prefixes with `*`).
 PROVIDER_KEY_ENV_ALLOWED = env.list(
     "PROVIDER_KEY_ENV_ALLOWED", default=["OPENAI_API_KEY", "PROVIDER_KEY_*"]
+)
+# The servers a deployment may send its key to (apps.deployments.base_urls): URL prefixes, each
+# matched on scheme, host, port and path. By default OpenAI's API and model servers on this
+# host's loopback (vLLM, Ollama, llama.cpp); add yours, e.g. http://vllm.internal:8000/v1.
+PROVIDER_BASE_URL_ALLOWED = env.list(
+    "PROVIDER_BASE_URL_ALLOWED",
+    default=[
+        "https://api.openai.com/v1",
+        "http://127.0.0.1:*",
+        "http://localhost:*",
+        "http://[::1]:*",
+    ],
 )
 # How long a browser's end-user session of a web chat lasts without a visit to the page.
 WEB_SESSION_MAX_AGE_S = env.int("WEB_SESSION_MAX_AGE_S", default=30 * 24 * 3600)

@@ -22,7 +22,7 @@ from apps.conversations.models import Conversation, Feedback, Message, MessageSt
 from apps.core.admin_display import moment_display, seconds_display
 from apps.scheduling.models import Task, TaskStatus
 from apps.scheduling.tasks.services import task_create, task_mark_running, task_mark_succeeded
-from tests.factories import make_app, make_key
+from tests.factories import app_deployment, make_app, make_key
 
 pytestmark = pytest.mark.django_db
 
@@ -123,11 +123,13 @@ def staff_user(*permissions: str) -> User:
 def test_app_pages_show_the_app_and_its_keys(admin_client: Client, rows: Rows) -> None:
     listing = page(admin_client, changelist_url(App))
     assert "Support bot" in listing
-    assert "scripted" in listing.lower()
+    served_by = app_deployment(rows.app).name
+    assert f"{served_by} (primary)" in listing
 
     detail = page(admin_client, change_url(rows.app))
-    for title in ("Identity", "Model and provider", "Prompt and inputs form"):
+    for title in ("Identity", "Prompt and inputs form", "Deployments serving this app"):
         assert title in detail
+    assert f'value="{app_deployment(rows.app).pk}" selected' in detail
     assert "Generation parameters" in detail
     assert "Scheduling" in detail
     assert rows.key.prefix in detail  # the read-only key inline
@@ -421,12 +423,12 @@ def test_an_emptied_json_box_saves_its_default(admin_client: Client, rows: Rows)
     App.objects.filter(pk=rows.app.pk).update(stop=["\n\n"])
     url = change_url(rows.app)
     data = form_data(admin_client.get(url))
-    data.update(stop="", provider_config="")
+    data.update(stop="", suggested_questions="")
 
     assert admin_client.post(url, data).status_code == 302
 
     app = App.objects.get(pk=rows.app.pk)
-    assert (app.stop, app.provider_config) == ([], {})
+    assert (app.stop, app.suggested_questions) == ([], [])
     assert app.settings_version == rows.app.settings_version + 1
 
 

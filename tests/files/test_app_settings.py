@@ -7,6 +7,7 @@ from django.test import Client
 from django.urls import reverse
 
 from apps.applications.models import App
+from apps.deployments.models import Deployment, ProviderKind
 from apps.files.models import FilePurpose
 from apps.files.services import file_store
 from tests.factories import make_app
@@ -17,7 +18,6 @@ pytestmark = pytest.mark.django_db
 @pytest.mark.parametrize(
     ("fields", "field"),
     [
-        ({"provider": "local", "vision_enabled": True}, "vision_enabled"),
         ({"file_upload_enabled": True, "file_upload_images": True}, "file_upload_images"),
         (
             {
@@ -44,10 +44,16 @@ def test_settings_the_model_could_never_honour_are_refused(
     assert field in refused.value.message_dict
 
 
+def test_the_built_in_model_never_claims_to_read_images() -> None:
+    deployment = Deployment(name="x", provider=ProviderKind.LOCAL, model="m", vision=True)
+    with pytest.raises(ValidationError) as refused:
+        deployment.full_clean()
+    assert "vision" in refused.value.message_dict
+
+
 def test_consistent_settings_pass() -> None:
     App(
         name="x",
-        provider="openai",
         vision_enabled=True,
         file_upload_enabled=True,
         file_upload_extensions=".png, jpeg .PDF",

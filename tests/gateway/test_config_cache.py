@@ -6,7 +6,7 @@ import pytest
 from django.utils import timezone
 
 from apps.applications.models import ApiKey, App
-from tests.factories import make_app_with_key
+from tests.factories import app_deployment, make_app_with_key
 from tests.processes import WebServer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -29,8 +29,9 @@ def test_changes_reach_a_running_web_process_at_once(
     app, key = make_app_with_key(provider_config={"text": "first"})
     assert post(live_web, key).json()["answer"] == "first"  # the key and app are now cached
 
-    app.provider_config = {"text": "second"}
-    app.save()  # a save (signal)
+    deployment = app_deployment(app)
+    deployment.config = {"text": "second"}
+    deployment.save()  # a save (signal)
     assert post(live_web, key).json()["answer"] == "second"
 
     App.objects.filter(id=app.id).update(enabled=False)  # a bulk update

@@ -9,10 +9,9 @@ from apps.applications.models import App
 from apps.conversations.models import Conversation, Message, MessageStatus
 from apps.generation.prompts import Prompt, prompt_build
 from apps.providers.base import ChatMessage, GenerationRequest, Provider
-from apps.providers.local import LocalModel, LocalProvider
 from apps.providers.scripted import ScriptedProvider
 from apps.scheduling.models import TaskStatus
-from tests.factories import make_app
+from tests.factories import app_deployment, builtin_provider, make_app, model_of
 from tests.generation.tasks import events, message_of, run, submit_to
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -46,7 +45,7 @@ def built(app: App, message: Message, provider: Provider) -> Prompt:
         app=app,
         message=message,
         count=provider.count_prompt_tokens,
-        context_tokens=provider.context_window() or app.context_window,
+        context_tokens=app_deployment(app).context_window,
     )
 
 
@@ -101,29 +100,25 @@ def test_a_long_conversation_keeps_its_newest_turns_within_the_apps_window() -> 
     assert prompt.max_tokens == 100
 
 
-@pytest.fixture(scope="module")
-def small_model() -> LocalModel:
-    """The built-in model with a small window, so a long conversation overflows it quickly."""
-    return LocalModel(threads=2, context=512)
-
-
-def test_the_built_in_model_is_trimmed_with_its_real_tokenizer(small_model: LocalModel) -> None:
+def test_the_built_in_model_is_trimmed_with_its_real_tokenizer() -> None:
+    # A small window, so a long conversation overflows it quickly.
     app = make_app(
         provider="local",
         provider_config={},
+        context_window=512,
         system_prompt="You plan trips to {{city}}.",
         max_tokens=8,
         temperature=0,
     )
     message = question_in(long_conversation(app))
-    provider = LocalProvider(small_model)
+    provider = builtin_provider()
 
     prompt = built(app, message, provider)
     assert_trimmed(prompt, app, provider, 512, system="You plan trips to Lyon.")
 
     # The model itself reads exactly as many prompt tokens as were counted.
     request = GenerationRequest(
-        messages=prompt.messages, model=app.model_name, max_tokens=8, temperature=0
+        messages=prompt.messages, model=model_of(app), max_tokens=8, temperature=0
     )
     result = asyncio.run(provider.generate(request, lambda piece: False))
     assert result.prompt_tokens == prompt.prompt_tokens

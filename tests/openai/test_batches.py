@@ -18,7 +18,7 @@ from apps.applications.models import App
 from apps.batches.models import Batch, BatchStatus
 from apps.conversations.models import Message
 from apps.scheduling.models import Task
-from tests.factories import make_app_with_key
+from tests.factories import make_app_with_key, model_of
 from tests.gateway.live import extra_web
 from tests.processes import WebServer, run_scheduler, run_worker
 
@@ -95,7 +95,7 @@ def test_a_whole_batch_line_by_line(processes: WebServer) -> None:
     ids = [f"request-{number}" for number in range(25)]
     batch = submit(
         client,
-        jsonl([request_line(custom_id, app.model_name, f"Q {custom_id}") for custom_id in ids]),
+        jsonl([request_line(custom_id, model_of(app), f"Q {custom_id}") for custom_id in ids]),
     )
     assert batch.status == "validating"
     assert batch.endpoint == "/v1/chat/completions"
@@ -134,13 +134,13 @@ def test_malformed_lines_go_to_the_error_file(processes: WebServer) -> None:
     app, key = make_app_with_key(provider_config={"text": ANSWER}, model_name="batch-model")
     client = sdk(processes, key)
     lines: list[Any] = [
-        request_line("good-1", app.model_name, "One?"),
+        request_line("good-1", model_of(app), "One?"),
         b'{"custom_id": "broken", "method": "POST", "url": ',
         request_line("wrong-model", "gpt-4o", "Two?"),
-        request_line("good-1", app.model_name, "Again?"),
-        request_line("too-hot", app.model_name, "Three?", temperature=9),
+        request_line("good-1", model_of(app), "Again?"),
+        request_line("too-hot", model_of(app), "Three?", temperature=9),
         b"",
-        request_line("good-2", app.model_name, "Four?"),
+        request_line("good-2", model_of(app), "Four?"),
     ]
     done = wait_until(client, submit(client, jsonl(lines)).id, ENDED)
     assert done.status == "completed"
@@ -178,7 +178,7 @@ def test_a_batch_with_no_valid_request_fails(processes: WebServer) -> None:
 def test_a_batch_too_large_fails_and_records_nothing(processes: WebServer) -> None:
     app, key = make_app_with_key(model_name="batch-model")
     client = sdk(processes, key)
-    line = json.dumps(request_line("r", app.model_name, "Hi?")).encode() + b"\n"
+    line = json.dumps(request_line("r", model_of(app), "Hi?")).encode() + b"\n"
     done = wait_until(client, submit(client, line * 50_001).id, ENDED)
     assert done.status == "failed"
     assert done.errors is not None
@@ -206,7 +206,7 @@ def test_cancel_mid_batch_returns_what_finished(processes: WebServer) -> None:
         model_name="batch-model",
     )
     client = sdk(processes, key)
-    lines = [request_line(f"r{number}", app.model_name, "Hi?") for number in range(40)]
+    lines = [request_line(f"r{number}", model_of(app), "Hi?") for number in range(40)]
     batch = submit(client, jsonl(lines))
     wait_for_tasks(app, 2, status="succeeded")
     cancelling = client.batches.cancel(batch.id)
@@ -235,7 +235,7 @@ def test_the_window_expiring_returns_what_finished(processes: WebServer) -> None
         model_name="batch-model",
     )
     client = sdk(processes, key)
-    batch = submit(client, jsonl([request_line(f"r{n}", app.model_name, "Hi?") for n in range(30)]))
+    batch = submit(client, jsonl([request_line(f"r{n}", model_of(app), "Hi?") for n in range(30)]))
     wait_for_tasks(app, 1, status="succeeded")
     # A day goes by: the window closes now.
     Batch.objects.filter(app=app).update(expires_at=timezone.now() - timedelta(seconds=1))
@@ -258,7 +258,7 @@ def test_live_chat_runs_while_a_batch_holds_the_worker(processes: WebServer) -> 
         model_name="batch-model",
     )
     client = sdk(processes, key)
-    batch = submit(client, jsonl([request_line(f"r{n}", app.model_name, "Hi?") for n in range(30)]))
+    batch = submit(client, jsonl([request_line(f"r{n}", model_of(app), "Hi?") for n in range(30)]))
     wait_for_tasks(app, 7, status="running")
     live_app, live_key = make_app_with_key(provider_config={"text": "Live."}, model_name="live")
     answer = sdk(processes, live_key).chat.completions.create(
@@ -277,7 +277,7 @@ def test_other_apps_see_nothing_of_a_batch(processes: WebServer) -> None:
     app, key = make_app_with_key(provider_config={"text": ANSWER}, model_name="batch-model")
     _, stranger_key = make_app_with_key(model_name="batch-model")
     client, stranger = sdk(processes, key), sdk(processes, stranger_key)
-    batch = submit(client, jsonl([request_line("only", app.model_name, "Mine?")]))
+    batch = submit(client, jsonl([request_line("only", model_of(app), "Mine?")]))
     done = wait_until(client, batch.id, ENDED)
     with pytest.raises(openai.NotFoundError):
         stranger.batches.retrieve(batch.id)
@@ -295,7 +295,7 @@ def test_operators_see_batches_and_cancel_them(processes: WebServer, admin_clien
         model_name="batch-model",
     )
     client = sdk(processes, key)
-    batch = submit(client, jsonl([request_line(f"r{n}", app.model_name, "Hi?") for n in range(20)]))
+    batch = submit(client, jsonl([request_line(f"r{n}", model_of(app), "Hi?") for n in range(20)]))
     wait_until(client, batch.id, ("in_progress",))
     row = Batch.objects.get(app=app)
 

@@ -11,7 +11,7 @@ import pytest
 
 from apps.conversations.models import Message
 from apps.scheduling.models import Task
-from tests.factories import make_app_with_key
+from tests.factories import make_app_with_key, model_of
 from tests.files.servers import ChatServer
 from tests.processes import WebServer
 
@@ -34,7 +34,7 @@ def scripted(platform: WebServer) -> tuple[openai.OpenAI, str]:
     app, key = make_app_with_key(
         provider_config={"text": ANSWER}, model_name="smol-scripted", max_tokens=64
     )
-    return sdk(platform, key), app.model_name
+    return sdk(platform, key), model_of(app)
 
 
 @pytest.fixture
@@ -230,12 +230,12 @@ def test_a_provider_failure_is_an_error_object(platform: WebServer) -> None:
     client = sdk(platform, key)
     with pytest.raises(openai.BadRequestError) as blocking:
         client.chat.completions.create(
-            model=app.model_name, messages=[{"role": "user", "content": "Hi"}]
+            model=model_of(app), messages=[{"role": "user", "content": "Hi"}]
         )
     assert "model refused" in blocking.value.message
 
     stream = client.chat.completions.create(
-        model=app.model_name, messages=[{"role": "user", "content": "Hi"}], stream=True
+        model=model_of(app), messages=[{"role": "user", "content": "Hi"}], stream=True
     )
     with pytest.raises(openai.APIError) as streamed:
         list(stream)

@@ -1,13 +1,14 @@
-"""The built-in model (SmolLM2 through xllamacpp), loaded in this process: real tokens, the app's
-generation settings honoured, the real tokenizer for counting."""
+"""The built-in model (SmolLM2 through xllamacpp), served by its own process as `make run` serves
+it: real tokens, the app's generation settings honoured, the real tokenizer for counting."""
 
 import asyncio
 from typing import Any
 
 import pytest
+from django.conf import settings
 
 from apps.providers.base import ChatMessage, GenerationRequest, GenerationResult, ProviderError
-from apps.providers.local import LocalProvider
+from tests.factories import builtin_provider
 
 COUNT = [ChatMessage("user", "Count from 1 to 10, separated by commas.")]
 
@@ -22,7 +23,7 @@ def generate(
         return 0 < stop_after <= len(pieces)
 
     request = GenerationRequest(messages=messages, model="SmolLM2-135M-Instruct", **settings)
-    return pieces, asyncio.run(LocalProvider().generate(request, on_delta))
+    return pieces, asyncio.run(builtin_provider().generate(request, on_delta))
 
 
 def test_real_tokens_with_the_models_own_usage() -> None:
@@ -31,7 +32,7 @@ def test_real_tokens_with_the_models_own_usage() -> None:
     assert "".join(pieces).startswith("1, 2, 3")
     assert result.completion_tokens == len(pieces) == 12
     # The provider's prompt count and ours come from the same tokenizer and chat template.
-    assert result.prompt_tokens == LocalProvider().count_prompt_tokens(COUNT)
+    assert result.prompt_tokens == builtin_provider().count_prompt_tokens(COUNT)
     assert result.finish_reason == "length"
 
 
@@ -61,15 +62,15 @@ def test_stopping_keeps_what_was_generated() -> None:
 
     assert len(pieces) == 3
     assert result.finish_reason == "user_stop"
-    assert result.completion_tokens == 3
-    assert result.prompt_tokens is None  # the caller counts it: the stream ended before usage
+    # The stream ended before the server's usage: the caller counts both sides, exactly.
+    assert (result.prompt_tokens, result.completion_tokens) == (None, None)
+    assert builtin_provider().count_text_tokens("".join(pieces)) == 3
 
 
 def test_a_prompt_beyond_the_context_window_fails_without_retry() -> None:
     too_long = [ChatMessage("user", "word " * 3000)]
-    context = LocalProvider().context_window()
-    assert context is not None
-    assert LocalProvider().count_prompt_tokens(too_long) > context
+    context = settings.PLATFORM["LOCAL_MODEL_CONTEXT"]  # the test server's, per sequence
+    assert builtin_provider().count_prompt_tokens(too_long) > context
 
     with pytest.raises(ProviderError) as failure:
         generate(too_long, max_tokens=4)
@@ -79,7 +80,7 @@ def test_a_prompt_beyond_the_context_window_fails_without_retry() -> None:
 
 
 def test_text_is_counted_with_the_real_tokenizer() -> None:
-    provider = LocalProvider()
+    provider = builtin_provider()
     assert provider.count_text_tokens("") == 0
     assert provider.count_text_tokens("1, 2, 3") == 7  # digits, commas and spaces apiece
     with_history = [*COUNT, ChatMessage("assistant", "1, 2, 3"), ChatMessage("user", "More")]

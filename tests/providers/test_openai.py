@@ -16,12 +16,16 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+from django.conf import settings
+from django.test import override_settings
 
 from apps.providers.base import ChatMessage, GenerationRequest
 from apps.providers.openai_compat import OpenAICompatibleProvider
 from apps.providers.tokens import prompt_tokens_estimate, text_tokens_estimate
-from apps.scheduling.models import TaskStatus
-from tests.factories import make_app
+from apps.scheduling.coordination.capacity import deployment_load
+from apps.scheduling.models import Task, TaskEvent, TaskStatus
+from tests.drills.checks import wait_until
+from tests.factories import app_deployment, make_app, model_of
 from tests.generation.tasks import events, message_of, run, shown_answer, submit_to
 from tests.processes import ROOT, free_port
 
@@ -239,8 +243,12 @@ def openai_app(server: ScriptedServer, **fields: Any) -> Any:
     return make_app(provider="openai", provider_config=config, **fields)
 
 
-@pytest.mark.parametrize("status", [429, 500, 503])
-def test_rate_limits_and_server_errors_are_retried_until_success(
+def quick_cooldown() -> Any:
+    return override_settings(PLATFORM={**settings.PLATFORM, "DEPLOYMENT_COOLDOWN_S": 0.1})
+
+
+@pytest.mark.parametrize("status", [500, 503])
+def test_server_errors_are_retried_until_success(
     status: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv(KEY_ENV, "sk-test")
@@ -253,12 +261,42 @@ def test_rate_limits_and_server_errors_are_retried_until_success(
 
         task = run(task)
         assert (task.status, task.attempts) == (TaskStatus.SUCCEEDED, 2)
+    assert_answered(task, server)
+
+
+def test_a_rate_limit_waits_for_the_deployment_without_spending_an_attempt(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A server that refuses for load (429) is cooled down, and the answer waits for its next
+    turn: the client never sees the 429 while the deployment can still serve it."""
+    monkeypatch.setenv(KEY_ENV, "sk-test")
+    with quick_cooldown(), ScriptedServer([("status", 429, "slow down"), SUCCESS]) as server:
+        task = submit_to(openai_app(server, stop=["END"], max_tokens=40), "How are you?")
+
+        task = run(task)
+        assert (task.status, task.attempts) == (TaskStatus.QUEUED, 0)
+        deployment = served_by(task)
+        assert deployment_load(deployment).state == "open"  # cooling down
+        assert TaskEvent.objects.filter(task=task, reason=f"refused by {deployment}").exists()
+
+        wait_until(lambda: deployment_load(deployment).state != "open", 5, "the cooldown")
+        task = run(task)
+        assert (task.status, task.attempts) == (TaskStatus.SUCCEEDED, 1)
+    assert_answered(task, server)
+
+
+def served_by(task: Task) -> str:
+    assert task.app is not None
+    return app_deployment(task.app).name
+
+
+def assert_answered(task: Task, server: "ScriptedServer") -> None:
     message = message_of(task)
     assert message.answer == "Fine, thanks."
     # The provider's own usage numbers are the ones recorded.
     assert (message.prompt_tokens, message.completion_tokens) == (21, 3)
     sent = server.requests[-1]
-    assert sent["model"] == message.app.model_name
+    assert sent["model"] == model_of(message.app)
     assert sent["stream"] is True
     assert sent["max_tokens"] == 40
     assert sent["stop"] == ["END"]
@@ -266,10 +304,17 @@ def test_rate_limits_and_server_errors_are_retried_until_success(
     assert server.headers[-1]["authorization"] == "Bearer sk-test"
 
 
-def test_rate_limited_to_the_last_attempt_ends_dead_with_rate_limit_error() -> None:
-    with ScriptedServer([("status", 429, "quota exceeded")]) as server:
+def test_refused_past_its_free_turns_an_answer_ends_dead_with_rate_limit_error() -> None:
+    platform = {**settings.PLATFORM, "DEPLOYMENT_REFUSALS_FREE": 0, "DEPLOYMENT_COOLDOWN_S": 0.1}
+    with (
+        override_settings(PLATFORM=platform),
+        ScriptedServer([("status", 429, "quota exceeded")]) as server,
+    ):
         task = submit_to(openai_app(server, max_attempts=2))
-        task = run(run(task))
+        task = run(task)
+        assert (task.status, task.attempts) == (TaskStatus.RETRYING, 1)
+        wait_until(lambda: deployment_load(served_by(task)).state != "open", 5, "the cooldown")
+        task = run(task)
 
     assert (task.status, task.attempts) == (TaskStatus.DEAD, 2)
     last = events(task)[-1]

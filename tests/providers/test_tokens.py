@@ -6,8 +6,8 @@ tokenizer on many kinds of text."""
 import pytest
 
 from apps.providers.base import ChatMessage
-from apps.providers.local import LocalProvider
 from apps.providers.tokens import prompt_tokens_estimate, text_tokens_estimate
+from tests.factories import builtin_provider
 
 SAMPLES = {
     "prose": "The quick brown fox jumps over the lazy dog. In 1998, researchers at the university "
@@ -33,12 +33,12 @@ SAMPLES = {
 
 @pytest.mark.parametrize("name", SAMPLES)
 def test_the_estimate_stays_near_the_real_count(name: str) -> None:
-    real = LocalProvider().count_text_tokens(SAMPLES[name])
+    real = builtin_provider().count_text_tokens(SAMPLES[name])
     assert 0.6 * real <= text_tokens_estimate(SAMPLES[name]) <= 2.0 * real
 
 
 def test_the_estimate_errs_high_on_average() -> None:
-    provider = LocalProvider()
+    provider = builtin_provider()
     ratios = [
         text_tokens_estimate(text) / provider.count_text_tokens(text) for text in SAMPLES.values()
     ]
@@ -47,7 +47,7 @@ def test_the_estimate_errs_high_on_average() -> None:
 
 def test_a_prompt_estimate_counts_the_template_too() -> None:
     messages = [ChatMessage("system", "Be brief."), ChatMessage("user", SAMPLES["chat"])]
-    real = LocalProvider().count_prompt_tokens(messages)
+    real = builtin_provider().count_prompt_tokens(messages)
     estimate = prompt_tokens_estimate(messages)
     assert real <= estimate <= 1.5 * real
     assert text_tokens_estimate("") == 0

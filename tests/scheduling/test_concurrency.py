@@ -20,6 +20,7 @@ from apps.applications.models import ApiKey
 from apps.conversations.models import Conversation, Message, MessageStatus
 from apps.conversations.services import NEW_CONVERSATION_NAME, answer_stop, answer_submit
 from apps.core.redis import sync_client
+from apps.scheduling.coordination.capacity import waiting_counts
 from apps.scheduling.models import Task, TaskEvent, TaskStatus
 from apps.scheduling.tasks.services import task_cancel
 from apps.streams.log import stream_key
@@ -358,10 +359,12 @@ def test_redis_flushed_mid_answer_the_model_is_called_once(live_web: WebServer) 
     assert text == answer, "the client holds the whole answer, once"
 
 
-def test_the_built_in_model_runs_its_sequences_and_leaves_the_rest_queued() -> None:
-    local = key_for(provider="local", provider_config={}, max_tokens=48, temperature=0)
+def test_the_built_in_model_runs_its_sequences_and_leaves_the_rest_waiting() -> None:
+    local = key_for(
+        provider="local", provider_config={"max_concurrency": 2}, max_tokens=48, temperature=0
+    )
     remote = scripted("quick", tokens_per_s=0)
-    with run_worker(env={"LOCAL_MODEL_PARALLEL": "2"}, concurrency=20):
+    with run_worker(concurrency=20):
         answers = [submit(local, query=f"Count from 1 to {n + 20}.") for n in range(4)]
         wait_until(lambda: statuses(answers).count(TaskStatus.RUNNING) == 2, 60, "two sequences")
         waiting = [t for t, s in zip(answers, statuses(answers), strict=True) if s != "running"]
@@ -370,30 +373,14 @@ def test_the_built_in_model_runs_its_sequences_and_leaves_the_rest_queued() -> N
         wait_all([passing], TaskStatus.SUCCEEDED, timeout_s=30)
         left_waiting = statuses(waiting)
         queued_jobs = set(sync_client().lrange("rq:queue:medium", 0, -1))
+        in_line = waiting_counts()
         wait_all(answers, TaskStatus.SUCCEEDED, timeout_s=120)
 
     assert left_waiting.count(TaskStatus.QUEUED) >= 1, "an answer waited for a free sequence"
+    assert in_line["medium"] >= 1
     for task, status in zip(waiting, left_waiting, strict=True):
         if status == TaskStatus.QUEUED:
-            assert str(task.id).encode() in queued_jobs, "it waited in its queue, not in a worker"
+            # It waited in its deployment's line, neither in a worker nor on a worker's queue.
+            assert str(task.id).encode() not in queued_jobs
     for task in answers:
         assert answer_of(task).answer
-
-
-def test_an_app_may_run_its_own_gguf_file_from_the_models_directory(tmp_path: Any) -> None:
-    from apps.providers.local import embedded_model_path
-
-    (tmp_path / "other.gguf").symlink_to(embedded_model_path())
-    inside = key_for(provider="local", provider_config={"model_path": "other.gguf"}, max_tokens=8)
-    outside = key_for(
-        provider="local", provider_config={"model_path": "../../etc/passwd"}, max_tokens=8
-    )
-    with run_worker(env={"LOCAL_MODELS_DIR": str(tmp_path)}, concurrency=4):
-        good, bad = submit(inside, query="Say hi."), submit(outside, query="Say hi.")
-        wait_all([good], TaskStatus.SUCCEEDED, timeout_s=60)
-        wait_all([bad], TaskStatus.FAILED, timeout_s=60)
-
-    assert answer_of(good).answer
-    error = events(bad)[-1]
-    assert error["event"] == "error"
-    assert "LOCAL_MODELS_DIR" in error["message"]

@@ -65,7 +65,6 @@ class Migration(migrations.Migration):
             field=models.JSONField(
                 blank=True,
                 default=dict,
-                validators=[apps.applications.validators.provider_config_validate],
             ),
         ),
         migrations.RunPython(distinct_share_codes, migrations.RunPython.noop),

@@ -1,18 +1,18 @@
 """The only place that knows queue names and how a task becomes an RQ job."""
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import django_rq
 import redis
 from django.conf import settings
 from rq import Queue
+from rq.job import JobStatus
+from rq.utils import now as rq_now
 
 from apps.core.priorities import Priority
-from apps.core.redis import key, sync_client
-
-if TYPE_CHECKING:
-    from apps.scheduling.models import Task
+from apps.core.redis import LuaScript, key, sync_client
+from apps.scheduling.coordination.capacity import CAPACITY_WAITING_REPLIES, capacity_waiting_in
 
 # Workers listen in this order: strictly the most urgent queue first.
 QUEUE_ORDER: tuple[str, ...] = (Priority.HIGH.value, Priority.MEDIUM.value, Priority.LOW.value)
@@ -33,12 +33,6 @@ def job_timeout_s(time_left_s: float | None) -> int:
     return int(limit)
 
 
-def lane_key(lane: str) -> str:
-    """The set of queued tasks that need this lane (see TaskKind.lane): a worker whose lane is
-    full passes over them when it takes work."""
-    return key("lane", lane)
-
-
 def BULK_KEY() -> str:
     """The set of queued bulk tasks (Task.bulk): workers take them only with room to spare."""
     return key("bulk")
@@ -50,7 +44,6 @@ def job_push(
     priority: str,
     time_left_s: float | None,
     delay_s: float = 0,
-    lane: str = "",
     bulk: bool = False,
     pipe: Any = None,
 ) -> None:
@@ -62,15 +55,10 @@ def job_push(
     """
     client = pipe if pipe is not None else sync_client()
     if delay_s > 0:
-        # RQ's own scheduler forks from the worker, and a fork of a process that holds the model
-        # hangs; our maintenance loop moves due tasks from this sorted set to their queue instead.
-        client.zadd(DELAYED_KEY(), {task_id: time.time() + delay_s})
+        job_delay(task_id=task_id, delay_s=delay_s, pipe=client)
         return
-    # The marks first: a worker that takes the job must find them.
-    if lane:
-        client.sadd(lane_key(lane), task_id)
     if bulk:
-        client.sadd(BULK_KEY(), task_id)
+        client.sadd(BULK_KEY(), task_id)  # the mark first: a worker that takes the job finds it
     queue_for(priority).enqueue_call(
         JOB_FUNC,
         args=(task_id,),
@@ -82,42 +70,43 @@ def job_push(
     )
 
 
-def task_push(task: "Task", *, delay_s: float = 0) -> None:
-    """Push a task's job (see job_push) from its row."""
-    job_push(
-        task_id=str(task.id),
-        priority=task.priority,
-        time_left_s=task.time_left_s(),
-        delay_s=delay_s,
-        lane=task.lane,
-        bulk=task.bulk,
+def job_delay(*, task_id: str, delay_s: float, pipe: Any = None) -> None:
+    """Push the task again after `delay_s`.
+
+    RQ's own scheduler forks from the worker, and a fork of a process that holds the model hangs;
+    our housekeeping moves due tasks from this sorted set onwards instead."""
+    client = pipe if pipe is not None else sync_client()
+    client.zadd(DELAYED_KEY(), {task_id: time.time() + delay_s})
+
+
+def job_save_in(
+    pipe: Any, *, task_id: str, priority: str, time_left_s: float | None, bulk: bool = False
+) -> None:
+    """Write the task's job (its hash, status queued) without pushing it: a deployment pushes
+    it onto its queue when it takes the task (apps.scheduling.coordination.capacity)."""
+    queue = queue_for(priority)
+    job = queue.create_job(
+        JOB_FUNC,
+        args=(task_id,),
+        job_id=task_id,
+        timeout=job_timeout_s(time_left_s),
+        result_ttl=600,
+        failure_ttl=24 * 3600,
+        status=JobStatus.QUEUED,
     )
+    job.enqueued_at = rq_now()
+    if bulk:
+        pipe.sadd(BULK_KEY(), task_id)
+    job.save(pipeline=pipe)
 
 
-def tasks_push(tasks: "list[Task]") -> None:
-    """Push many tasks' jobs in one round trip (one MULTI: RQ puts a pipeline it is given in
-    transaction mode, which must come before any command)."""
-    pipe = sync_client().pipeline()
-    pipe.multi()
-    for task in tasks:
-        job_push(
-            task_id=str(task.id),
-            priority=task.priority,
-            time_left_s=task.time_left_s(),
-            lane=task.lane,
-            bulk=task.bulk,
-            pipe=pipe,
-        )
-    pipe.execute()
-
-
-def job_remove(*, task_id: str, priority: str, lane: str = "") -> None:
+def job_remove(*, task_id: str, priority: str) -> None:
     """Take the task's job off its queue and out of the delayed set, if it is there."""
     queue_for(priority).remove(task_id)
-    sync_client().zrem(DELAYED_KEY(), task_id)
-    sync_client().srem(BULK_KEY(), task_id)
-    if lane:
-        sync_client().srem(lane_key(lane), task_id)
+    pipe = sync_client().pipeline(transaction=False)
+    pipe.zrem(DELAYED_KEY(), task_id)
+    pipe.srem(BULK_KEY(), task_id)
+    pipe.execute()
 
 
 def delayed_count() -> int:
@@ -134,16 +123,16 @@ def DELAYED_KEY() -> str:
     return key("delayed")
 
 
-_POP_DUE = """
+_POP_DUE = LuaScript("""
 local due = redis.call('zrangebyscore', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
 if #due > 0 then redis.call('zrem', KEYS[1], unpack(due)) end
 return due
-"""
+""")
 
 
 def delayed_pop_due(*, limit: int = 500) -> list[str]:
     """Atomically take the ids of delayed tasks that are due (each is taken by one caller only)."""
-    due = sync_client().eval(_POP_DUE, 1, DELAYED_KEY(), time.time(), limit)
+    due = _POP_DUE(sync_client(), [DELAYED_KEY()], [time.time(), limit])
     return [item.decode() for item in due]
 
 
@@ -155,8 +144,9 @@ class JobCensus:
     started by a worker that then died says `started` until its timeout. So `queued` counts
     only when the id is in its queue (or RQ's intermediate list, which RQ cleans itself), and
     `started` only while its worker is registered. A job that failed inside RQ (say PostgreSQL
-    was unreachable when it started) never runs the task. `finished` counts: a task waiting for
-    a concurrency slot has a finished job and is woken by the slot's release.
+    was unreachable when it started) never runs the task. A task that waits in a deployment's
+    line is held there (apps.scheduling.coordination.capacity), whatever its job says; one a
+    deployment took is held by its job, like any other (pushed again, it keeps its deployment).
     The queues are read once per round, and only if some job says `queued`.
     """
 
@@ -174,17 +164,40 @@ class JobCensus:
             self._waiting = {job_id for ids in pipe.execute() for job_id in ids}
         return self._waiting
 
-    def holds(self, task_id: str) -> bool:
-        """Whether RQ (or our delayed set) holds a job that will run or wake the task."""
-        reply: Any = self.client.hmget(f"rq:job:{task_id}", ["status", "worker_name"])
-        status, worker = reply
-        if status in (b"finished", b"scheduled", b"deferred"):
-            return True
-        if status == b"queued" and task_id.encode() in self._waiting_ids():
-            return True
-        if status == b"started" and worker and self.client.exists(f"rq:worker:{worker.decode()}"):
-            return True
-        return self.client.zscore(DELAYED_KEY(), task_id) is not None
+    def held(self, task_ids: list[str]) -> set[str]:
+        """Which of these tasks RQ (or a deployment, or our delayed set) holds a job for that
+        will run or wake them: one round trip for all, and the queues' lists when needed."""
+        pipe = self.client.pipeline(transaction=False)
+        for task_id in task_ids:
+            capacity_waiting_in(pipe, task_id)
+            pipe.hmget(f"rq:job:{task_id}", ["status", "worker_name"])
+            pipe.zscore(DELAYED_KEY(), task_id)
+        replies = iter(pipe.execute())
+        held: set[str] = set()
+        started_by: dict[str, str] = {}
+        for task_id in task_ids:
+            # Every reply is read, whatever the first says: they are in order.
+            flags = [next(replies) for _ in range(CAPACITY_WAITING_REPLIES)]
+            by_deployment = any(flags)
+            status, worker = next(replies)
+            delayed = next(replies) is not None
+            if (
+                by_deployment
+                or delayed
+                or status in (b"scheduled", b"deferred")
+                or (status == b"queued" and task_id.encode() in self._waiting_ids())
+            ):
+                held.add(task_id)
+            elif status == b"started" and worker:
+                started_by[task_id] = worker.decode()
+        workers = sorted(set(started_by.values()))
+        if workers:
+            pipe = self.client.pipeline(transaction=False)
+            for worker in workers:
+                pipe.exists(f"rq:worker:{worker}")
+            alive = {w for w, up in zip(workers, pipe.execute(), strict=True) if up}
+            held.update(task_id for task_id, worker in started_by.items() if worker in alive)
+        return held
 
 
 def queued_total() -> int:

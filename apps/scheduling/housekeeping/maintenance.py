@@ -19,12 +19,12 @@ from apps.core.redis import key
 from apps.scheduling.coordination.leases import ExclusiveLease, LeaseState
 from apps.scheduling.housekeeping.load import load_evaluate
 from apps.scheduling.housekeeping.recovery import (
+    dispatch_deployments,
     expire_overdue,
     promote_aged,
     push_due_delayed,
     reconcile_lost_jobs,
     recover_orphaned_running,
-    wake_slot_waiters,
 )
 
 logger = logging.getLogger(__name__)
@@ -87,6 +87,7 @@ class Maintainer(threading.Thread):
                 close_old_connections()
                 tick += 1
                 push_due_delayed()
+                dispatch_deployments()
                 if tick % self._load_every == 0:
                     load_evaluate()
                 if tick % self._slow_every == 0:
@@ -94,7 +95,6 @@ class Maintainer(threading.Thread):
                     promote_aged()
                     reconcile_lost_jobs()
                     recover_orphaned_running()
-                    wake_slot_waiters()
                 registered_chores_run(time.monotonic())
             except Exception:
                 logger.exception("scheduler maintenance failed; retrying")

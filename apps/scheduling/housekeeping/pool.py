@@ -1,5 +1,6 @@
-"""A pool of worker processes on one host, restarted when they die, plus the scheduler's
-housekeeping thread. `manage.py run_workers` and `manage.py run_platform` use it."""
+"""A pool of worker processes on one host, restarted when they die, plus the host's built-in
+model servers (`manage.py model_servers`) and the scheduler's housekeeping thread.
+`manage.py run_workers` and `manage.py run_platform` use it."""
 
 import logging
 import os
@@ -29,32 +30,48 @@ def worker_command(queues: list[str]) -> list[str]:
     return [sys.executable, "manage.py", "worker", *queues]
 
 
+MODEL_SERVERS_COMMAND = [sys.executable, "manage.py", "model_servers"]
+
+
 class WorkerPool:
     """`processes` workers on all queues (high, medium, low), of which `high_only` take only `high`,
     so interactive work always finds a free worker."""
 
-    def __init__(self, *, processes: int, high_only: int = 0, maintenance: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        processes: int,
+        high_only: int = 0,
+        maintenance: bool = True,
+        model_servers: bool = True,
+    ) -> None:
         self.slots = [
             WorkerSlot(queues=["high"] if index < high_only else list(QUEUE_ORDER))
             for index in range(processes)
         ]
+        # First: the workers' first answers find the model loaded.
+        self.servers = WorkerSlot(queues=[]) if model_servers else None
         self.maintainer = Maintainer() if maintenance else None
         self.stopping = False
 
     def start(self) -> None:
         if self.maintainer:
             self.maintainer.start()
-        for slot in self.slots:
+        for slot in self._all():
             self._spawn(slot)
 
+    def _all(self) -> list[WorkerSlot]:
+        return ([self.servers] if self.servers else []) + self.slots
+
     def _spawn(self, slot: WorkerSlot) -> None:
-        slot.process = subprocess.Popen(worker_command(slot.queues), env=os.environ.copy())
+        command = worker_command(slot.queues) if slot is not self.servers else MODEL_SERVERS_COMMAND
+        slot.process = subprocess.Popen(command, env=os.environ.copy())
         slot.started_at = time.monotonic()
         logger.info("worker started", extra={"pid": slot.process.pid, "queues": slot.queues})
 
     def supervise_once(self) -> None:
         """Restart workers that exited (crashed or were killed), with a short back-off."""
-        for slot in self.slots:
+        for slot in self._all():
             if slot.process is None or slot.process.poll() is None or self.stopping:
                 continue
             code = slot.process.returncode
@@ -67,19 +84,24 @@ class WorkerPool:
             self._spawn(slot)
 
     def stop(self, timeout_s: float = 30.0) -> None:
-        """Warm shutdown: each worker finishes its current task, then exits."""
+        """Warm shutdown: each worker finishes its current tasks, then exits; the model servers
+        stop last, once nothing is left to answer."""
         self.stopping = True
         if self.maintainer:
             self.maintainer.stop()
-        running = [
-            slot.process for slot in self.slots if slot.process and slot.process.poll() is None
-        ]
-        for process in running:
-            process.send_signal(signal.SIGTERM)
         give_up_at = time.monotonic() + timeout_s
-        for process in running:
-            try:
-                process.wait(timeout=max(0.1, give_up_at - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        _stop_all([slot.process for slot in self.slots], give_up_at)
+        if self.servers is not None:
+            _stop_all([self.servers.process], give_up_at + 5.0)
+
+
+def _stop_all(processes: list[subprocess.Popen[bytes] | None], give_up_at: float) -> None:
+    running = [process for process in processes if process and process.poll() is None]
+    for process in running:
+        process.send_signal(signal.SIGTERM)
+    for process in running:
+        try:
+            process.wait(timeout=max(0.1, give_up_at - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

@@ -11,30 +11,27 @@ lost.
 import logging
 import time
 from datetime import timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
 from apps.core.redis import sync_client
-from apps.scheduling.coordination.capacity import slot_forget_waiter, slot_wake_next, waiting_keys
+from apps.scheduling.coordination.capacity import capacity_dispatch_all
 from apps.scheduling.coordination.leases import (
     lock_held,
     task_lock,
     task_lock_key,
 )
 from apps.scheduling.coordination.load_state import load_state_current
-from apps.scheduling.coordination.queues import (
-    JobCensus,
-    delayed_pop_due,
-    job_exists_in_queue,
-    task_push,
-)
+from apps.scheduling.coordination.queues import JobCensus, delayed_pop_due
 from apps.scheduling.models import Task, TaskStatus
-from apps.scheduling.runtime.runner import handle_attempt_failure
+from apps.scheduling.runtime.runner import handle_attempt_failure, resend_after_unlock
+from apps.scheduling.tasks.dispatch import task_push
 from apps.scheduling.tasks.errors import WorkerLost
 from apps.scheduling.tasks.policy import PROMOTION, aging_limit_s, waiting_since
-from apps.scheduling.tasks.services import task_expire_overdue, task_reprioritize
+from apps.scheduling.tasks.services import PUSH_FIELDS, task_expire_overdue, task_reprioritize
 
 logger = logging.getLogger(__name__)
 
@@ -86,25 +83,10 @@ def promote_aged() -> int:
     return promoted
 
 
-def wake_slot_waiters() -> int:
-    """Backstop: slots freed by a lapsed lease (crashed holder) go to the best waiter."""
-    woken = 0
-    for name in waiting_keys():
-        task_id = slot_wake_next(name)
-        if task_id is None:
-            continue
-        task = (
-            Task.objects.filter(id=task_id)
-            .only("priority", "deadline_at", "status", "lane")
-            .first()
-        )
-        if task is None or task.status != TaskStatus.QUEUED:
-            slot_forget_waiter(name, task_id)  # finished or gone: it waits for nothing
-            continue
-        if not job_exists_in_queue(task_id=task_id, priority=task.priority):
-            task_push(task)
-            woken += 1
-    return woken
+def dispatch_deployments() -> int:
+    """Backstop: every deployment takes the waiters it has room for (holds that lapsed with a
+    crashed worker, cooldowns that ended, per-minute limits that freed)."""
+    return len(capacity_dispatch_all())
 
 
 def expire_overdue() -> int:
@@ -113,21 +95,42 @@ def expire_overdue() -> int:
     return sum(1 for task in overdue[:500] if task_expire_overdue(task=task) is not None)
 
 
+# Where the reconciler's last round ended (arrival, id): each round looks at the next page of
+# waiting tasks, so every one is looked at in turn however many wait.
+_reconcile_after: dict[str, Any] = {}
+RECONCILE_PAGE = 1000
+
+
 def reconcile_lost_jobs() -> int:
-    """Re-push queued (or due retrying) tasks that RQ holds no runnable job for: Redis
-    restarted, a push failed, or a worker died between taking the job and starting it."""
+    """Re-push queued (or due retrying) tasks that nothing in Redis holds a runnable job for:
+    Redis restarted, a push failed, or a worker died between taking the job and starting it."""
     grace = timedelta(seconds=settings.PLATFORM["RECONCILE_GRACE_S"])
     now = timezone.now()
-    candidates = Task.objects.filter(
-        status__in=TaskStatus.WAITING,
-        enqueued_at__lt=now - grace,
-    ).only("id", "status", "priority", "deadline_at", "not_before", "lane")[:1000]
+    waiting = Task.objects.filter(status__in=TaskStatus.WAITING, enqueued_at__lt=now - grace)
+    after = _reconcile_after.get("at")
+    if after is not None:
+        at, task_id = after
+        waiting = waiting.filter(Q(enqueued_at__gt=at) | Q(enqueued_at=at, id__gt=task_id))
+    candidates = list(
+        waiting.order_by("enqueued_at", "id").only(*PUSH_FIELDS, "status", "not_before")[
+            :RECONCILE_PAGE
+        ]
+    )
+    if len(candidates) < RECONCILE_PAGE:
+        _reconcile_after.clear()  # the end: the next round starts again from the oldest
+    else:
+        _reconcile_after["at"] = (candidates[-1].enqueued_at, candidates[-1].id)
+    due = [
+        task
+        for task in candidates
+        if not (
+            task.status == TaskStatus.RETRYING and task.not_before and task.not_before > now - grace
+        )
+    ]
+    held = JobCensus().held([str(task.id) for task in due])
     pushed = 0
-    census = JobCensus()
-    for task in candidates:
-        if task.status == TaskStatus.RETRYING and task.not_before and task.not_before > now - grace:
-            continue
-        if census.holds(str(task.id)) or lock_held(str(task.id)):
+    for task in due:
+        if str(task.id) in held or lock_held(str(task.id)):
             continue
         logger.warning(
             "task had no job in Redis; pushing it again", extra={"task_id": str(task.id)}
@@ -195,7 +198,9 @@ def _recover_orphan(task: Task, ttl_s: float) -> int:
             "running task lost its worker; recovering it",
             extra={"task_id": str(task.id), "worker": task.worker_name},
         )
-        handle_attempt_failure(task, WorkerLost(f"worker {task.worker_name} stopped"), "watchdog")
-        return 1
+        lost = WorkerLost(f"worker {task.worker_name} stopped")
+        resend = handle_attempt_failure(task, lost, "watchdog")
     finally:
         lock.release()
+    resend_after_unlock(resend)
+    return 1

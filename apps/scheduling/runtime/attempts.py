@@ -2,7 +2,8 @@
 
 A worker process runs hundreds of attempts at once. Per attempt there is no thread: what each
 one needs from the scheduler while it runs is done for all of them together, by the runtime:
-- its lock (and concurrency slot) renewed, for every attempt in one pipelined round trip;
+- its lock (and the hold on its model deployment) renewed, for every attempt in one pipelined
+  round trip;
 - its fencing checked: the lock still ours, PostgreSQL still at this attempt. An attempt whose
   lock vanished takes it back if nobody holds it and PostgreSQL agrees; one that lost its task
   to another attempt is abandoned: it stops calling the model and writes nothing more;
@@ -17,9 +18,9 @@ import asyncio
 import contextvars
 import functools
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
+from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
 from asgiref.sync import sync_to_async
@@ -27,7 +28,7 @@ from django.conf import settings
 from django.db import connection
 
 from apps.core.redis import async_client
-from apps.scheduling.coordination.capacity import RENEW_SCRIPT, Slot
+from apps.scheduling.coordination.capacity import capacity_renew_in
 from apps.scheduling.coordination.leases import ExclusiveLease, LeaseState
 from apps.scheduling.coordination.stops import StopReason, stop_flag_key, stop_version_key
 from apps.scheduling.models import Task, TaskStatus
@@ -57,6 +58,15 @@ def _releasing(function: Callable[..., R]) -> Callable[..., R]:
     return call
 
 
+@dataclass(frozen=True)
+class Held:
+    """The model deployment an attempt holds ("" for none) and its task's flow there
+    (apps.scheduling.coordination.capacity)."""
+
+    deployment: str = ""
+    flow: str = ""
+
+
 def _attempts_current(attempts: dict[str, int]) -> set[str]:
     """Which of these task ids are still running at the given attempt."""
     rows = Task.objects.filter(id__in=list(attempts), status=TaskStatus.RUNNING).values_list(
@@ -74,6 +84,7 @@ class AttemptContext:
         self.task = attempt.task
         self.attempt = attempt.task.attempts
         self.worker_name = runtime.worker_name
+        self.deployment = attempt.held.deployment
         self.stopped = asyncio.Event()
         self.writes: list[Callable[[], None]] = []
         self._stop_reason: StopReason | None = None
@@ -130,15 +141,15 @@ class AttemptContext:
 
 
 class Attempt:
-    """One attempt that holds its task's lock, and maybe a concurrency slot."""
+    """One attempt that holds its task's lock, and maybe a model deployment."""
 
     def __init__(
-        self, task: Task, lock: ExclusiveLease, slot: Slot | None, runtime: "AttemptRuntime"
+        self, task: Task, lock: ExclusiveLease, held: Held, runtime: "AttemptRuntime"
     ) -> None:
         self.task = task
         self.task_id = str(task.id)
         self.lock = lock
-        self.slot = slot
+        self.held = held
         self.runtime = runtime
         self.context = AttemptContext(self, runtime)
         self.finishing = False
@@ -268,9 +279,9 @@ class AttemptRuntime:
     # --- leases -------------------------------------------------------------------------------
 
     async def _keep_leases(self) -> None:
-        """Renew every lock and slot on a fixed schedule, and check the fence beside it: the
-        check waits on PostgreSQL, the renewal must not (a slow database would let every lock
-        lapse)."""
+        """Renew every lock and deployment hold on a fixed schedule, and check the fence beside
+        it: the check waits on PostgreSQL, the renewal must not (a slow database would let every
+        lock lapse)."""
         interval = self.lock_ttl_s / 3
         fence_check: asyncio.Task[None] | None = None
         while not await self._pause(interval):
@@ -291,10 +302,14 @@ class AttemptRuntime:
         for attempt in attempts:
             attempt.lock.renew_in(pipe)
         for attempt in attempts:
-            if attempt.slot is not None:
-                slot = attempt.slot
-                lease_until = time.time() + slot.lease_s
-                pipe.eval(RENEW_SCRIPT, 1, slot.holders, slot.task_id, lease_until)
+            if attempt.held.deployment:
+                capacity_renew_in(
+                    pipe,
+                    task_id=attempt.task_id,
+                    deployment=attempt.held.deployment,
+                    flow=attempt.held.flow,
+                    ttl_s=self.lock_ttl_s,
+                )
         replies = await pipe.execute()
         for attempt, reply in zip(attempts, replies, strict=False):
             state = LeaseState(int(reply))

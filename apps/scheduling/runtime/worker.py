@@ -9,8 +9,9 @@ job hashes, registries, executions, worker registration and heartbeats, and runs
   server waits on sockets, not the CPU: a thousand waiting answers cost a thousand small
   coroutines, about 50 KB each, not a thousand threads), with database work in a small pool of
   threads;
-- a job is taken only when a slot is free, strictly by priority, and never one whose lane is full
-  here (apps.scheduling.runtime.intake): a worker never holds queued jobs it is not running;
+- a job is taken only when a slot is free, strictly by priority (apps.scheduling.runtime.intake);
+  the queues hold only work that can start (a model deployment took it first), so a worker
+  never holds queued jobs it is not running;
 - time limits per attempt with `asyncio.timeout`, not SIGALRM;
 - SIGTERM: nothing new is taken, running attempts get WORKER_SHUTDOWN_GRACE_S to finish, and the
   rest go back to their queues without spending their retry budget. A second signal skips the
@@ -46,11 +47,10 @@ from apps.core.redis import async_client_close
 from apps.scheduling.coordination.queues import JOB_FUNC, QUEUE_ORDER, queue_for
 from apps.scheduling.coordination.reports import worker_slots_key
 from apps.scheduling.coordination.stops import StopReason, task_request_stop
-from apps.scheduling.runtime.attempts import AttemptRuntime
+from apps.scheduling.runtime.attempts import AttemptRuntime, Held
 from apps.scheduling.runtime.intake import Intake, Taken
-from apps.scheduling.runtime.lanes import LaneGate
 from apps.scheduling.runtime.rq_jobs import RunningJob, job_ended, jobs_heartbeat, jobs_started
-from apps.scheduling.runtime.runner import LaneClaim, task_run
+from apps.scheduling.runtime.runner import task_run
 
 logger = logging.getLogger(__name__)
 
@@ -64,14 +64,13 @@ TAKE_BATCH_MAX = 64
 class PlatformWorker(SimpleWorker):
     """Runs up to `concurrency` jobs at once (see the module's docstring)."""
 
-    def __init__(self, *args: Any, concurrency: int, lanes: dict[str, int], **kwargs: Any) -> None:
+    def __init__(self, *args: Any, concurrency: int, **kwargs: Any) -> None:
         kwargs.setdefault("worker_ttl", settings.PLATFORM["WORKER_TTL_S"])
         kwargs.setdefault(
             "maintenance_interval", settings.PLATFORM["WORKER_MAINTENANCE_INTERVAL_S"]
         )
         super().__init__(*args, **kwargs)
         self.concurrency = max(1, concurrency)
-        self.lanes = LaneGate(lanes, kept_from_bulk=settings.PLATFORM["BULK_RESERVED_LANE_UNITS"])
         # Slots bulk work never takes: live work always finds some free (at least one is left
         # to bulk work, or it could never run here).
         self.kept_from_bulk = min(
@@ -176,14 +175,12 @@ class PlatformWorker(SimpleWorker):
         job.add_done_callback(self._jobs.discard)
 
     async def _run_job(self, taken: Taken, running: RunningJob) -> None:
-        claim = LaneClaim(lane=taken.lane)
         failure: str | None = None
         try:
             job = running.job
             if job.func_name == JOB_FUNC:
-                await task_run(
-                    self.runtime, task_id=str(job.args[0]), lanes=self.lanes, claim=claim
-                )
+                held = Held(taken.deployment, taken.flow)
+                await task_run(self.runtime, task_id=str(job.args[0]), held=held)
             else:  # a plain RQ job on our queues: run it as RQ would, off the loop
                 await self.runtime.db(job.perform)
         except Exception:
@@ -203,8 +200,6 @@ class PlatformWorker(SimpleWorker):
                 )
             except Exception:
                 logger.exception("could not record the job's end in RQ")
-            if claim.lane:
-                self.lanes.release(claim.lane)
             with self._active_lock:
                 self._active -= 1
                 self._bulk_active -= taken.bulk
@@ -213,7 +208,7 @@ class PlatformWorker(SimpleWorker):
     # --- taking jobs (a thread: RQ's calls block) ---------------------------------------------
 
     def _intake_forever(self, burst: bool) -> None:
-        intake = Intake(queues=self._ordered_queues, connection=self.connection, lanes=self.lanes)
+        intake = Intake(queues=self._ordered_queues, connection=self.connection)
         next_heartbeat = 0.0
         pause_s = 1.0
         while not self.stop_taking.is_set():
@@ -351,5 +346,4 @@ def worker_build(
         connection=queues[0].connection,
         name=worker_name,
         concurrency=concurrency or settings.PLATFORM["WORKER_CONCURRENCY"],
-        lanes=settings.PLATFORM["WORKER_LANES"],
     )

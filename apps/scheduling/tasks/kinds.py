@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, ParamSpec, Protocol, TypeVar
 
+from apps.scheduling.coordination.capacity import Route
 from apps.scheduling.coordination.stops import StopReason
 from apps.scheduling.models import Task
 
@@ -20,6 +21,8 @@ class RunContext(Protocol):
 
     attempt: int
     worker_name: str
+    # The deployment this attempt holds (TaskKind.route), "" for a kind that needs none.
+    deployment: str
 
     def should_stop(self) -> bool:
         """Whether to stop now: a stop or cancel request, the deadline, or the attempt lost its
@@ -66,13 +69,10 @@ class TaskKind:
     # kind can reset what clients will read.
     on_requeue: Callable[[Task], None] | None = None
     max_attempts: int | None = None
-    # (group, limit) when at most `limit` tasks of the group may run at once (e.g. one app's model
-    # server); None when unlimited. Tasks over the limit wait for a slot in priority order.
-    concurrency: Callable[[Task], tuple[str, int] | None] | None = None
-    # The worker capacity the task needs besides a slot, decided when it is created: a lane has
-    # a per-process capacity (the built-in model's parallel sequences, settings WORKER_LANES),
-    # and a worker whose lane is full takes other work instead, leaving such tasks queued.
-    lane: Callable[[Task], str] | None = None
+    # The model deployments the task needs (one of them, while it runs): it waits for room in
+    # one, by priority, then in fair shares between apps (apps.scheduling.coordination.
+    # capacity). None (or a None route): it needs none and runs as soon as a worker is free.
+    route: Callable[[Task], Route | None] | None = None
 
 
 @dataclass(frozen=True)

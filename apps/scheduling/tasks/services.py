@@ -17,9 +17,11 @@ from django.utils import timezone
 from apps.applications.models import App
 from apps.core.insert import insert_together
 from apps.core.metrics import MetricsBatch, metric_inc
-from apps.scheduling.coordination.queues import job_remove, task_push, tasks_push
+from apps.scheduling.coordination.capacity import capacity_forget, capacity_move
+from apps.scheduling.coordination.queues import job_remove
 from apps.scheduling.coordination.stops import StopReason, task_request_stop, task_stop_clear
 from apps.scheduling.models import Task, TaskEvent, TaskStatus
+from apps.scheduling.tasks.dispatch import task_push, tasks_push
 from apps.scheduling.tasks.kinds import FinalFailure, task_kind_find
 from apps.scheduling.tasks.policy import PriorityDecision, priority_decide
 from apps.scheduling.tasks.transitions import Increment, guarded_update
@@ -31,13 +33,7 @@ P = ParamSpec("P")
 
 def _pusher(task: Task, delay_s: float = 0) -> Callable[[], None]:
     # A copy: the caller's row may change before the push runs (on commit).
-    pushed = Task(
-        id=task.id,
-        priority=task.priority,
-        deadline_at=task.deadline_at,
-        lane=task.lane,
-        bulk=task.bulk,
-    )
+    pushed = task_for_push(task)
 
     def push() -> None:
         try:
@@ -48,6 +44,23 @@ def _pusher(task: Task, delay_s: float = 0) -> Callable[[], None]:
             logger.exception("could not push task to Redis", extra={"task_id": str(pushed.id)})
 
     return push
+
+
+def task_for_push(task: Task) -> Task:
+    """What pushing a task reads of it (its route, queue, deadline and place in line), copied."""
+    return Task(
+        id=task.id,
+        kind=task.kind,
+        app_id=task.app_id,
+        payload=dict(task.payload or {}),
+        priority=task.priority,
+        deadline_at=task.deadline_at,
+        enqueued_at=task.enqueued_at,
+        bulk=task.bulk,
+    )
+
+
+PUSH_FIELDS = ("id", "kind", "app_id", "payload", "priority", "deadline_at", "enqueued_at", "bulk")
 
 
 # The advisory lock a task's creating transaction holds until it commits (see task_record).
@@ -113,8 +126,6 @@ def task_prepare(
         not_before=now + timedelta(seconds=decision.defer_s) if decision.defer_s else None,
         idempotency_key=idempotency_key,
     )
-    if registered is not None and registered.lane is not None:
-        task.lane = registered.lane(task)
     event = TaskEvent(
         task=task,
         from_status="",
@@ -181,13 +192,15 @@ def tasks_release_held(*, task_ids: list[uuid.UUID], reason: str) -> int:
         released = list(
             Task.objects.select_for_update(skip_locked=True)
             .filter(id__in=task_ids, status=TaskStatus.PENDING)
-            .only("id", "priority", "deadline_at", "lane", "bulk")
+            .only(*PUSH_FIELDS)
         )
         if not released:
             return 0
         Task.objects.filter(id__in=[task.id for task in released]).update(
             status=TaskStatus.QUEUED, enqueued_at=now
         )
+        for task in released:
+            task.enqueued_at = now
         TaskEvent.objects.bulk_create(
             TaskEvent(
                 task_id=task.id,
@@ -258,13 +271,15 @@ def task_transition(
     )
 
 
-def task_mark_running(*, task_id: str, worker_name: str) -> Task | None:
+def task_mark_running(*, task_id: str, worker_name: str, deployment: str = "") -> Task | None:
+    """Start an attempt; its event says which deployment serves it (the task's history)."""
     return task_transition(
         task_id=task_id,
         from_statuses=TaskStatus.WAITING,
         to_status=TaskStatus.RUNNING,
-        reason="started",
+        reason=f"started on {deployment}" if deployment else "started",
         actor=worker_name,
+        detail={"deployment": deployment} if deployment else None,
         worker_name=worker_name,
         attempts=Increment(),
         started_at=timezone.now(),
@@ -316,8 +331,19 @@ def retry_delay_s(attempt: int) -> float:
     return random.uniform(min(base / 2, ceiling), ceiling)
 
 
-def task_schedule_retry(*, task: Task, error: Exception, worker_name: str) -> Task | None:
-    delay = retry_delay_s(task.attempts)
+def task_schedule_retry(
+    *,
+    task: Task,
+    error: Exception,
+    worker_name: str,
+    delay_s: float | None = None,
+    avoid: str = "",
+    push: bool = True,
+) -> Task | None:
+    """Another attempt after a backoff (`delay_s`: 0 when another deployment can take it at
+    once: the backoff spares a failing server, not the answer), avoiding deployment `avoid`.
+    `push=False` with no delay: the caller pushes it (after letting go of the task's lock)."""
+    delay = retry_delay_s(task.attempts) if delay_s is None else delay_s
     retried = task_transition(
         task_id=task.id,
         from_statuses=(TaskStatus.RUNNING,),
@@ -325,14 +351,21 @@ def task_schedule_retry(*, task: Task, error: Exception, worker_name: str) -> Ta
         to_status=TaskStatus.RETRYING,
         reason=f"attempt {task.attempts} failed: {type(error).__name__}",
         actor=worker_name,
-        detail={"error": str(error)[:2000], "retry_in_s": round(delay, 3)},
+        detail={
+            "error": str(error)[:2000],
+            "retry_in_s": round(delay, 3),
+            **({"deployment": avoid} if avoid else {}),
+        },
         error_type=type(error).__name__,
         error_message=str(error)[:2000],
         not_before=timezone.now() + timedelta(seconds=delay),
     )
     if retried is not None:
         metric_inc("dp_task_retries_total", {"kind": retried.kind})
-        task_push(retried, delay_s=delay)
+        if delay > 0:
+            task_push(retried, delay_s=delay)
+        elif push:
+            task_push(retried, avoid=avoid)
     return retried
 
 
@@ -414,7 +447,7 @@ def task_expire_overdue(*, task: Task, actor: str = "scheduler") -> Task | None:
         actor=actor,
     )
     if ended is not None:
-        job_remove(task_id=str(task.id), priority=task.priority, lane=task.lane)
+        task_unqueue(task)
     return ended
 
 
@@ -427,6 +460,12 @@ class EndResult(enum.StrEnum):
     STOPPING = "stopping"
     # It had ended already (or never existed).
     NOT_ACTIVE = "not active"
+
+
+def task_unqueue(task: Task) -> None:
+    """A task that waited ends: its job off its queue, out of its deployments' line."""
+    job_remove(task_id=str(task.id), priority=task.priority)
+    capacity_forget(task_id=str(task.id))
 
 
 def task_cancel(*, task_id: uuid.UUID | str, actor: str) -> EndResult:
@@ -454,7 +493,7 @@ def task_cancel(*, task_id: uuid.UUID | str, actor: str) -> EndResult:
     )
     if ended is None:
         return task_cancel(task_id=task_id, actor=actor)  # it started meanwhile: stop it
-    job_remove(task_id=str(task.id), priority=task.priority, lane=task.lane)
+    task_unqueue(task)
     return EndResult.CANCELLED
 
 
@@ -487,7 +526,7 @@ def task_reprioritize(
         waiting_for_retry = task.status == TaskStatus.RETRYING
     change = "aged" if actor == "scheduler" else "operator"
     metric_inc("dp_priority_changes_total", {"change": change, "to": priority})
-    if not waiting_for_retry:
+    if not waiting_for_retry and not capacity_move(task_id=str(task.id), priority=priority):
         # A delayed (deferred) task moves now too: promotion means "stop waiting".
         job_remove(task_id=str(task.id), priority=old)
         task_push(task)
@@ -554,21 +593,37 @@ def task_purge(*, task_id: uuid.UUID | str, actor: str) -> bool:
     return bool(deleted)
 
 
-def task_wait_for_slot(*, task: Task, worker_name: str) -> Task | None:
-    """Every concurrency slot of the task's group is taken: back to `queued`, the attempt not
-    counted (nothing of it ran). It is queued again when a slot frees (see
-    apps.scheduling.coordination.capacity)."""
-    return task_transition(
+def task_wait_for_deployment(
+    *,
+    task: Task,
+    worker_name: str,
+    reason: str,
+    avoid: str = "",
+    payload: dict[str, Any] | None = None,
+    push: bool = True,
+) -> Task | None:
+    """The task started without a deployment to run on (its hold was lost with Redis, or its
+    deployment refused it for load): back to `queued`, the attempt not counted (nothing of it
+    ran), and back in its deployments' line (apps.scheduling.coordination.capacity), where
+    `avoid` (the deployment that refused it) takes it only if no other can. `payload`: the task's
+    new payload (what its route reads); `push=False`: the caller pushes it (after letting go of
+    the task's lock)."""
+    fields: dict[str, Any] = {} if payload is None else {"payload": payload}
+    waited = task_transition(
         task_id=task.id,
         from_statuses=(TaskStatus.RUNNING,),
         attempt=task.attempts,
         to_status=TaskStatus.QUEUED,
-        reason="waiting for a concurrency slot",
+        reason=reason,
         actor=worker_name,
         attempts=Increment(-1),
         started_at=None,
         worker_name="",
+        **fields,
     )
+    if waited is not None and push:
+        task_push(waited, avoid=avoid)
+    return waited
 
 
 def task_expire(*, task_id: uuid.UUID | str, actor: str) -> EndResult:
@@ -602,11 +657,13 @@ def task_expire(*, task_id: uuid.UUID | str, actor: str) -> EndResult:
     )
     if ended is None:
         return task_expire(task_id=task_id, actor=actor)  # it started meanwhile: stop it
-    job_remove(task_id=str(task.id), priority=task.priority, lane=task.lane)
+    task_unqueue(task)
     return EndResult.EXPIRED
 
 
-def task_return_to_queue(*, task: Task, worker_name: str, reason: str) -> Task | None:
+def task_return_to_queue(
+    *, task: Task, worker_name: str, reason: str, push: bool = True
+) -> Task | None:
     """A stopping worker hands back an attempt it could not finish in its grace period: the task
     is queued again at once, and the attempt does not spend the retry budget (its number still
     counts, so the next attempt knows to take back the text a client already has)."""
@@ -622,6 +679,6 @@ def task_return_to_queue(*, task: Task, worker_name: str, reason: str) -> Task |
         worker_name="",
         enqueued_at=timezone.now(),
     )
-    if returned is not None:
+    if returned is not None and push:
         task_push(returned)
     return returned

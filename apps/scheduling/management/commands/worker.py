@@ -6,7 +6,6 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from apps.core.gc_tuning import gc_tune_for_serving
-from apps.providers.registry import providers_warm_up
 from apps.scheduling.coordination.queues import QUEUE_ORDER
 from apps.scheduling.housekeeping.load import LoadReporter
 from apps.scheduling.runtime.worker import worker_build, worker_connections_configure
@@ -22,9 +21,6 @@ class Command(BaseCommand):
         parser.add_argument("--burst", action="store_true", help="Stop when the queues are empty.")
         parser.add_argument("--name", default=None, help="Worker name (default: host.pid).")
         parser.add_argument(
-            "--no-warm-up", action="store_true", help="Load the model on first use."
-        )
-        parser.add_argument(
             "--concurrency",
             type=int,
             default=settings.PLATFORM["WORKER_CONCURRENCY"],
@@ -37,8 +33,6 @@ class Command(BaseCommand):
             raise CommandError(f"unknown queues {sorted(unknown)}; choose from {list(QUEUE_ORDER)}")
         queues = sorted(set(options["queues"] or QUEUE_ORDER), key=QUEUE_ORDER.index)
         worker_connections_configure()
-        if not options["no_warm_up"]:
-            providers_warm_up()
         worker = worker_build(
             queue_names=queues, name=options["name"], concurrency=options["concurrency"]
         )

@@ -9,7 +9,7 @@ from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
-from apps.applications.demo import demo_seed
+from apps.deployments.demo import demo_seed
 
 # The quick start's password on a developer machine; production refuses it.
 DEFAULT_ADMIN_PASSWORD = "admin"

@@ -1,12 +1,15 @@
-"""The demo apps `make run` creates, so a new user can chat within a minute."""
+"""The demo apps `make run` creates, on the built-in model's deployment, so a new user can
+chat within a minute."""
 
 from dataclasses import dataclass
+from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.db import transaction
 
 from apps.applications.models import ApiKey, App, AppMode
-from apps.applications.services import api_key_create, app_create
+from apps.applications.services import api_key_create
+from apps.deployments.services import app_create_served, builtin_deployment
 
 DEMO_CHAT = "Demo chat"
 DEMO_COMPLETION = "Demo completion"
@@ -19,8 +22,10 @@ class DemoApp:
     clear_key: str
 
 
-def _demo_app(name: str, mode: str, **fields: object) -> DemoApp:
-    app = App.objects.filter(name=name).first() or app_create(name=name, mode=mode, **fields)
+def _demo_app(name: str, mode: str, **fields: Any) -> DemoApp:
+    app = App.objects.filter(name=name).first() or app_create_served(
+        name=name, mode=mode, deployments=[builtin_deployment()], **fields
+    )
     if fields.get("web_chat_enabled") and not app.web_chat_enabled:
         app.web_chat_enabled = True  # a database from before the chat page needed turning on
         app.save(update_fields=["web_chat_enabled", "updated_at"])
