@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 
 from bench import harness
-from bench.harness import percentile
+from bench.harness import app_key, percentile
 from bench.request_bench import _body, _post, _stream_id_ms, sse_read
 
 STAMP = re.compile(r"w\d+\.\d+@(\d+(?:\.\d+)?)")
@@ -26,11 +26,14 @@ STAMP = re.compile(r"w\d+\.\d+@(\d+(?:\.\d+)?)")
 
 @contextlib.contextmanager
 def model_server(
-    *, tokens: int, tokens_per_s: float, stamp: bool = True
+    *, tokens: int, tokens_per_s: float, stamp: bool = True, capacity: int = 0
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """bench/model_server.py on a free port (serving at most `capacity` sequences, 429 beyond;
+    0: any number); yields its /v1 URL and the process (to kill it mid-stream)."""
     port = harness.free_port()
     args = ["-m", "bench.model_server", "--port", str(port), "--tokens", str(tokens)]
     args += ["--tokens-per-s", str(tokens_per_s), *(["--stamp"] if stamp else [])]
+    args += ["--capacity", str(capacity)]
     process = harness.start(args)
     url = f"http://127.0.0.1:{port}"
 
@@ -45,25 +48,21 @@ def model_server(
         yield f"{url}/v1", process
 
 
-def model_stats(url: str, reset: bool = False) -> dict[str, int]:
+def model_stats(url: str, reset: bool = False) -> dict[str, Any]:
     base = url.removesuffix("/v1")
     if reset:
         httpx.post(f"{base}/stats/reset", timeout=5)
-    stats: dict[str, int] = httpx.get(f"{base}/stats", timeout=5).json()
+    stats: dict[str, Any] = httpx.get(f"{base}/stats", timeout=5).json()
     return stats
 
 
 def remote_app_key(url: str, max_tokens: int) -> str:
-    from apps.applications.services import api_key_create, app_create
-
-    app = app_create(
+    return app_key(
         name="bench remote",
         provider="openai",
-        model_name="bench",
         max_tokens=max_tokens,
         provider_config={"base_url": url, "timeout_s": 120},
     )
-    return api_key_create(app=app)[1]
 
 
 @dataclass

@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -81,7 +82,7 @@ def reset_state() -> None:
         cursor.execute(
             "TRUNCATE scheduling_taskevent, scheduling_task, conversations_feedback,"
             " conversations_message, conversations_conversation, applications_apikey,"
-            " applications_app CASCADE"
+            " deployments_appdeployment, deployments_deployment, applications_app CASCADE"
         )
     sync_client().flushdb()
 
@@ -152,3 +153,60 @@ def rss_mb(pid: int) -> float:
         return psutil.Process(pid).memory_info().rss / 1024 / 1024
     except psutil.Error:
         return float("nan")
+
+
+def app_key(
+    *,
+    provider: str = "scripted",
+    provider_config: dict[str, Any] | None = None,
+    model_name: str = "bench",
+    max_concurrency: int = 1000,
+    **app_fields: Any,
+) -> str:
+    """An app on a deployment of its own (the endpoint, as an app named one before deployments:
+    `provider_config` holds base_url, api_key_env and the scripted text), and a key for it."""
+    from apps.applications.services import api_key_create
+    from apps.deployments.services import app_create_with_endpoint
+
+    config = dict(provider_config or {})
+    fields: dict[str, Any] = {
+        "base_url": str(config.pop("base_url", "")),
+        "api_key_env": str(config.pop("api_key_env", "")),
+        "max_concurrency": int(config.pop("max_concurrency", max_concurrency)),
+        "config": config,
+    }
+    app_fields.setdefault("name", "bench")
+    app = app_create_with_endpoint(
+        provider=provider, model=model_name, deployment_fields=fields, **app_fields
+    )
+    return api_key_create(app=app)[1]
+
+
+def model_server(port: int, *, parallel: int, **env: str) -> subprocess.Popen[bytes]:
+    """The built-in model's server, as the worker pool runs it (`manage.py model_server`)."""
+    import httpx
+
+    process = start(
+        ["manage.py", "model_server", "--port", str(port), "--parallel", str(parallel)], **env
+    )
+
+    def up() -> bool:
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_for(up, 90, "the model server")
+    return process
+
+
+def builtin_key(port: int, *, parallel: int, **app_fields: Any) -> str:
+    """An app on the built-in model served at `port` (a model_server), with `parallel` slots."""
+    app_fields.setdefault("name", "bench model")
+    return app_key(
+        provider="local",
+        model_name="SmolLM2-135M-Instruct",
+        provider_config={"base_url": f"http://127.0.0.1:{port}/v1"},
+        max_concurrency=parallel,
+        **app_fields,
+    )

@@ -5,6 +5,7 @@ import asyncio
 import time
 from typing import Any
 
+from bench.harness import builtin_key
 from bench.request_bench import _post, sse_read
 
 PROMPT = "Write a long story about a lighthouse keeper and the sea."
@@ -15,11 +16,15 @@ def raw_tokens_per_s(runs: int) -> list[float]:
     """Decode speed of xllamacpp alone: tokens after the first, over the time they took."""
     from django.conf import settings
 
-    from apps.providers.local import LocalModel
+    from apps.providers.local import LocalSettings, ModelServer
 
-    model = LocalModel(
-        threads=settings.PLATFORM["LOCAL_MODEL_THREADS"],
-        context=settings.PLATFORM["LOCAL_MODEL_CONTEXT"],
+    model = ModelServer(
+        LocalSettings(
+            threads=settings.PLATFORM["LOCAL_MODEL_THREADS"],
+            context=settings.PLATFORM["LOCAL_MODEL_CONTEXT"],
+        ),
+        api_key="bench-raw",
+        port=0,
     )
     speeds = []
     for _ in range(runs):
@@ -81,16 +86,9 @@ def platform_tokens_per_s(port: int, key: str, runs: int) -> list[float]:
     return speeds
 
 
-def local_app_key() -> str:
-    from apps.applications.services import api_key_create, app_create
-
-    app = app_create(
-        name="bench model",
-        provider="local",
-        max_tokens=MAX_TOKENS,
-        temperature=0.0,
-    )
-    return api_key_create(app=app)[1]
+def local_app_key(port: int, parallel: int) -> str:
+    """An app on the built-in model served at `port` (harness.model_server)."""
+    return builtin_key(port, parallel=parallel, max_tokens=MAX_TOKENS, temperature=0.0)
 
 
 def parallel_tokens_per_s(port: int, key: str, sequences: int) -> float:

@@ -9,15 +9,12 @@ from typing import Any
 
 import httpx
 
-from bench.harness import percentile
+from bench.harness import app_key, percentile
 
 
 def make_key(**fields: Any) -> str:
-    from apps.applications.services import api_key_create, app_create
-
-    defaults: dict[str, Any] = {"name": "bench", "provider": "scripted", "max_tokens": 64}
-    defaults.update(fields)
-    return api_key_create(app=app_create(**defaults))[1]
+    """A key of a new app on a scripted deployment of its own (see harness.app_key)."""
+    return app_key(**{"name": "bench", "max_tokens": 64, **fields})
 
 
 def _body(**extra: Any) -> dict[str, Any]:

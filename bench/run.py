@@ -650,21 +650,25 @@ def bench_model(report: Report, quick: bool) -> None:
     runs = 2 if quick else 5
     raw = mb.raw_tokens_per_s(runs)
     harness.reset_state()
+    model_port = harness.free_port()
+    server = harness.model_server(model_port, parallel=4)
     web, workers, port = _web_and_workers(1)
-    with harness.running(web, *workers):
-        key = mb.local_app_key()
+    with harness.running(server, web, *workers):
+        key = mb.local_app_key(model_port, 4)
         ours = mb.platform_tokens_per_s(port, key, runs)
     o, b = harness.median(ours), harness.median(raw)
     report.add(
         "model", "tokens/s, built-in model", o, b, ">= 0.9x xllamacpp", o >= 0.9 * b, "tok/s"
     )
-    # One worker, one loaded copy, 1, 2 and 4 sequences at once (LOCAL_MODEL_PARALLEL).
+    # One model server with 1, 2 and 4 sequences at once (its slots), two workers calling it.
     single = None
     for parallel in (1, 2, 4):
         harness.reset_state()
-        web, workers, port = _web_and_workers(1, LOCAL_MODEL_PARALLEL=str(parallel))
-        with harness.running(web, *workers):
-            key = mb.local_app_key()
+        model_port = harness.free_port()
+        server = harness.model_server(model_port, parallel=parallel)
+        web, workers, port = _web_and_workers(2)
+        with harness.running(server, web, *workers):
+            key = mb.local_app_key(model_port, parallel)
             rates = [
                 mb.parallel_tokens_per_s(port, key, parallel) for _ in range(1 if quick else 3)
             ]
@@ -679,6 +683,63 @@ def bench_model(report: Report, quick: bool) -> None:
         )
 
 
+def bench_deployments(report: Report, quick: bool) -> None:
+    from bench import deployments_bench as db
+
+    harness.reset_state()
+    fair = db.fairness(flood_factor=10, quiet=4 if quick else 8)
+    limit = fair["alone_p99_s"] + 1.1 * fair["answer_s"]
+    report.add(
+        "deployments",
+        "quiet app's p99 wait beside a 10x flood",
+        fair["flooded_p99_s"],
+        fair["alone_p99_s"],
+        "<= alone + 1.1 answer",
+        fair["flooded_p99_s"] <= limit,
+        "s",
+    )
+    harness.reset_state()
+    shared = db.priority_at_a_refusing_server(lows=50 if quick else 100)
+    report.add(
+        "deployments",
+        "high p99 wait, shared refusing server",
+        shared["high_wait_p99_s"],
+        shared["answer_s"],
+        "<= one answer",
+        shared["high_wait_p99_s"] <= shared["answer_s"],
+        "s",
+    )
+    report.add(
+        "deployments",
+        "429s from the server / failed answers",
+        shared["refused_by_server"],
+        target="0 / 0",
+        passed=shared["refused_by_server"] == 0 and shared["failed"] == 0,
+    )
+    harness.reset_state()
+    cut = db.failover(seconds=6 if quick else 12)
+    report.add(
+        "deployments",
+        "p99 latency, one of two servers killed",
+        cut["failover_p99_s"],
+        cut["calm_p99_s"],
+        "<= calm + one answer",
+        cut["failed"] == 0 and cut["failover_p99_s"] <= cut["calm_p99_s"] + cut["answer_s"],
+        "s",
+    )
+    report.add(
+        "deployments",
+        "failed requests in the failover runs",
+        cut["failed"],
+        target="0",
+        passed=cut["failed"] == 0,
+    )
+    for waiting in (1_000, 10_000, 100_000):
+        harness.reset_state()
+        cost = db.dispatch_cost(waiting, samples=50 if quick else 200)
+        report.add("deployments", f"dispatch per answer, {waiting:,} waiting", cost, unit="ms")
+
+
 BENCHES = {
     "scheduler": bench_scheduler,
     "isolation": bench_isolation,
@@ -689,6 +750,7 @@ BENCHES = {
     "openai": bench_openai,
     "concurrency": bench_concurrency,
     "model": bench_model,
+    "deployments": bench_deployments,
 }
 
 

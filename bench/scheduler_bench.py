@@ -43,7 +43,7 @@ def plain_rq_throughput(jobs: int, workers: int) -> float:
 
 
 def _our_workers(count: int, burst: bool, queues: tuple[str, ...] = ()) -> list[Any]:
-    args = ["manage.py", "worker", *queues, "--no-warm-up"]
+    args = ["manage.py", "worker", *queues]
     if burst:
         args.append("--burst")
     return [start([*args, "--name", f"bench-{i}-{time.time_ns()}"]) for i in range(count)]
@@ -113,14 +113,19 @@ def our_idle_latency(samples: int) -> list[float]:
 def priority_isolation(workers: int, lows: int, highs: int) -> dict[str, float]:
     """Every worker busy with `low` answers; `high` answers arrive meanwhile."""
     from apps.applications.models import ApiKey
-    from apps.applications.services import api_key_create, app_create
+    from apps.applications.services import api_key_create
     from apps.conversations.services import answer_submit
+    from apps.deployments.services import app_create_with_endpoint
     from apps.scheduling.models import Task, TaskStatus
 
-    app = app_create(
+    app = app_create_with_endpoint(
         name="bench isolation",
         provider="scripted",
-        provider_config={"text": " ".join(["w"] * 10), "tokens_per_s": 100},
+        model="bench",
+        deployment_fields={
+            "config": {"text": " ".join(["w"] * 10), "tokens_per_s": 100},
+            "max_concurrency": 1000,
+        },
         max_tokens=16,
     )
     key = ApiKey.objects.select_related("app").get(id=api_key_create(app=app)[0].id)
@@ -172,14 +177,19 @@ def crash_recovery(runs: int) -> list[float]:
     import signal
 
     from apps.applications.models import ApiKey
-    from apps.applications.services import api_key_create, app_create
+    from apps.applications.services import api_key_create
     from apps.conversations.services import answer_submit
+    from apps.deployments.services import app_create_with_endpoint
     from apps.scheduling.models import Task, TaskStatus
 
-    app = app_create(
+    app = app_create_with_endpoint(
         name="bench recovery",
         provider="scripted",
-        provider_config={"text": " ".join(["w"] * 8), "tokens_per_s": 4},
+        model="bench",
+        deployment_fields={
+            "config": {"text": " ".join(["w"] * 8), "tokens_per_s": 4},
+            "max_concurrency": 1000,
+        },
         max_tokens=16,
     )
     key = ApiKey.objects.select_related("app").get(id=api_key_create(app=app)[0].id)

@@ -63,7 +63,7 @@ class Apps:
 
 
 def make_apps() -> Apps:
-    from apps.applications.services import api_key_create, app_create
+    from bench.harness import app_key
 
     configs = {
         "steady": {"text": TEXT},
@@ -72,10 +72,7 @@ def make_apps() -> Apps:
     }
     apps = Apps()
     for name, config in configs.items():
-        app = app_create(
-            name=f"soak-{name}", mode="chat", provider="scripted", provider_config=config
-        )
-        apps.keys[name] = api_key_create(app=app)[1]
+        apps.keys[name] = app_key(name=f"soak-{name}", mode="chat", provider_config=config)
     return apps
 
 

@@ -87,7 +87,9 @@ def effective_priority(api_key: ApiKey, data: dict[str, Any]) -> str:
 async def shed(api_key: ApiKey, data: dict[str, Any]) -> None:
     priority = effective_priority(api_key, data)
     try:
-        await _shed_check(priority=priority, deadline_ms=data.get("deadline_ms"))
+        await _shed_check(
+            priority=priority, deadline_ms=data.get("deadline_ms"), app_id=api_key.app_id
+        )
     except Overloaded:
         refusal_count(f"shed_{priority}")
         raise

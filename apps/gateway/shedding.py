@@ -3,8 +3,11 @@ work than can be served before the request stops being useful, instead of accept
 will expire in the queue.
 
 Estimated wait = jobs queued ahead of the request (its own queue and every more urgent one, since
-workers take strictly by priority), less the free worker slots that will take them at once,
-divided by recent throughput (tasks finished per second, cluster-wide, from the metrics counter).
+workers take strictly by priority), less the free worker slots that will take them at once, plus
+the app's own answers waiting for its model deployments at those priorities, divided by recent
+throughput (tasks finished per second, cluster-wide, from the metrics counter). Other apps'
+answers waiting at a deployment do not count: deployments share their capacity fairly between
+apps, so one app's flood never makes another's requests look late.
 A request's budget is its `deadline_ms`, else the default wait of its priority
 (settings.GATEWAY["SHED_MAX_WAIT_S"]). `low` is refused first (it has the most work ahead and the
 smallest default budget), then `medium`; `high` never.
@@ -15,6 +18,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
+from typing import Any
 
 from django.conf import settings
 
@@ -22,6 +26,8 @@ from apps.core.errors import Overloaded
 from apps.core.metrics import counter_totals
 from apps.core.priorities import PRIORITY_RANK, Priority
 from apps.core.redis import sync_client
+from apps.generation.routing import app_answer_route
+from apps.scheduling.coordination.capacity import flow_waiting
 from apps.scheduling.coordination.queues import QUEUE_ORDER, queue_for
 from apps.scheduling.coordination.reports import workers_slots
 
@@ -99,18 +105,39 @@ def queue_depths() -> dict[str, int]:
 FREE_SLOTS = "free_slots"
 
 
-def backlog(priority: str) -> Backlog:
+_flows: dict[str, tuple[float, int]] = {}
+
+
+def own_waiting(app_id: Any, priorities: tuple[str, ...]) -> int:
+    """The app's answers waiting for its deployments at these priorities (cached a second)."""
+    lookup = f"{app_id}:{','.join(priorities)}"
+    cached = _flows.get(lookup)
+    now = time.monotonic()
+    if cached and now - cached[0] < DEPTH_CACHE_S:
+        return cached[1]
+    route = app_answer_route(app_id)
+    count = flow_waiting(route.flow, priorities) if route is not None else 0
+    if len(_flows) > 10_000:
+        _flows.clear()
+    _flows[lookup] = (now, count)
+    return count
+
+
+def backlog(priority: str, app_id: Any = None) -> Backlog:
     depths = queue_depths()
     rank = PRIORITY_RANK[Priority(priority)]
-    queued = sum(depths[name] for name in QUEUE_ORDER if PRIORITY_RANK[Priority(name)] <= rank)
+    ahead_of = tuple(name for name in QUEUE_ORDER if PRIORITY_RANK[Priority(name)] <= rank)
+    queued = sum(depths[name] for name in ahead_of)
     # Free slots take queued work at once: only what is beyond them waits for a finish.
     ahead = max(0, queued - depths[FREE_SLOTS])
+    if app_id is not None:
+        ahead += own_waiting(app_id, ahead_of)
     floor = float(settings.GATEWAY["SHED_MIN_THROUGHPUT_PER_S"])
     measured = _meter.rate()
     return Backlog(depth_ahead=ahead, throughput_per_s=max(floor, measured or 0.0))
 
 
-def shed_check(*, priority: str, deadline_ms: int | None) -> None:
+def shed_check(*, priority: str, deadline_ms: int | None, app_id: Any = None) -> None:
     """Raise Overloaded when the request would wait past its budget for a worker."""
     if not settings.GATEWAY["SHED_ENABLED"]:
         return
@@ -118,7 +145,7 @@ def shed_check(*, priority: str, deadline_ms: int | None) -> None:
     if default is None:
         return
     budget = deadline_ms / 1000 if deadline_ms else default
-    estimate = backlog(priority)
+    estimate = backlog(priority, app_id)
     if estimate.wait_s <= budget:
         return
     retry_after = min(300, max(1, math.ceil(estimate.wait_s - budget)))

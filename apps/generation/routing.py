@@ -1,6 +1,8 @@
 """Which deployments a model task may run on (TaskKind.route), and the provider client for the
 one it holds."""
 
+from typing import Any
+
 from django.conf import settings
 
 from apps.applications.selectors import app_get
@@ -26,6 +28,11 @@ def _target(endpoint: Endpoint) -> Target:
         rpm_limit=endpoint.rpm_limit,
         tpm_limit=endpoint.tpm_limit,
     )
+
+
+def app_answer_route(app_id: Any) -> Route | None:
+    """The route an app's new answers take (where they wait, and with whom)."""
+    return model_task_route(Task(app_id=app_id, payload={}, bulk=False))
 
 
 def model_task_route(task: Task) -> Route | None:

@@ -25,6 +25,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 from django.conf import settings
@@ -216,17 +217,19 @@ class Cluster:
         return None
 
     def pids(self) -> dict[str, list[int]]:
-        """The process ids of each part (workers: the pool's children)."""
+        """The process ids of each part (workers and the model servers: the pool's children)."""
         import psutil
 
-        workers: list[int] = []
+        children: list[Any] = []
         if self.pool is not None and self.pool.poll() is None:
-            workers = [child.pid for child in psutil.Process(self.pool.pid).children()]
+            children = psutil.Process(self.pool.pid).children()
+        servers = [child.pid for child in children if "model_servers" in child.cmdline()]
         return {
             "nginx": [self.nginx.pid] if self.nginx else [],
             "web": [web.process.pid for web in self.webs if web.process],
             "pool": [self.pool.pid] if self.pool else [],
-            "workers": workers,
+            "workers": [child.pid for child in children if child.pid not in servers],
+            "model_servers": servers,
         }
 
     # --- stopping -----------------------------------------------------------------------------

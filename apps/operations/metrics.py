@@ -34,6 +34,11 @@ HELP: dict[str, tuple[str, str]] = {
         "counter",
         "Requests refused early, by reason (rate, cap, shed).",
     ),
+    "dp_deployment_failures_total": (
+        "counter",
+        "Calls a model deployment failed, by deployment and outcome (failed, refused for load, "
+        "unreachable).",
+    ),
 }
 
 

@@ -12,6 +12,7 @@ from apps.core.errors import Unauthorized
 from apps.core.redis import key, sync_client
 from apps.operations.metrics import render_recorded
 from apps.operations.recent import Recent
+from apps.scheduling.coordination.capacity import deployment_load, deployments_known
 from apps.scheduling.models import Task, TaskStatus
 from apps.scheduling.status import scheduler_status
 
@@ -88,7 +89,57 @@ def gauges() -> list[str]:
     )
     _input_thresholds(lines)
     _batch_gauges(lines)
+    _deployment_gauges(lines)
     return lines
+
+
+def _deployment_gauges(lines: list[str]) -> None:
+    """Each model deployment the scheduler has seen: in flight against capacity, waiting by
+    priority, cooling down, cooldowns so far, tokens in the last minute."""
+    loads = [deployment_load(name) for name in deployments_known()]
+    _gauge(
+        lines,
+        "dp_deployment_capacity",
+        "Sequences a deployment serves at once.",
+        [(f'deployment="{load.name}"', load.capacity) for load in loads],
+    )
+    _gauge(
+        lines,
+        "dp_deployment_in_flight",
+        "Answers a deployment is generating now.",
+        [(f'deployment="{load.name}"', load.in_flight) for load in loads],
+    )
+    _gauge(
+        lines,
+        "dp_deployment_waiting",
+        "Answers waiting for a deployment, by priority.",
+        [
+            (f'deployment="{load.name}",priority="{priority}"', count)
+            for load in loads
+            for priority, count in load.waiting.items()
+        ],
+    )
+    _gauge(
+        lines,
+        "dp_deployment_cooling_down",
+        "1 while a deployment cools down (0.5: probing, half open).",
+        [
+            (f'deployment="{load.name}"', {"open": 1.0, "half": 0.5}.get(load.state, 0.0))
+            for load in loads
+        ],
+    )
+    _gauge(
+        lines,
+        "dp_deployment_cooldowns",
+        "Times a deployment was cooled down (since Redis last lost its state).",
+        [(f'deployment="{load.name}"', load.cooldowns) for load in loads],
+    )
+    _gauge(
+        lines,
+        "dp_deployment_tokens_last_minute",
+        "Tokens (prompt and answer) a deployment served in the last minute.",
+        [(f'deployment="{load.name}"', load.tokens_last_minute) for load in loads],
+    )
 
 
 def _batch_gauges(lines: list[str]) -> None:

@@ -32,13 +32,34 @@ from tests.factories import make_app, make_key
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def submit(priority: str = "medium", **app_fields: Any) -> Task:
+def key_for(**app_fields: Any) -> ApiKey:
     app = make_app(**app_fields)
     api_key, _ = make_key(app)
-    api_key = ApiKey.objects.select_related("app").get(id=api_key.id)
+    return ApiKey.objects.select_related("app").get(id=api_key.id)
+
+
+def submit(priority: str = "medium", api_key: ApiKey | None = None, **app_fields: Any) -> Task:
+    api_key = api_key or key_for(**app_fields)
     return answer_submit(
         api_key=api_key, route_mode="chat", end_user="u1", query="hi", inputs={}, priority=priority
     ).task
+
+
+def flooding() -> ApiKey:
+    """An app asking far more of its deployment (one sequence) than it can serve: the load is
+    its doing."""
+    api_key = key_for(name="flood", provider_config={"text": "x", "max_concurrency": 1})
+    for _ in range(6):
+        submit("medium", api_key)
+    return api_key
+
+
+def waits_at(task: Task) -> str | None:
+    """The priority whose line the task waits in at its deployment, if it waits there."""
+    for priority in ("high", "medium", "low"):
+        if sync_client().hexists(f"dp-test:cap:waiting:{priority}", str(task.id)):
+            return priority
+    return None
 
 
 def queued_ids(name: str) -> list[str]:
@@ -62,12 +83,13 @@ def test_load_hysteresis() -> None:
 
 
 def test_under_load_medium_drops_to_low_and_low_is_deferred_high_is_kept() -> None:
+    flood = flooding()
     simulate_cpu(95)
-    medium, low, high = submit("medium"), submit("low"), submit("high")
+    medium, low, high = (submit(priority, flood) for priority in ("medium", "low", "high"))
 
     assert (medium.requested_priority, medium.priority) == ("medium", "low")
     assert "downgraded from medium" in medium.priority_reason
-    assert str(medium.id) in queued_ids("low")
+    assert waits_at(medium) == "low"
 
     assert low.priority == "low"
     assert "deferred" in low.priority_reason
@@ -77,7 +99,17 @@ def test_under_load_medium_drops_to_low_and_low_is_deferred_high_is_kept() -> No
 
     assert high.priority == "high"
     assert high.priority_reason == ""
-    assert str(high.id) in queued_ids("high")
+    assert waits_at(high) == "high"
+
+
+def test_under_load_an_app_within_its_fair_share_keeps_its_priority() -> None:
+    flooding()
+    simulate_cpu(95)
+    quiet = key_for(name="quiet")
+    medium, low = submit("medium", quiet), submit("low", quiet)
+    assert (medium.priority, medium.priority_reason) == ("medium", "")
+    assert (low.priority, low.not_before) == ("low", None)
+    assert str(medium.id) in queued_ids("medium"), "it went straight to a worker"
 
 
 def test_after_recovery_new_work_keeps_its_priority() -> None:
@@ -89,8 +121,9 @@ def test_after_recovery_new_work_keeps_its_priority() -> None:
 
 
 def test_deferred_work_is_queued_when_due_and_the_load_is_gone() -> None:
+    flood = flooding()
     simulate_cpu(95)
-    low = submit("low")
+    low = submit("low", flood)
     sync_client().zadd(DELAYED_KEY(), {str(low.id): 0})  # its deferral is over
     push_due_delayed()  # still overloaded: deferred again
     assert str(low.id) not in queued_ids("low")
@@ -99,7 +132,7 @@ def test_deferred_work_is_queued_when_due_and_the_load_is_gone() -> None:
     simulate_cpu(20)
     sync_client().zadd(DELAYED_KEY(), {str(low.id): 0})
     push_due_delayed()
-    assert str(low.id) in queued_ids("low")
+    assert waits_at(low) == "low", "in its deployment's line now"
 
 
 def test_aging_promotes_a_starving_task_one_class() -> None:

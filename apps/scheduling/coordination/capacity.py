@@ -684,6 +684,14 @@ def capacity_waiting_in(pipe: Any, task_id: str) -> None:
         pipe.hexists(key("cap", "waiting", priority), task_id)
 
 
+def flow_waiting(flow: str, priorities: tuple[str, ...] = PRIORITIES) -> int:
+    """Tasks of one flow (an app's tasks with one route) waiting at these priorities."""
+    pipe = sync_client().pipeline(transaction=False)
+    for priority in priorities:
+        pipe.zcard(key("cap", "f", flow, priority))
+    return sum(int(n) for n in pipe.execute())
+
+
 def waiting_counts() -> dict[str, int]:
     """Tasks waiting for a deployment, by priority, cluster-wide."""
     pipe = sync_client().pipeline(transaction=False)
@@ -780,6 +788,11 @@ def deployments_known() -> list[str]:
     return sorted(name.decode() for name in names)
 
 
+# An app counts as over its share past this many times it: a few answers beyond it are an app
+# at work, not the flood that loads the platform.
+FAIR_SHARE_SLACK = 2.0
+
+
 def app_over_share(*, route: Route) -> bool:
     """Whether the app asks more of its deployments than its fair share: its tasks in flight
     and waiting against the part of their capacity its weight entitles it to among the apps
@@ -801,4 +814,4 @@ def app_over_share(*, route: Route) -> bool:
         for flow in active | {route.flow.encode()}:
             weights += int(client.hget(key("cap", "f", flow.decode()), "weight") or 1)
         share += target.capacity * max(1, route.share_weight) / max(1, weights)
-    return demand > share
+    return demand > share * FAIR_SHARE_SLACK

@@ -9,6 +9,7 @@ import time
 
 import psutil
 
+from apps.scheduling.coordination.capacity import waiting_counts
 from apps.scheduling.coordination.load_state import (
     LoadState,
     hosts_cpu,
@@ -29,7 +30,8 @@ def load_evaluate() -> LoadState:
     limits = load_limits()
     cpus = hosts_cpu()
     cpu = sum(cpus.values()) / len(cpus) if cpus else 0.0
-    queued = queued_total()
+    # Work waiting for a worker, and answers waiting for their model deployments.
+    queued = queued_total() + sum(waiting_counts().values())
     busy, capacity = workers_slots()
     previous = load_state_read()
     if previous.overloaded:

@@ -28,7 +28,7 @@ from apps.scheduling.coordination.load_state import load_state_current
 from apps.scheduling.coordination.queues import JobCensus, delayed_pop_due
 from apps.scheduling.models import Task, TaskStatus
 from apps.scheduling.runtime.runner import handle_attempt_failure, resend_after_unlock
-from apps.scheduling.tasks.dispatch import task_push
+from apps.scheduling.tasks.dispatch import task_over_share, task_push
 from apps.scheduling.tasks.errors import WorkerLost
 from apps.scheduling.tasks.policy import PROMOTION, aging_limit_s, waiting_since
 from apps.scheduling.tasks.services import PUSH_FIELDS, task_expire_overdue, task_reprioritize
@@ -58,7 +58,7 @@ def _still_deferred(task: Task) -> bool:
         enqueued_at=task.enqueued_at, promoted_at=task.promoted_at
     )
     aged = limit is not None and waited.total_seconds() >= limit
-    return load_state_current().overloaded and not aged
+    return load_state_current().overloaded and not aged and task_over_share(task)
 
 
 def promote_aged() -> int:

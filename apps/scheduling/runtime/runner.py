@@ -21,6 +21,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from apps.core.context import task_id_var
+from apps.core.metrics import metric_inc
 from apps.core.redis import async_client_close, key, sync_client
 from apps.scheduling.coordination.capacity import (
     CallOutcome,
@@ -216,6 +217,11 @@ def _release_deployment(attempt: Attempt, outcome: AttemptResult | None) -> None
         call = CallOutcome.OK  # the deployment answered (or was never the problem)
     result = outcome.result if outcome is not None else {}
     tokens = int(result.get("prompt_tokens") or 0) + int(result.get("completion_tokens") or 0)
+    if call not in (CallOutcome.OK, CallOutcome.UNUSED):
+        metric_inc(
+            "dp_deployment_failures_total",
+            {"deployment": attempt.held.deployment, "outcome": call.value},
+        )
     try:
         capacity_release(
             task_id=attempt.task_id,

@@ -3,11 +3,12 @@ deployment (TaskKind.route), into the waiting line of its deployments, which pus
 its queue when one takes it (apps.scheduling.coordination.capacity)."""
 
 import logging
+import time
 
 from django.utils import timezone
 
 from apps.core.redis import sync_client
-from apps.scheduling.coordination.capacity import Route, capacity_submit_in
+from apps.scheduling.coordination.capacity import Route, app_over_share, capacity_submit_in
 from apps.scheduling.coordination.queues import job_delay, job_push, job_save_in
 from apps.scheduling.models import Task
 from apps.scheduling.tasks.kinds import task_kind_find
@@ -22,6 +23,29 @@ def task_route(task: Task) -> Route | None:
     if kind is None or kind.route is None:
         return None
     return kind.route(task)
+
+
+# Whether an app is over its fair share, by flow, as this process last read it.
+_over_share: dict[str, tuple[float, bool]] = {}
+OVER_SHARE_CACHE_S = 1.0
+
+
+def task_over_share(task: Task) -> bool:
+    """Whether the task's app asks more of its deployments than its fair share now (read under
+    load only, cached a second per app and route). A task that needs no deployment: yes, as
+    before deployments (the load rule applies to it)."""
+    route = task_route(task)
+    if route is None:
+        return True
+    now = time.monotonic()
+    cached = _over_share.get(route.flow)
+    if cached is not None and now - cached[0] < OVER_SHARE_CACHE_S:
+        return cached[1]
+    over = app_over_share(route=route)
+    if len(_over_share) > 10_000:
+        _over_share.clear()
+    _over_share[route.flow] = (now, over)
+    return over
 
 
 def _arrival_s(task: Task) -> float:

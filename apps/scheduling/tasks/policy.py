@@ -1,6 +1,7 @@
 """Priority policy: what a new task's effective priority is under the current load, and when a
 waiting task has aged enough to be promoted."""
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -20,10 +21,16 @@ class PriorityDecision:
     reason: str
 
 
-def priority_decide(*, priority: str) -> PriorityDecision:
-    """Under load, new `low` work is deferred and `medium` work drops to `low`; `high` is kept."""
+def priority_decide(
+    *, priority: str, over_share: Callable[[], bool] | None = None
+) -> PriorityDecision:
+    """Under load, new `low` work is deferred and `medium` work drops to `low`; `high` is kept.
+    Only for the apps causing the load: `over_share` says whether the task's app asks more of
+    its model deployments than its fair share (None: every app is)."""
     state = load_state_current()
-    if not state.overloaded:
+    if not state.overloaded or priority == Priority.HIGH:
+        return PriorityDecision(priority, 0.0, "")
+    if over_share is not None and not over_share():
         return PriorityDecision(priority, 0.0, "")
     if priority == Priority.LOW:
         defer_s = float(settings.PLATFORM["DEFER_LOW_S"])

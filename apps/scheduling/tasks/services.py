@@ -21,7 +21,7 @@ from apps.scheduling.coordination.capacity import capacity_forget, capacity_move
 from apps.scheduling.coordination.queues import job_remove
 from apps.scheduling.coordination.stops import StopReason, task_request_stop, task_stop_clear
 from apps.scheduling.models import Task, TaskEvent, TaskStatus
-from apps.scheduling.tasks.dispatch import task_push, tasks_push
+from apps.scheduling.tasks.dispatch import task_over_share, task_push, tasks_push
 from apps.scheduling.tasks.kinds import FinalFailure, task_kind_find
 from apps.scheduling.tasks.policy import PriorityDecision, priority_decide
 from apps.scheduling.tasks.transitions import Increment, guarded_update
@@ -98,11 +98,6 @@ def task_prepare(
     (recorded with `tasks_record_held`, released by apps.scheduling.bulk): the load policy
     decides nothing for it, its turn does.
     """
-    if bulk:
-        decision = PriorityDecision(priority or requested_priority, 0.0, "")
-    else:
-        decision = priority_decide(priority=priority or requested_priority)
-    reasons = [reason for reason in (priority_reason, decision.reason) if reason]
     registered = task_kind_find(kind)
     now = timezone.now()
     task = Task(
@@ -114,8 +109,6 @@ def task_prepare(
         status=TaskStatus.PENDING if bulk else TaskStatus.QUEUED,
         bulk=bulk,
         requested_priority=requested_priority,
-        priority=decision.priority,
-        priority_reason="; ".join(reasons)[:255],
         max_attempts=(
             max_attempts
             or (registered.max_attempts if registered else None)
@@ -123,9 +116,19 @@ def task_prepare(
         ),
         deadline_at=deadline_at,
         enqueued_at=None if bulk else now,
-        not_before=now + timedelta(seconds=decision.defer_s) if decision.defer_s else None,
         idempotency_key=idempotency_key,
     )
+    if bulk:
+        decision = PriorityDecision(priority or requested_priority, 0.0, "")
+    else:
+        decision = priority_decide(
+            priority=priority or requested_priority, over_share=lambda: task_over_share(task)
+        )
+    reasons = [reason for reason in (priority_reason, decision.reason) if reason]
+    task.priority = decision.priority
+    task.priority_reason = "; ".join(reasons)[:255]
+    if decision.defer_s:
+        task.not_before = now + timedelta(seconds=decision.defer_s)
     event = TaskEvent(
         task=task,
         from_status="",
