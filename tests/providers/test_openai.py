@@ -247,7 +247,7 @@ def quick_cooldown() -> Any:
     return override_settings(PLATFORM={**settings.PLATFORM, "DEPLOYMENT_COOLDOWN_S": 0.1})
 
 
-@pytest.mark.parametrize("status", [500, 503])
+@pytest.mark.parametrize("status", [500, 502])
 def test_server_errors_are_retried_until_success(
     status: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -264,13 +264,15 @@ def test_server_errors_are_retried_until_success(
     assert_answered(task, server)
 
 
-def test_a_rate_limit_waits_for_the_deployment_without_spending_an_attempt(
-    monkeypatch: pytest.MonkeyPatch,
+@pytest.mark.parametrize("status", [429, 503])
+def test_a_server_too_busy_to_answer_makes_the_answer_wait_without_spending_an_attempt(
+    status: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A server that refuses for load (429) is cooled down, and the answer waits for its next
-    turn: the client never sees the 429 while the deployment can still serve it."""
+    """A server that refuses for load (429) or is unavailable (503) is cooled down, and the
+    answer waits for its next turn: the client never sees it while the deployment can still
+    serve it."""
     monkeypatch.setenv(KEY_ENV, "sk-test")
-    with quick_cooldown(), ScriptedServer([("status", 429, "slow down"), SUCCESS]) as server:
+    with quick_cooldown(), ScriptedServer([("status", status, "slow down"), SUCCESS]) as server:
         task = submit_to(openai_app(server, stop=["END"], max_tokens=40), "How are you?")
 
         task = run(task)
