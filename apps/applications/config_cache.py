@@ -31,7 +31,7 @@ import redis
 from django.conf import settings
 from django.db import transaction
 
-from apps.core.redis import OPTIONS, async_client, key, sync_client
+from apps.core.redis import OPTIONS, LuaScript, async_client, key, sync_client
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ def VERSION_CHANNEL() -> str:
 
 # KEYS: the counter; ARGV: the channel, a fresh start. The new value, also published (in the
 # order of bumps). A missing counter starts afresh (see _fresh_start).
-_BUMP = """
+_BUMP = LuaScript("""
 if redis.call('EXISTS', KEYS[1]) == 0 then
   redis.call('SET', KEYS[1], ARGV[2])
 end
@@ -63,7 +63,7 @@ redis.call('INCR', KEYS[1])
 local value = redis.call('GET', KEYS[1])
 redis.call('PUBLISH', ARGV[1], value)
 return value
-"""
+""")
 
 
 @dataclass(frozen=True)
@@ -192,7 +192,7 @@ def config_changed() -> None:
     drops it)."""
 
     def bump() -> None:
-        value = sync_client().eval(_BUMP, 1, VERSION_KEY(), VERSION_CHANNEL(), _fresh_start())
+        value = _BUMP(sync_client(), [VERSION_KEY()], [VERSION_CHANNEL(), _fresh_start()])
         _watch.heard(bytes(value))  # this process knows at once
 
     bump()

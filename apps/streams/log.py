@@ -20,7 +20,7 @@ from django.conf import settings
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from apps.core.redis import key, sync_client
+from apps.core.redis import LuaScript, key, sync_client
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -52,7 +52,7 @@ def event_json(event: dict[str, Any]) -> str:
 
 
 # KEYS: the stream, the channel. ARGV: the log's TTL, then kind and JSON of each event.
-APPEND_LUA = r"""
+_APPEND = LuaScript(r"""
 local last
 for i = 2, #ARGV, 2 do
   last = redis.call('xadd', KEYS[1], '*', 'k', ARGV[i], 'd', ARGV[i + 1])
@@ -60,7 +60,7 @@ for i = 2, #ARGV, 2 do
 end
 redis.call('expire', KEYS[1], ARGV[1])
 return last
-"""
+""")
 
 
 def event_append(*, task_id: str, event: dict[str, Any]) -> str:
@@ -68,7 +68,7 @@ def event_append(*, task_id: str, event: dict[str, Any]) -> str:
     kind = str(event.get("event", ""))
     ttl = settings.PLATFORM["EVENT_LOG_TTL_S"]
     keys = (stream_key(task_id), channel_key(task_id))
-    event_id = sync_client().eval(APPEND_LUA, 2, *keys, ttl, kind, event_json(event))
+    event_id = _APPEND(sync_client(), keys, [ttl, kind, event_json(event)])
     return event_id.decode() if isinstance(event_id, bytes) else str(event_id)
 
 

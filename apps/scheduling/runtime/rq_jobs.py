@@ -23,6 +23,8 @@ from rq.job import Job, JobStatus
 from rq.utils import now, utcformat
 from rq.worker import SimpleWorker
 
+from apps.core.redis import LuaScript
+
 logger = logging.getLogger(__name__)
 
 
@@ -61,20 +63,20 @@ def jobs_started(
 
 # The job's heartbeat only while its hash exists: RQ's Job.heartbeat writes it unconditionally,
 # which after a flush would recreate a partial hash RQ cannot read.
-_JOB_HEARTBEAT = """
+_JOB_HEARTBEAT = LuaScript("""
 if redis.call('exists', KEYS[1]) == 1 then
   redis.call('hset', KEYS[1], 'last_heartbeat', ARGV[1])
 end
 return 0
-"""
+""")
 # Record a job's end only if it is still this execution's: the same id may have been pushed
 # again (a task sent back to its queue) and be queued or running elsewhere by now.
-_STILL_OURS = """
+_STILL_OURS = LuaScript("""
 local fields = redis.call('hmget', KEYS[1], 'status', 'worker_name', 'started_at')
 local status, worker, started = fields[1], fields[2], fields[3]
 if status == 'started' and worker == ARGV[1] and started == ARGV[2] then return 1 end
 return 0
-"""
+""")
 
 
 def jobs_heartbeat(worker: SimpleWorker, running: list[RunningJob]) -> None:
@@ -85,7 +87,7 @@ def jobs_heartbeat(worker: SimpleWorker, running: list[RunningJob]) -> None:
         for item in running:
             ttl = int(worker.get_heartbeat_ttl(item.job))
             item.execution.heartbeat(item.job.started_job_registry, ttl, pipeline=pipeline)
-            pipeline.eval(_JOB_HEARTBEAT, 1, item.job.key, stamp)
+            _JOB_HEARTBEAT.queue(pipeline, [item.job.key], [stamp])
         pipeline.execute()
 
 
@@ -109,7 +111,7 @@ def job_ended(
     job = item.job
     job.ended_at = now()
     started = utcformat(job.started_at) if job.started_at else ""
-    ours = bool(worker.connection.eval(_STILL_OURS, 1, job.key, worker.name, started))
+    ours = bool(_STILL_OURS(worker.connection, [job.key], [worker.name, started]))
     with worker.connection.pipeline() as pipeline:
         item.execution.delete(job=job, pipeline=pipeline)
         if ours:
