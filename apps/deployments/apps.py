@@ -16,6 +16,11 @@ class DeploymentsConfig(AppConfig):
         def changed(**_: Any) -> None:
             config_changed()
 
+        def capacity_changed(instance: Deployment, **_: Any) -> None:
+            from apps.deployments.scheduling import deployment_capacity_publish
+
+            deployment_capacity_publish(instance)
+
         # Apps' routes are cached with the config version (apps.deployments.selectors).
         for model in (Deployment, AppDeployment):
             post_save.connect(
@@ -24,3 +29,6 @@ class DeploymentsConfig(AppConfig):
             post_delete.connect(
                 changed, sender=model, weak=False, dispatch_uid=f"config-del-{model.__name__}"
             )
+        post_save.connect(
+            capacity_changed, sender=Deployment, weak=False, dispatch_uid="deployment-capacity"
+        )

@@ -1,5 +1,6 @@
 """Operators see each deployment live: in flight against capacity, waiting by priority and by
-app, cooldown and recent failures (the admin page and /metrics)."""
+app, cooldown and recent failures (the admin page and /metrics); what an operator changes takes
+effect at once."""
 
 import time
 
@@ -12,8 +13,10 @@ from apps.scheduling.coordination.capacity import (
     CallOutcome,
     Route,
     Target,
+    capacity_dispatch_all,
     capacity_release,
     capacity_submit,
+    grant_of,
 )
 from apps.scheduling.coordination.queues import job_save_in
 from tests.factories import make_app, make_deployment
@@ -59,3 +62,18 @@ def test_metrics_show_each_deployment() -> None:
     assert 'dp_deployment_in_flight{deployment="metrics-box"} 1' in text
     assert 'dp_deployment_waiting{deployment="metrics-box",priority="medium"} 2' in text
     assert 'dp_deployment_cooling_down{deployment="metrics-box"} 0' in text
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_deployment_an_operator_disables_takes_nothing_more_at_once() -> None:
+    deployment = make_deployment(name="retiring", max_concurrency=1)
+    running, *waiting = fill("retiring", 1, "app-r", 3)
+    deployment.enabled = False
+    deployment.save()
+    taken = capacity_release(task_id=running, deployment="retiring", outcome=CallOutcome.OK)
+    assert taken == [], "the waiters stay in line for the app's other deployments"
+    deployment.enabled = True
+    deployment.max_concurrency = 2
+    deployment.save()  # back, and larger: both waiters start
+    capacity_dispatch_all()
+    assert all(grant_of(task) is not None for task in waiting)

@@ -643,6 +643,26 @@ def capacity_renew_in(pipe: Any, *, task_id: str, deployment: str, flow: str, tt
     _RENEW.queue(pipe, args=args)
 
 
+def capacity_configure(target: Target) -> None:
+    """Tell the scheduler a deployment's capacity now (an operator changed it): what waits for
+    it is dispatched within the new limits at once, and a disabled one takes nothing more."""
+    capacity = max(1, target.capacity)
+    sync_client().hset(
+        key("cap", "d", target.name, "conf"),
+        mapping={
+            "cap": capacity,
+            "high": max(0, min(target.reserved_for_high, capacity - 1)),
+            "bulk": max(0, min(target.bulk_reserve, capacity - 1)),
+            "rpm": target.rpm_limit or 0,
+            "tpm": target.tpm_limit or 0,
+            "enabled": "1" if target.enabled else "0",
+            "grant_ttl": _grant_ttl_ms(),
+        },
+    )
+    sync_client().sadd(key("cap", "deployments"), target.name)
+    capacity_dispatch_all()
+
+
 def capacity_forget(*, task_id: str) -> list[tuple[str, str]]:
     """The task waits no more (cancelled, expired): out of its line, and a deployment it held
     without having started takes its next waiter."""
