@@ -10,8 +10,12 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+from django.db import close_old_connections
+
 from apps.scheduling.coordination.queues import QUEUE_ORDER
 from apps.scheduling.housekeeping.maintenance import Maintainer
+from apps.scheduling.housekeeping.recovery import worker_lost
+from apps.scheduling.runtime.worker import worker_name_of
 
 logger = logging.getLogger(__name__)
 
@@ -24,6 +28,8 @@ class WorkerSlot:
     process: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0
     restarts: int = field(default=0)
+    # Its dead process's tasks were handed on (once per process).
+    handed_over: bool = False
 
 
 def worker_command(queues: list[str]) -> list[str]:
@@ -67,6 +73,7 @@ class WorkerPool:
         command = worker_command(slot.queues) if slot is not self.servers else MODEL_SERVERS_COMMAND
         slot.process = subprocess.Popen(command, env=os.environ.copy())
         slot.started_at = time.monotonic()
+        slot.handed_over = False
         logger.info("worker started", extra={"pid": slot.process.pid, "queues": slot.queues})
 
     def supervise_once(self) -> None:
@@ -75,6 +82,10 @@ class WorkerPool:
             if slot.process is None or slot.process.poll() is None or self.stopping:
                 continue
             code = slot.process.returncode
+            if slot is not self.servers and not slot.handed_over:
+                # Its tasks go on elsewhere now, not once their locks lapse.
+                self._hand_over(slot.process.pid)
+                slot.handed_over = True
             if time.monotonic() - slot.started_at < RESTART_BACKOFF_S:
                 continue
             slot.restarts += 1
@@ -82,6 +93,16 @@ class WorkerPool:
                 "worker exited; restarting it", extra={"exit_code": code, "queues": slot.queues}
             )
             self._spawn(slot)
+
+    def _hand_over(self, pid: int) -> None:
+        name = worker_name_of(pid)
+        try:
+            worker_lost(worker_name=name)
+        except Exception:
+            # The watchdog hands them on once their locks lapse.
+            logger.exception("could not hand on a dead worker's tasks", extra={"worker": name})
+        finally:
+            close_old_connections()
 
     def stop(self, timeout_s: float = 30.0) -> None:
         """Warm shutdown: each worker finishes its current tasks, then exits; the model servers

@@ -189,6 +189,33 @@ def recover_orphaned_running() -> int:
     return recovered
 
 
+def worker_lost(*, worker_name: str) -> int:
+    """Hand on at once every task a worker was running when it died (the pool saw its process
+    end): each attempt counts as failed and the task goes on elsewhere, without waiting for
+    its lock to lapse. Fenced as ever: the attempt is ended by its number first, so a task
+    another worker took meanwhile is left alone, and only then is the dead attempt's lock
+    let go of. Returns how many were handed on."""
+    running = Task.objects.filter(status=TaskStatus.RUNNING, worker_name=worker_name)
+    handed = 0
+    for task in running.order_by("id")[:WATCHDOG_PAGE]:
+        lost = WorkerLost(f"worker {worker_name} died")
+        resend = handle_attempt_failure(task, lost, "pool")
+        ended = Task.objects.filter(id=task.id, attempts=task.attempts).exclude(
+            status=TaskStatus.RUNNING
+        )
+        if not ended.exists():
+            continue  # another attempt has it now: its lock is its own
+        sync_client().delete(task_lock_key(str(task.id)))
+        resend_after_unlock(resend)
+        handed += 1
+    if handed:
+        logger.warning(
+            "a worker died; its tasks were handed on",
+            extra={"worker": worker_name, "tasks": handed},
+        )
+    return handed
+
+
 def _recover_orphan(task: Task, ttl_s: float) -> int:
     lock = task_lock(str(task.id), ttl_s=ttl_s)
     if not lock.acquire():

@@ -37,7 +37,7 @@ from apps.scheduling.runtime.attempts import Attempt, AttemptRuntime, Held
 from apps.scheduling.runtime.outbox import LogAbandoned
 from apps.scheduling.tasks import services
 from apps.scheduling.tasks.dispatch import task_push, task_route
-from apps.scheduling.tasks.errors import Reroute, TaskCancelled, TaskError
+from apps.scheduling.tasks.errors import Reroute, TaskCancelled, TaskError, WorkerLost
 from apps.scheduling.tasks.kinds import task_kind_get
 
 logger = logging.getLogger(__name__)
@@ -343,8 +343,11 @@ def handle_attempt_failure(
     elif task.attempts >= task.max_attempts:
         _finish_failed(task, TaskStatus.DEAD, code, error, worker_name)
     else:
-        # The backoff spares a failing server; another deployment takes the answer at once.
-        at_once = bool(deployment) and _has_other(task, deployment)
+        # The backoff spares a failing server; another deployment takes the answer at once, and
+        # an answer whose worker died goes on at once (nothing was wrong with the model).
+        at_once = isinstance(error, WorkerLost) or (
+            bool(deployment) and _has_other(task, deployment)
+        )
         retried = services.task_schedule_retry(
             task=task,
             error=error if isinstance(error, Exception) else Exception(str(error)),

@@ -329,6 +329,11 @@ def worker_connections_configure() -> None:
     options["options"] = f"{options.get('options', '')} -c synchronous_commit={mode}".strip()
 
 
+def worker_name_of(pid: int) -> str:
+    """The name a worker process registers under unless told another (its pool knows it)."""
+    return f"{socket.gethostname()}.{pid}"
+
+
 def worker_build(
     *,
     queue_names: list[str] | None = None,
@@ -340,7 +345,7 @@ def worker_build(
     # not change the process's shared client.
     connection = redis.Redis.from_url(settings.REDIS_URL, **REDIS_OPTIONS)
     queues = [queue_for(queue_name, connection) for queue_name in names]
-    worker_name = name or f"{socket.gethostname()}.{os.getpid()}"
+    worker_name = name or worker_name_of(os.getpid())
     return PlatformWorker(
         queues,
         connection=queues[0].connection,
