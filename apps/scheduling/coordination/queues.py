@@ -38,6 +38,17 @@ def BULK_KEY() -> str:
     return key("bulk")
 
 
+def _job_options(task_id: str, time_left_s: float | None) -> dict[str, Any]:
+    """A task's job: its id is the task's, its time limit the task's time left at most."""
+    return {
+        "args": (task_id,),
+        "job_id": task_id,
+        "timeout": job_timeout_s(time_left_s),
+        "result_ttl": 600,
+        "failure_ttl": 24 * 3600,
+    }
+
+
 def job_push(
     *,
     task_id: str,
@@ -59,15 +70,7 @@ def job_push(
         return
     if bulk:
         client.sadd(BULK_KEY(), task_id)  # the mark first: a worker that takes the job finds it
-    queue_for(priority).enqueue_call(
-        JOB_FUNC,
-        args=(task_id,),
-        job_id=task_id,
-        timeout=job_timeout_s(time_left_s),
-        result_ttl=600,
-        failure_ttl=24 * 3600,
-        pipeline=pipe,
-    )
+    queue_for(priority).enqueue_call(JOB_FUNC, **_job_options(task_id, time_left_s), pipeline=pipe)
 
 
 def job_delay(*, task_id: str, delay_s: float, pipe: Any = None) -> None:
@@ -87,11 +90,7 @@ def job_save_in(
     queue = queue_for(priority)
     job = queue.create_job(
         JOB_FUNC,
-        args=(task_id,),
-        job_id=task_id,
-        timeout=job_timeout_s(time_left_s),
-        result_ttl=600,
-        failure_ttl=24 * 3600,
+        **_job_options(task_id, time_left_s),
         status=JobStatus.QUEUED,
     )
     job.enqueued_at = rq_now()
