@@ -43,8 +43,15 @@ class WebSession:
     account_id: int | None = None
 
 
+# Browsers take a `__Host-` cookie only when it is Secure, for the whole host (no Domain) and
+# path "/": no sibling subdomain can plant one. Over plain HTTP it would be dropped, so the prefix
+# comes with WEB_SESSION_COOKIE_SECURE.
+HOST_ONLY_PREFIX = "__Host-"
+
+
 def cookie_name(app: App) -> str:
-    return f"{COOKIE_PREFIX}{app.id.hex}"
+    prefix = HOST_ONLY_PREFIX if settings.WEB_SESSION_COOKIE_SECURE else ""
+    return f"{prefix}{COOKIE_PREFIX}{app.id.hex}"
 
 
 def _salt(app: App) -> str:

@@ -11,6 +11,7 @@ from asgiref.sync import iscoroutinefunction
 from django.http import HttpRequest, HttpResponseBase
 from django.utils.decorators import sync_and_async_middleware
 
+from apps.core.logging import path_for_log
 from apps.core.metrics import MetricsBatch
 
 access_log = logging.getLogger("apps.http")
@@ -28,7 +29,7 @@ def _record(request: HttpRequest, response: HttpResponseBase, elapsed: float) ->
     access_log.info(
         "%s %s %s",
         request.method,
-        request.path,
+        path_for_log(request),
         response.status_code,
         extra={
             "route": route,

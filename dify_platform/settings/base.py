@@ -360,7 +360,10 @@ LOG_FORMAT = env.str("LOG_FORMAT", default="json")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"context": {"()": "apps.core.logging.ContextFilter"}},
+    "filters": {
+        "context": {"()": "apps.core.logging.ContextFilter"},
+        "secret_paths": {"()": "apps.core.logging.SecretPathFilter"},
+    },
     "formatters": {
         "json": {"()": "apps.core.logging.JsonFormatter"},
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
@@ -375,6 +378,8 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
+        # Its warnings name the request's path ("Not Found: ..."): without secrets.
+        "django.request": {"filters": ["secret_paths"]},
         "rq.worker": {"level": "WARNING"},
     },
 }
