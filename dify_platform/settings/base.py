@@ -335,6 +335,9 @@ OPERATOR_PASSWORD_CHECKED = env.bool("OPERATOR_PASSWORD_CHECKED", default=False)
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 # How often each process sends what it recorded to the cluster's figures (apps.core.metrics).
 METRICS_FLUSH_S = env.float("METRICS_FLUSH_S", default=1.0)
+# Fields the cluster's metrics hash may hold (a label value is a field): past it, new ones are
+# dropped and counted in dp_metrics_dropped_total. A deployment has a few hundred.
+METRICS_MAX_FIELDS = env.int("METRICS_MAX_FIELDS", default=20_000)
 OPERATIONS_FIGURES_CACHE_S = env.float("OPERATIONS_FIGURES_CACHE_S", default=1.0)
 
 SPECTACULAR_SETTINGS = {
