@@ -4,6 +4,7 @@ paths."""
 
 import json
 import logging
+
 import pytest
 from django.test import Client, override_settings
 
@@ -85,7 +86,9 @@ def test_secure_chat_sessions_carry_the_host_prefix_and_still_work(client: Clien
     assert page.status_code == 200
     name = f"__Host-dp_eu_{app.id.hex}"
     cookie = page.cookies[name]
-    assert cookie["secure"] and cookie["path"] == "/" and not cookie["domain"]
+    assert cookie["secure"]
+    assert cookie["path"] == "/"
+    assert not cookie["domain"]
     assert f"dp_eu_{app.id.hex}" not in {n for n in page.cookies if not n.startswith("__Host-")}
     listed = client.get(
         "/v1/conversations", headers={"X-App-Code": app.web_share_code}, secure=True
@@ -115,4 +118,3 @@ def test_share_codes_stay_out_of_the_access_log(
         assert code not in written
         assert "not-a-code-at-all" not in written
     assert "GET /chat/<share_code> 200" in caplog.messages
-
