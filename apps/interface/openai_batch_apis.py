@@ -33,13 +33,12 @@ from apps.files.models import StoredFile
 from apps.files.services import file_chunks_async, file_delete
 from apps.gateway.admission import rate_limit
 from apps.gateway.authentication import api_key_from_header_async
+from apps.gateway.body_limits import FORM_OVERHEAD_BYTES
 from apps.gateway.openai_requests import OpenAIParamError
 from apps.gateway.requests import body_size_check, json_body
 from apps.interface.forms import multipart_form
 from apps.interface.openai_apis import openai_methods, openai_view
 
-# Room for the multipart framing around the file itself.
-FORM_OVERHEAD_BYTES = 64 * 1024
 MAX_LIMIT = 100
 
 

@@ -18,6 +18,10 @@ SECRET_KEY = env.str("SECRET_KEY", default=DEFAULT_SECRET_KEY)
 DEBUG = env.bool("DEBUG", default=False)
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+# Proxies (addresses or networks) whose forwarded headers (X-Forwarded-For, -Proto) are
+# believed: the client's address and scheme come from them (apps.gateway.forwarded). Empty:
+# nobody's, as when daphne faces clients itself (`make run`).
+TRUSTED_PROXIES = env.list("TRUSTED_PROXIES", default=[])
 # Browser origins besides the served hosts that may open the WebSocket chat ("*": any).
 WEBSOCKET_ALLOWED_ORIGINS = env.list("WEBSOCKET_ALLOWED_ORIGINS", default=[])
 

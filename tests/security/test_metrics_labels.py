@@ -2,6 +2,8 @@
 platform does not know is `other`, a path no route matches is `unmatched`), and the cluster's
 metrics hash takes no new field past METRICS_MAX_FIELDS (what is refused is counted)."""
 
+from typing import Any
+
 import pytest
 from django.conf import settings
 from django.test import Client, override_settings
@@ -15,7 +17,8 @@ pytestmark = pytest.mark.django_db
 
 def fields() -> set[str]:
     metrics_flush()
-    return {field.decode() for field in sync_client().hkeys(metrics_key())}
+    keys: Any = sync_client().hkeys(metrics_key())
+    return {field.decode() for field in keys}
 
 
 def test_invented_methods_and_paths_add_no_labels(client: Client) -> None:

@@ -53,7 +53,7 @@ def test_an_allowed_network_still_allows_its_own_embedded_forms() -> None:
 
 def test_a_refusal_does_not_say_what_an_internal_name_resolves_to() -> None:
     host = socket.gethostname()
-    resolved = {info[4][0] for info in socket.getaddrinfo(host, 80, type=socket.SOCK_STREAM)}
+    resolved = {str(info[4][0]) for info in socket.getaddrinfo(host, 80, type=socket.SOCK_STREAM)}
     assert not any(ipaddress.ip_address(address).is_global for address in resolved)
     with FileServer({"/cat.png": (200, {}, png())}, host="0.0.0.0") as server:
         with pytest.raises(RemoteFileRefused) as refused:
