@@ -12,7 +12,7 @@ from apps.core.background import in_background
 from apps.core.db import db_sync_to_async
 from apps.core.errors import Forbidden, Unauthorized
 from apps.gateway.budgets import caller_checked
-from apps.gateway.sessions import APP_CODE_HEADER, web_caller_async
+from apps.gateway.sessions import APP_CODE_HEADER, SESSION_ROUTES, web_caller_async
 
 _api_key_used = db_sync_to_async(api_key_used)
 
@@ -55,11 +55,21 @@ async def api_key_from_request_async(request: HttpRequest) -> ApiKey:
     end-user session (apps.gateway.sessions), which also fixes the request's end user."""
     authorization = request.headers.get("Authorization")
     if authorization is None and APP_CODE_HEADER in request.headers:
+        _session_route_check(request)
         api_key, end_user = await web_caller_async(_web_code(request), request.COOKIES)
         caller_checked()
         _as_end_user(request, end_user)
         return api_key
     return await api_key_from_header_async(authorization)
+
+
+def _session_route_check(request: HttpRequest) -> None:
+    match = getattr(request, "resolver_match", None)
+    if match is None or match.url_name not in SESSION_ROUTES:
+        raise Unauthorized(
+            "This route takes the app's API key: a chat session calls its end user's own "
+            "routes only."
+        )
 
 
 def _web_code(request: HttpRequest) -> str | None:

@@ -118,7 +118,9 @@ async def answer_run(task: Task, context: RunContext) -> dict[str, Any]:
         # Stopped while still queued: there is nothing to generate.
         outcome = Outcome(answer="", finish_reason="user_stop")
     else:
-        refusal = input_refusal(app=message.app, query=message.query, inputs=message.inputs)
+        refusal = input_refusal(
+            app=message.app, query=message.query, inputs=message.inputs, history=message.history
+        )
         if refusal is not None:
             publisher.text(refusal)
             outcome = Outcome(
