@@ -2,7 +2,7 @@
 
 import uuid
 from collections.abc import Iterable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -37,8 +37,17 @@ class BatchNotFound(NotFound):
     default_message = "No such batch."
 
 
-def batch_file_store(*, app: App, filename: str, chunks: Iterable[bytes]) -> StoredFile:
-    """A batch's input file (OpenAI's purpose=batch), up to BATCHES["MAX_FILE_MB"]."""
+def batch_file_expiry() -> datetime | None:
+    """When a batch file (input, output or errors) written now expires (None: never)."""
+    seconds = int(settings.BATCHES["FILE_EXPIRE_S"])
+    return timezone.now() + timedelta(seconds=seconds) if seconds > 0 else None
+
+
+def batch_file_store(
+    *, app: App, filename: str, chunks: Iterable[bytes], size_hint: int = 0
+) -> StoredFile:
+    """A batch's input file (OpenAI's purpose=batch), up to BATCHES["MAX_FILE_MB"], within the
+    app's file quota (apps.files.quotas)."""
     return file_store(
         app=app,
         end_user="",
@@ -47,6 +56,8 @@ def batch_file_store(*, app: App, filename: str, chunks: Iterable[bytes]) -> Sto
         mime_type="application/jsonl",
         chunks=chunks,
         max_bytes=int(settings.BATCHES["MAX_FILE_MB"]) * 1024 * 1024,
+        expires_at=batch_file_expiry(),
+        size_hint=size_hint,
     )
 
 

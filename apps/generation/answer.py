@@ -44,6 +44,7 @@ STATUS_BY_CODE = {
     "invalid_param": 400,  # a file the model cannot take, found so by the worker
     "file_not_found": 404,
     "file_too_large": 413,
+    "file_quota_exceeded": 403,
     "rate_limit_error": 429,
     "deadline_exceeded": 504,
     "cancelled": 499,

@@ -17,11 +17,16 @@ from apps.applications.file_rules import MB, REMOTE_URL, FileRules
 from apps.applications.models import App
 from apps.conversations.models import Message, MessageFile
 from apps.core.file_formats import HEAD_BYTES, FileKind, content_matches, format_for_mime, format_of
-from apps.files.errors import FileContentMissing, FileTooLarge, FileUnreadable
+from apps.files.errors import (
+    FileContentMissing,
+    FileQuotaExceeded,
+    FileTooLarge,
+    FileUnreadable,
+)
 from apps.files.extract import document_text
 from apps.files.models import FilePurpose, StoredFile
 from apps.files.remote import AddressPolicy, RemoteFileRefused, RemoteFileUnavailable, remote_fetch
-from apps.files.services import file_bytes, file_delete, file_store
+from apps.files.services import file_bytes, file_delete, file_store, upload_expiry
 from apps.providers.base import ImagePart
 from apps.scheduling.tasks.errors import PermanentTaskError, RetryableTaskError
 from apps.scheduling.tasks.kinds import RunContext
@@ -106,15 +111,20 @@ async def _fetch(message: Message, attachment: MessageFile, context: RunContext)
     )
 
     def keep() -> StoredFile:
-        stored = file_store(
-            app=message.app,
-            end_user=message.end_user,
-            purpose=FilePurpose.UPLOAD,
-            filename=name,
-            mime_type=fmt.mime_type,
-            chunks=[fetched.content],
-            max_bytes=limit,
-        )
+        try:
+            stored = file_store(
+                app=message.app,
+                end_user=message.end_user,
+                purpose=FilePurpose.UPLOAD,
+                filename=name,
+                mime_type=fmt.mime_type,
+                chunks=[fetched.content],
+                max_bytes=limit,
+                expires_at=upload_expiry(),
+                size_hint=len(fetched.content),
+            )
+        except FileQuotaExceeded as error:
+            raise _refused(attachment, error.message, error.code) from None
         linked = MessageFile.objects.filter(id=attachment.id, stored_file__isnull=True).update(
             stored_file=stored
         )

@@ -154,7 +154,10 @@ def _stored(app: App, upload: UploadedFile) -> StoredFile:
                 "A batch file must be JSONL, named *.jsonl.", param="file", code="invalid_file"
             )
         return batch_file_store(
-            app=app, filename=name, chunks=upload.chunks(settings.FILE_STORAGE_CHUNK_BYTES)
+            app=app,
+            filename=name,
+            chunks=upload.chunks(settings.FILE_STORAGE_CHUNK_BYTES),
+            size_hint=upload.size or 0,
         )
     finally:
         upload.close()  # a temporary file goes now, not when the request is collected

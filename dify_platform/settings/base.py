@@ -403,6 +403,8 @@ BATCHES = {
     "QUEUED_MAX": env.int("BATCH_QUEUED_MAX", default=64),
     # How often the housekeeping moves batches on (requests are released on every round).
     "HOUSEKEEPING_S": env.float("BATCH_HOUSEKEEPING_S", default=1.0),
+    # Batch input, output and error files are kept this long (OpenAI's default: 30 days).
+    "FILE_EXPIRE_S": env.int("BATCH_FILE_EXPIRE_S", default=30 * 24 * 3600),
 }
 
 # --- Files (apps.files) ------------------------------------------------------------------------
@@ -427,4 +429,17 @@ FILE_REMOTE_MAX_REDIRECTS = env.int("FILE_REMOTE_MAX_REDIRECTS", default=3)
 FILE_REMOTE_ALLOWED_NETWORKS = env.list("FILE_REMOTE_ALLOWED_NETWORKS", default=[])
 # `manage.py files_purge` takes content no file points to for an orphan once it is this old.
 FILE_ORPHAN_GRACE_S = env.float("FILE_ORPHAN_GRACE_S", default=3600.0)
+# Chat uploads (and the copies of files fetched by URL for a question) are kept this long, as
+# Dify keeps them for a set time; 0 keeps them until deleted.
+FILE_UPLOAD_EXPIRE_S = env.int("FILE_UPLOAD_EXPIRE_S", default=30 * 24 * 3600)
+# What an app's clients may keep (uploads, files by URL, batch input; apps.files.quotas), and
+# each end user of its uploads: files and MB (0: no limit). Past it: 403 file_quota_exceeded.
+FILE_QUOTA_APP_FILES = env.int("FILE_QUOTA_APP_FILES", default=100_000)
+FILE_QUOTA_APP_MB = env.int("FILE_QUOTA_APP_MB", default=50 * 1024)
+FILE_QUOTA_END_USER_FILES = env.int("FILE_QUOTA_END_USER_FILES", default=200)
+FILE_QUOTA_END_USER_MB = env.int("FILE_QUOTA_END_USER_MB", default=1024)
+# The scheduler's housekeeping deletes expired files this often, at most this many a round (the
+# rest on the next ones); `manage.py files_purge` does it all at once, and takes orphans too.
+FILE_PURGE_EVERY_S = env.float("FILE_PURGE_EVERY_S", default=60.0)
+FILE_PURGE_MAX_FILES = env.int("FILE_PURGE_MAX_FILES", default=500)
 # --- end of files -------------------------------------------------------------------------------
