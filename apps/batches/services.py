@@ -12,7 +12,7 @@ from django.utils import timezone
 from apps.applications.models import App
 from apps.batches.expansion import ENDPOINT
 from apps.batches.models import Batch, BatchStatus
-from apps.core.errors import InvalidParam, NotFound
+from apps.core.errors import ApiError, InvalidParam, NotFound
 from apps.core.priorities import Priority
 from apps.files.models import FilePurpose, StoredFile
 from apps.files.selectors import file_get
@@ -35,6 +35,14 @@ class BatchParamError(InvalidParam):
 
 class BatchNotFound(NotFound):
     default_message = "No such batch."
+
+
+class TooManyOpenBatches(ApiError):
+    """The app has as many batches open as it may (BATCHES["MAX_OPEN_PER_APP"])."""
+
+    status = 429
+    code = "too_many_open_batches"
+    default_message = "This app has too many batches open."
 
 
 def batch_file_expiry() -> datetime | None:
@@ -108,6 +116,7 @@ def batch_create(
             "input_file_id must name a file of this app uploaded with purpose=batch.",
             "input_file_id",
         ) from None
+    _open_batches_check(app)
     now = timezone.now()
     batch = Batch.objects.create(
         app=app,
@@ -125,6 +134,21 @@ def batch_create(
     )
     batch.save(update_fields=["expand_task"])
     return batch
+
+
+def _open_batches_check(app: App) -> None:
+    """Within batch_create's transaction: the app's row is locked, so two batches created at
+    once are counted one after the other."""
+    limit = int(settings.BATCHES["MAX_OPEN_PER_APP"])
+    if limit <= 0:
+        return
+    App.objects.select_for_update().filter(id=app.id).values_list("id").first()
+    open_now = Batch.objects.filter(app=app, status__in=BatchStatus.OPEN).count()
+    if open_now >= limit:
+        raise TooManyOpenBatches(
+            f"This app has {open_now} batches open, at most {limit}: wait for one to end "
+            "(or cancel one)."
+        )
 
 
 def batch_cancel(*, batch: Batch) -> Batch:

@@ -403,6 +403,14 @@ BATCHES = {
     "QUEUED_MAX": env.int("BATCH_QUEUED_MAX", default=64),
     # How often the housekeeping moves batches on (requests are released on every round).
     "HOUSEKEEPING_S": env.float("BATCH_HOUSEKEEPING_S", default=1.0),
+    # Batches an app may have open at once (validating, in progress, finalizing, cancelling):
+    # past it, creating one is refused with 429 `too_many_open_batches`.
+    "MAX_OPEN_PER_APP": env.int("BATCH_MAX_OPEN_PER_APP", default=20),
+    # Open batches the housekeeping moves on per round (the least recently moved first), and
+    # apps whose batches get requests released per round (in turn): its work per round stays
+    # bounded, so it keeps pushing every app's retries on time.
+    "ADVANCE_PER_ROUND": env.int("BATCH_ADVANCE_PER_ROUND", default=20),
+    "RELEASE_APPS_PER_ROUND": env.int("BATCH_RELEASE_APPS_PER_ROUND", default=16),
     # Batch input, output and error files are kept this long (OpenAI's default: 30 days).
     "FILE_EXPIRE_S": env.int("BATCH_FILE_EXPIRE_S", default=30 * 24 * 3600),
 }
