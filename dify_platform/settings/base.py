@@ -435,6 +435,13 @@ FILE_UPLOAD_MAX_MB = env.int("FILE_UPLOAD_MAX_MB", default=50)
 FILE_REMOTE_TIMEOUT_S = env.float("FILE_REMOTE_TIMEOUT_S", default=15.0)
 FILE_REMOTE_MAX_REDIRECTS = env.int("FILE_REMOTE_MAX_REDIRECTS", default=3)
 FILE_REMOTE_ALLOWED_NETWORKS = env.list("FILE_REMOTE_ALLOWED_NETWORKS", default=[])
+# A document's text is read (PDFs in a process of their own, apps.files.extract) only within
+# these: its size, its pages, the CPU seconds and the memory the reading may take. Past one, the
+# question that carried it fails with a clear error (400), and nothing else does.
+FILE_EXTRACT_MAX_MB = env.int("FILE_EXTRACT_MAX_MB", default=50)
+FILE_EXTRACT_MAX_PAGES = env.int("FILE_EXTRACT_MAX_PAGES", default=500)
+FILE_EXTRACT_CPU_S = env.int("FILE_EXTRACT_CPU_S", default=10)
+FILE_EXTRACT_MEMORY_MB = env.int("FILE_EXTRACT_MEMORY_MB", default=512)
 # `manage.py files_purge` takes content no file points to for an orphan once it is this old.
 FILE_ORPHAN_GRACE_S = env.float("FILE_ORPHAN_GRACE_S", default=3600.0)
 # Chat uploads (and the copies of files fetched by URL for a question) are kept this long, as
