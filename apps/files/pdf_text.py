@@ -17,6 +17,7 @@ import json
 import logging
 import resource
 import sys
+from typing import Any
 
 MB = 1024 * 1024
 # Exit status when the address space ran out (MemoryError): told apart from a crash.
@@ -51,7 +52,8 @@ def pdf_text(content: bytes, *, max_chars: int, max_pages: int) -> dict[str, obj
             return {"refused": "is encrypted with a password: its text cannot be read"}
         # The page tree's own count first: counting the pages themselves walks the whole tree
         # (2 s of CPU for 20,000). A count that lies is caught by walking, within the limits.
-        declared = reader.trailer["/Root"]["/Pages"].get("/Count")
+        root: Any = reader.trailer["/Root"]
+        declared = root["/Pages"].get("/Count")
         count = int(declared) if isinstance(declared, int) and declared > max_pages else 0
         count = count or len(reader.pages)
         if count > max_pages:
