@@ -24,7 +24,7 @@ from collections.abc import Iterable
 
 from django.conf import settings
 
-from apps.core.redis import key, sync_client
+from apps.core.redis import LuaScript, key, sync_client
 
 logger = logging.getLogger(__name__)
 # Fields kept while Redis cannot be reached (then the oldest sums are dropped, and said so).
@@ -37,7 +37,7 @@ DROPPED_FIELD = "dp_metrics_dropped_total|"
 # then field, amount pairs. A field already there always adds up; a new one only while the hash
 # has room, so whatever labels reach it, the hash (which /metrics and load shedding read whole)
 # stays bounded. Returns how many were refused.
-_ADD = """
+_ADD = LuaScript("""
 local limit, dropped_field = tonumber(ARGV[1]), ARGV[2]
 local size = redis.call('HLEN', KEYS[1])
 if redis.call('HEXISTS', KEYS[1], dropped_field) == 0 then
@@ -59,7 +59,7 @@ if dropped > 0 then
   redis.call('HINCRBY', KEYS[1], dropped_field, dropped)
 end
 return dropped
-"""
+""")
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 TOKEN_BUCKETS = (1, 4, 16, 64, 128, 256, 512, 1024, 2048, 4096)
@@ -143,7 +143,7 @@ class PendingMetrics:
             args: list[str | float] = [int(settings.METRICS_MAX_FIELDS), DROPPED_FIELD]
             for field, amount in sums.items():
                 args += [field, repr(amount)]
-            sync_client().eval(_ADD, 1, metrics_key(), *args)
+            _ADD(sync_client(), keys=[metrics_key()], args=args)
         except Exception:
             logger.warning("could not send metrics; kept for the next try", exc_info=True)
             with self.lock:

@@ -1,12 +1,12 @@
-"""Housekeeping the scheduler runs for the platform's files (apps.scheduling.maintenance): expired
-files (chat uploads, batch files) are deleted a bounded number at a time, so storage does not
-grow with what nobody can read any more, and one round never takes long."""
+"""Housekeeping the scheduler runs for the platform's files (apps.scheduling.housekeeping):
+expired files (chat uploads, batch files) are deleted a bounded number at a time, so storage
+does not grow with what nobody can read any more, and one round never takes long."""
 
 from django.conf import settings
 from django.utils import timezone
 
 from apps.files.services import files_expired_delete
-from apps.scheduling.maintenance import housekeeping_register
+from apps.scheduling.housekeeping.maintenance import housekeeping_register
 
 
 def expired_files_delete() -> int:
