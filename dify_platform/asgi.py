@@ -25,6 +25,7 @@ from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: 
 from django.urls import get_resolver  # noqa: E402
 
 from apps.core.gc_tuning import gc_tune_for_serving  # noqa: E402
+from apps.gateway.forwarded import ForwardedHeadersMiddleware  # noqa: E402
 from apps.gateway.handler import PlatformASGIHandler  # noqa: E402
 from apps.interface.routing import websocket_router  # noqa: E402
 
@@ -34,7 +35,10 @@ django_asgi_app = PlatformASGIHandler()
 # collected files (SERVE_STATIC=false, see deploy/); only paths under STATIC_URL are intercepted.
 http_app = ASGIStaticFilesHandler(django_asgi_app) if settings.SERVE_STATIC else django_asgi_app
 
-application = ProtocolTypeRouter({"http": http_app, "websocket": websocket_router})
+# The client's address and scheme, from the forwarded headers of trusted proxies only.
+application = ForwardedHeadersMiddleware(
+    ProtocolTypeRouter({"http": http_app, "websocket": websocket_router})
+)
 
 # Import every view now (Django loads the URLconf on the first request), then freeze start-up's
 # objects out of the collector's way (apps.core.gc_tuning).

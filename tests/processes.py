@@ -16,6 +16,7 @@ from django.conf import settings
 from rq import Worker
 
 from apps.core.redis import sync_client
+from apps.operations.web_server import web_command
 
 ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT_S = 60.0
@@ -64,13 +65,11 @@ class WebServer:
         self.url = f"http://127.0.0.1:{port}"
 
 
-DAPHNE = [sys.executable, "-m", "daphne", "-b", "127.0.0.1"]
-
-
 def daphne_start(port: int, **env: str) -> subprocess.Popen[bytes]:
-    """daphne serving the platform on a loopback port, with the test environment plus `env`."""
+    """The platform's web server on a loopback port, as the run commands start it, with the
+    test environment plus `env`."""
     return subprocess.Popen(
-        [*DAPHNE, "-p", str(port), "dify_platform.asgi:application"],
+        web_command(host="127.0.0.1", port=port, access_log="-"),
         cwd=ROOT,
         env=process_env(**env),
     )

@@ -169,6 +169,11 @@ def _version_read(client: redis.Redis) -> bytes:
     return bytes(value)
 
 
+def config_version_heard() -> bytes | None:
+    """The version this process last heard, without asking Redis (None while not subscribed)."""
+    return _watch.current()
+
+
 def config_version() -> bytes:
     heard = _watch.current()
     return heard if heard is not None else _version_read(sync_client())

@@ -4,7 +4,12 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from apps.applications.config_cache import ConfigCache, config_version, config_version_async
+from apps.applications.config_cache import (
+    ConfigCache,
+    config_version,
+    config_version_async,
+    config_version_heard,
+)
 from apps.applications.models import ApiKey, App
 from apps.applications.services import api_key_digest
 from apps.core.db import db_sync_to_async
@@ -75,6 +80,16 @@ def api_key_get_active(*, clear_key: str) -> ApiKey | None:
 
 async def api_key_get_active_async(*, clear_key: str) -> ApiKey | None:
     return await _cached_async(_keys, api_key_digest(clear_key), _api_key_read_async)
+
+
+def api_key_known_active(*, clear_key: str) -> bool:
+    """Whether this process holds the key as active in its cache now: no database, no Redis
+    (False whenever it would have to ask)."""
+    version = config_version_heard()
+    if version is None:
+        return False
+    hit, row = _keys.get(api_key_digest(clear_key), version)
+    return hit and row is not None
 
 
 def app_get(*, app_id: uuid.UUID | str) -> App | None:

@@ -26,11 +26,12 @@ from apps.applications.models import App
 from apps.batches.models import Batch, BatchLine, BatchStatus
 from apps.conversations.inputs import inputs_validate
 from apps.conversations.models import Message
-from apps.core.errors import ApiError
+from apps.core.errors import ApiError, InvalidJson
 from apps.core.priorities import Priority
 from apps.deployments.selectors import app_route
 from apps.files.services import file_chunks
 from apps.gateway.openai_requests import OpenAIParamError, chat_completion_parse
+from apps.gateway.requests import json_bytes_text_check, text_storable
 from apps.scheduling.tasks.services import PreparedTask, task_prepare, tasks_record_held
 
 logger = logging.getLogger(__name__)
@@ -107,13 +108,20 @@ def _request(raw: bytes | object, batch: Batch, seen: set[str]) -> tuple[str, di
         raise LineError("invalid_json_line", "The line is not a JSON object.") from None
     if not isinstance(line, dict):
         raise LineError("invalid_json_line", "The line is not a JSON object.")
+    try:
+        json_bytes_text_check(raw, line)
+    except InvalidJson:
+        # Refused here, alone: recorded, it would fail the whole chunk of lines it is in.
+        raise LineError(
+            "invalid_text",
+            "The line has text PostgreSQL cannot store: a NUL character or an unpaired "
+            "surrogate (written as an escape or as bytes).",
+        ) from None
     custom_id = line.get("custom_id")
     if not isinstance(custom_id, str) or not custom_id or len(custom_id) > 512:
         raise LineError(
             "missing_custom_id", "custom_id must be a string of 1 to 512 characters.", "custom_id"
         )
-    if "\x00" in custom_id:
-        raise LineError("invalid_custom_id", "custom_id must not contain a NUL character.")
     if custom_id in seen:
         raise LineError(
             "duplicate_custom_id", f"custom_id {custom_id!r} is used by an earlier line."
@@ -276,7 +284,7 @@ def _custom_id_of(raw: bytes | object) -> str:
         custom_id = json.loads(raw).get("custom_id")
     except (ValueError, AttributeError, RecursionError):
         return ""
-    return custom_id if isinstance(custom_id, str) and "\x00" not in custom_id else ""
+    return custom_id if isinstance(custom_id, str) and text_storable(custom_id) else ""
 
 
 def _still_validating(batch: Batch) -> bool:

@@ -59,6 +59,9 @@ class Batch(models.Model):
     request_failed = models.PositiveIntegerField(default=0)
     # Requests released to the queue so far: lines up to this number (apps.batches.progress).
     released_through = models.PositiveIntegerField(default=0)
+    # When the housekeeping last moved the batch on: it takes the least recently moved first,
+    # a bounded number a round.
+    advanced_at = models.DateTimeField(null=True, blank=True)
     # The work that reads the input (validating) and the work that writes the output files.
     expand_task = models.ForeignKey(
         "scheduling.Task", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"

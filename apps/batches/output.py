@@ -16,6 +16,7 @@ from django.utils import timezone
 from apps.batches.ids import REQUEST_PREFIX, public_id
 from apps.batches.models import Batch, BatchLine, BatchStatus
 from apps.batches.progress import FAILED_STATUSES, LINE_ENDINGS, line_counts
+from apps.batches.services import batch_file_expiry
 from apps.deployments.selectors import app_route
 from apps.files.models import FilePurpose, StoredFile
 from apps.files.services import file_store
@@ -131,6 +132,7 @@ def _file(batch: Batch, purpose: str, kind: str, records: Iterator[bytes]) -> St
         mime_type="application/jsonl",
         chunks=chunks(),
         max_bytes=MAX_OUTPUT_BYTES,
+        expires_at=batch_file_expiry(),
     )
 
 

@@ -1,13 +1,18 @@
 """A batch on its way, moved by the scheduler's housekeeping (one process at a time):
 
 - its requests are released to the queue in turn: all batches together keep at most
-  BATCHES["QUEUED_MAX"] of them queued, shared between the batches, oldest first. Held back in
-  PostgreSQL, a 50,000-request batch never fills the queues: the load monitor, load shedding
-  and live requests queued behind it see a few dozen jobs, not the whole batch;
+  BATCHES["QUEUED_MAX"] of them queued, shared between the apps, then within an app between its
+  batches, oldest first. Held back in PostgreSQL, a 50,000-request batch never fills the
+  queues: the load monitor, load shedding and live requests queued behind it see a few dozen
+  jobs, not the whole batch;
 - the request counts are refreshed;
 - a batch whose requests have all ended, whose window has closed (the rest expire) or that was
   cancelled (the rest are cancelled) goes to `finalizing`, and work that writes its files is
   queued (apps.batches.output).
+
+Each round's work is bounded whatever the number of open batches (a bounded number of apps
+released to, of batches moved on), so the same housekeeping thread keeps pushing every app's
+retries and recovering tasks on time.
 """
 
 import logging
@@ -16,7 +21,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, Q
+from django.db.models import Count, F, Q
 from django.utils import timezone
 
 from apps.batches.models import Batch, BatchLine, BatchStatus
@@ -44,25 +49,59 @@ LINE_ENDINGS = {
 }
 
 
+# Where the last round's turn ended among the apps with batches in progress: the next round
+# starts after it (the housekeeping is one process at a time; a new one starts from the top).
+_release_turn = {"after": ""}
+
+
+def _apps_in_turn(app_ids: list[str], count: int) -> list[str]:
+    """`count` of the apps (sorted), starting after the one the last round ended with."""
+    start = next((i for i, app_id in enumerate(app_ids) if app_id > _release_turn["after"]), 0)
+    turn = (app_ids[start:] + app_ids[:start])[:count]
+    if turn:
+        _release_turn["after"] = turn[-1]
+    return turn
+
+
 def batches_release() -> int:
     """Release the next requests of the batches in progress while the queue has room for them;
-    returns how many were released."""
+    returns how many were released.
+
+    The room is shared between apps first (at most RELEASE_APPS_PER_ROUND of them a round, in
+    turn), then within an app oldest batch first: an app with many batches gets an app's share,
+    not a share per batch, and a round's work stays bounded whatever the number of batches."""
     room = (
         int(settings.BATCHES["QUEUED_MAX"])
         - Task.objects.filter(bulk=True, status=TaskStatus.QUEUED).count()
     )
     if room <= 0:
         return 0
-    batches = list(
-        Batch.objects.filter(status=BatchStatus.IN_PROGRESS)
+    app_ids = sorted(
+        str(app_id)
+        for app_id in Batch.objects.filter(status=BatchStatus.IN_PROGRESS)
+        .values_list("app_id", flat=True)
+        .distinct()
+    )
+    per_round = min(room, int(settings.BATCHES["RELEASE_APPS_PER_ROUND"]))
+    turn = _apps_in_turn(app_ids, per_round)
+    released = 0
+    for index, app_id in enumerate(turn):
+        share = math.ceil((room - released) / (len(turn) - index))
+        if share <= 0:
+            break
+        released += _app_release(app_id, share)
+    return released
+
+
+def _app_release(app_id: str, share: int) -> int:
+    """Up to `share` held requests of the app's batches in progress, oldest batch first."""
+    released = 0
+    batches = (
+        Batch.objects.filter(app_id=app_id, status=BatchStatus.IN_PROGRESS)
         .order_by("created_at")
         .only("id", "released_through")
     )
-    released = 0
-    for index, batch in enumerate(batches):
-        share = math.ceil((room - released) / (len(batches) - index))
-        if share <= 0:
-            break
+    for batch in batches[: max(1, share)]:
         waiting = list(
             BatchLine.objects.filter(
                 batch=batch,
@@ -70,7 +109,7 @@ def batches_release() -> int:
                 task__status=TaskStatus.PENDING,
             )
             .order_by("number")
-            .values_list("number", "task_id")[:share]
+            .values_list("number", "task_id")[: share - released]
         )
         if not waiting:
             continue
@@ -78,6 +117,8 @@ def batches_release() -> int:
             task_ids=[task_id for _, task_id in waiting], reason=f"its turn in batch {batch.id}"
         )
         Batch.objects.filter(id=batch.id).update(released_through=waiting[-1][0])
+        if released >= share:
+            break
     return released
 
 
@@ -196,12 +237,19 @@ def _advance_one(batch: Batch, now: Any) -> None:
 
 
 def batches_advance() -> None:
-    """Move each open batch on (see the module docstring)."""
+    """Move open batches on (see the module docstring): at most ADVANCE_PER_ROUND of them, those
+    moved on least recently first, so a round's work is bounded and every batch has its turn."""
     now = timezone.now()
-    open_batches = Batch.objects.filter(status__in=BatchStatus.OPEN).select_related(
-        "app", "expand_task", "finalize_task"
+    open_batches = (
+        Batch.objects.filter(status__in=BatchStatus.OPEN)
+        .select_related("app", "expand_task", "finalize_task")
+        .order_by(F("advanced_at").asc(nulls_first=True), "created_at")
     )
-    for batch in open_batches:
+    taken = list(open_batches[: int(settings.BATCHES["ADVANCE_PER_ROUND"])])
+    if not taken:
+        return
+    Batch.objects.filter(id__in=[batch.id for batch in taken]).update(advanced_at=now)
+    for batch in taken:
         try:
             _advance_one(batch, now)
         except Exception:

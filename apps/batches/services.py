@@ -2,7 +2,7 @@
 
 import uuid
 from collections.abc import Iterable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -12,7 +12,7 @@ from django.utils import timezone
 from apps.applications.models import App
 from apps.batches.expansion import ENDPOINT
 from apps.batches.models import Batch, BatchStatus
-from apps.core.errors import InvalidParam, NotFound
+from apps.core.errors import ApiError, InvalidParam, NotFound
 from apps.core.priorities import Priority
 from apps.files.models import FilePurpose, StoredFile
 from apps.files.selectors import file_get
@@ -37,8 +37,25 @@ class BatchNotFound(NotFound):
     default_message = "No such batch."
 
 
-def batch_file_store(*, app: App, filename: str, chunks: Iterable[bytes]) -> StoredFile:
-    """A batch's input file (OpenAI's purpose=batch), up to BATCHES["MAX_FILE_MB"]."""
+class TooManyOpenBatches(ApiError):
+    """The app has as many batches open as it may (BATCHES["MAX_OPEN_PER_APP"])."""
+
+    status = 429
+    code = "too_many_open_batches"
+    default_message = "This app has too many batches open."
+
+
+def batch_file_expiry() -> datetime | None:
+    """When a batch file (input, output or errors) written now expires (None: never)."""
+    seconds = int(settings.BATCHES["FILE_EXPIRE_S"])
+    return timezone.now() + timedelta(seconds=seconds) if seconds > 0 else None
+
+
+def batch_file_store(
+    *, app: App, filename: str, chunks: Iterable[bytes], size_hint: int = 0
+) -> StoredFile:
+    """A batch's input file (OpenAI's purpose=batch), up to BATCHES["MAX_FILE_MB"], within the
+    app's file quota (apps.files.quotas)."""
     return file_store(
         app=app,
         end_user="",
@@ -47,6 +64,8 @@ def batch_file_store(*, app: App, filename: str, chunks: Iterable[bytes]) -> Sto
         mime_type="application/jsonl",
         chunks=chunks,
         max_bytes=int(settings.BATCHES["MAX_FILE_MB"]) * 1024 * 1024,
+        expires_at=batch_file_expiry(),
+        size_hint=size_hint,
     )
 
 
@@ -97,6 +116,7 @@ def batch_create(
             "input_file_id must name a file of this app uploaded with purpose=batch.",
             "input_file_id",
         ) from None
+    _open_batches_check(app)
     now = timezone.now()
     batch = Batch.objects.create(
         app=app,
@@ -114,6 +134,21 @@ def batch_create(
     )
     batch.save(update_fields=["expand_task"])
     return batch
+
+
+def _open_batches_check(app: App) -> None:
+    """Within batch_create's transaction: the app's row is locked, so two batches created at
+    once are counted one after the other."""
+    limit = int(settings.BATCHES["MAX_OPEN_PER_APP"])
+    if limit <= 0:
+        return
+    App.objects.select_for_update().filter(id=app.id).values_list("id").first()
+    open_now = Batch.objects.filter(app=app, status__in=BatchStatus.OPEN).count()
+    if open_now >= limit:
+        raise TooManyOpenBatches(
+            f"This app has {open_now} batches open, at most {limit}: wait for one to end "
+            "(or cancel one)."
+        )
 
 
 def batch_cancel(*, batch: Batch) -> Batch:

@@ -8,6 +8,10 @@ round trip and no thread hop. Why not Prometheus's usual way (each process serve
 figures and the scraper adds them up): web processes sit behind one load balancer, which would
 answer a scrape from whichever process it picked, and workers serve no HTTP at all; one hash
 makes any process's /metrics the whole cluster's. A process's /metrics sends its own sums first.
+
+Labels take their values from closed sets (route patterns, known methods, task kinds), and the
+hash takes no new field past METRICS_MAX_FIELDS: a refused one is counted in
+`dp_metrics_dropped_total`, never an error.
 """
 
 import atexit
@@ -20,11 +24,42 @@ from collections.abc import Iterable
 
 from django.conf import settings
 
-from apps.core.redis import key, sync_client
+from apps.core.redis import LuaScript, key, sync_client
 
 logger = logging.getLogger(__name__)
 # Fields kept while Redis cannot be reached (then the oldest sums are dropped, and said so).
 MAX_PENDING_FIELDS = 50_000
+
+# Counted when the hash is full and a new field is refused (see _ADD).
+DROPPED_FIELD = "dp_metrics_dropped_total|"
+
+# KEYS[1]: the metrics hash; ARGV: the most fields it may hold, the field that counts refusals,
+# then field, amount pairs. A field already there always adds up; a new one only while the hash
+# has room, so whatever labels reach it, the hash (which /metrics and load shedding read whole)
+# stays bounded. Returns how many were refused.
+_ADD = LuaScript("""
+local limit, dropped_field = tonumber(ARGV[1]), ARGV[2]
+local size = redis.call('HLEN', KEYS[1])
+if redis.call('HEXISTS', KEYS[1], dropped_field) == 0 then
+  limit = limit - 1  -- room for the refusals' own field
+end
+local dropped = 0
+for i = 3, #ARGV, 2 do
+  local known = redis.call('HEXISTS', KEYS[1], ARGV[i]) == 1
+  if known or size < limit then
+    redis.call('HINCRBYFLOAT', KEYS[1], ARGV[i], ARGV[i + 1])
+    if not known then
+      size = size + 1
+    end
+  else
+    dropped = dropped + 1
+  end
+end
+if dropped > 0 then
+  redis.call('HINCRBY', KEYS[1], dropped_field, dropped)
+end
+return dropped
+""")
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 TOKEN_BUCKETS = (1, 4, 16, 64, 128, 256, 512, 1024, 2048, 4096)
@@ -105,10 +140,10 @@ class PendingMetrics:
         if not sums:
             return
         try:
-            pipe = sync_client().pipeline(transaction=False)
+            args: list[str | float] = [int(settings.METRICS_MAX_FIELDS), DROPPED_FIELD]
             for field, amount in sums.items():
-                pipe.hincrbyfloat(metrics_key(), field, amount)
-            pipe.execute()
+                args += [field, repr(amount)]
+            _ADD(sync_client(), keys=[metrics_key()], args=args)
         except Exception:
             logger.warning("could not send metrics; kept for the next try", exc_info=True)
             with self.lock:

@@ -16,6 +16,14 @@ class FileTooLarge(ApiError):
     default_message = "The file is too large."
 
 
+class FileQuotaExceeded(ApiError):
+    """The app, or the end user, keeps as many files (or bytes) as it may."""
+
+    status = 403
+    code = "file_quota_exceeded"
+    default_message = "The storage quota for files is used up."
+
+
 class UnsupportedFileType(ApiError):
     status = 415
     code = "unsupported_file_type"

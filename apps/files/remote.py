@@ -7,7 +7,8 @@ connection goes to the address that was checked, so a name that resolves differe
 later (DNS rebinding) gains nothing. TLS still verifies the certificate against the name in the
 URL. Every redirect is a new URL, checked again the same way. Private, loopback, link-local,
 shared and reserved addresses are refused unless the operator allows their network
-(FILE_REMOTE_ALLOWED_NETWORKS).
+(FILE_REMOTE_ALLOWED_NETWORKS), and so are the IPv6 forms that lead to them (NAT64 and 6to4 are
+judged by the IPv4 address they carry).
 """
 
 import asyncio
@@ -36,6 +37,27 @@ class RemoteFileUnavailable(Exception):
     attempt may succeed."""
 
 
+# IPv6 addresses that `is_global` passes but that lead inside on some networks, refused whatever
+# they carry: IPv4-compatible (::a.b.c.d, deprecated, still routed to IPv4 by some stacks),
+# IPv4-translated (::ffff:0:a.b.c.d, SIIT), site-local (fec0::/10, deprecated, routed within a
+# site) and the local-use NAT64 prefix (RFC 8215: the site's own translator, whose mapping is
+# its own).
+_REFUSED_V6 = tuple(
+    ipaddress.IPv6Network(network)
+    for network in ("::/96", "::ffff:0:0:0/96", "fec0::/10", "64:ff9b:1::/48")
+)
+# The well-known NAT64 prefix (RFC 6052): a DNS64 network's way to IPv4, the address in the last
+# 32 bits. It leads where that IPv4 address leads, so it is judged as that address.
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address a NAT64 or 6to4 (2002::/16) address reaches, if it is one."""
+    if ip in _NAT64:
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return ip.sixtofour
+
+
 @dataclass(frozen=True)
 class AddressPolicy:
     allowed_networks: tuple[IpNetwork, ...] = ()
@@ -50,6 +72,12 @@ class AddressPolicy:
             ip = ip.ipv4_mapped  # ::ffff:127.0.0.1 is 127.0.0.1
         if any(ip in network for network in self.allowed_networks):
             return True
+        if isinstance(ip, ipaddress.IPv6Address):
+            if any(ip in network for network in _REFUSED_V6):
+                return False
+            embedded = _embedded_ipv4(ip)
+            if embedded is not None:
+                return self.allows(str(embedded))
         return ip.is_global and not ip.is_multicast
 
 
@@ -118,10 +146,10 @@ class _GuardedNetwork(httpcore.AsyncNetworkBackend):
                 raise RemoteFileUnavailable(f"{host} could not be resolved now") from None
             raise RemoteFileRefused(f"{host} does not resolve") from None
         addresses = list(dict.fromkeys(str(info[4][0]) for info in found))
-        refused = [address for address in addresses if not self._policy.allows(address)]
-        if refused or not addresses:
-            shown = refused[0] if refused else "nothing"
-            raise RemoteFileRefused(f"{host} resolves to {shown}, not a public address")
+        if not addresses or not all(self._policy.allows(address) for address in addresses):
+            # Not which address: that would tell a caller what the platform's internal names
+            # resolve to.
+            raise RemoteFileRefused(f"{host} is not a public address (by what it resolves to)")
         failure: Exception | None = None
         for address in addresses:
             try:

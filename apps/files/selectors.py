@@ -13,6 +13,11 @@ def _live(rows: QuerySet[StoredFile]) -> QuerySet[StoredFile]:
     return rows.filter(Q(expires_at__isnull=True) | Q(expires_at__gt=timezone.now()))
 
 
+def live_files() -> QuerySet[StoredFile]:
+    """Every file not expired."""
+    return _live(StoredFile.objects.all())
+
+
 def file_get(
     *,
     app_id: uuid.UUID | str,

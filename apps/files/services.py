@@ -13,16 +13,19 @@ import unicodedata
 import uuid
 from collections.abc import AsyncIterator, Generator, Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.db import transaction
+from django.utils import timezone
 
 from apps.applications.models import App
 from apps.core.db import db_sync_to_async
 from apps.files.backends import FileBackend, backend_default, backend_named
 from apps.files.chunking import Measured
-from apps.files.errors import FileContentMissing, FileTooLarge
+from apps.files.errors import FileContentMissing, FileQuotaExceeded, FileTooLarge
 from apps.files.models import StoredFile
+from apps.files.quotas import quota_kept_check, quota_room_check
 
 logger = logging.getLogger(__name__)
 
@@ -52,11 +55,45 @@ def file_store(
     chunks: Iterable[bytes],
     max_bytes: int,
     expires_at: datetime | None = None,
+    size_hint: int = 0,
 ) -> StoredFile:
     """Store a new file from `chunks` (read one at a time) in the default backend.
 
     Raises FileTooLarge (413 `file_too_large`) as soon as more than `max_bytes` came: nothing of
-    the file is kept. `end_user` "" makes it the app's own file (batch input and output)."""
+    the file is kept. `end_user` "" makes it the app's own file (batch input and output). A file
+    stored for a client counts against the quotas (apps.files.quotas): FileQuotaExceeded (403)
+    before anything is written when `size_hint` bytes more would not fit, or after, when a store
+    racing this one took the room (this file is then deleted)."""
+    quota_room_check(app_id=app.id, end_user=end_user, purpose=purpose, size=size_hint)
+    stored = _store(
+        app=app,
+        end_user=end_user,
+        purpose=purpose,
+        filename=filename,
+        mime_type=mime_type,
+        chunks=chunks,
+        max_bytes=max_bytes,
+        expires_at=expires_at,
+    )
+    try:
+        quota_kept_check(stored)
+    except FileQuotaExceeded:
+        file_delete(file=stored)
+        raise
+    return stored
+
+
+def _store(
+    *,
+    app: App,
+    end_user: str,
+    purpose: str,
+    filename: str,
+    mime_type: str,
+    chunks: Iterable[bytes],
+    max_bytes: int,
+    expires_at: datetime | None,
+) -> StoredFile:
     backend = backend_default()
     file_id = uuid.uuid4()
     row = StoredFile(
@@ -89,6 +126,12 @@ def file_store(
         backend.delete(row.storage_key)
         raise
     return row
+
+
+def upload_expiry() -> datetime | None:
+    """When a chat upload stored now expires (FILE_UPLOAD_EXPIRE_S; None: never)."""
+    seconds = int(settings.FILE_UPLOAD_EXPIRE_S)
+    return timezone.now() + timedelta(seconds=seconds) if seconds > 0 else None
 
 
 def file_chunks(file: StoredFile) -> Generator[bytes, None, None]:
@@ -153,15 +196,25 @@ class Purged:
     orphans: int
 
 
+def files_expired_delete(*, now: datetime, limit: int | None = None, batch: int = 500) -> int:
+    """Delete files past their `expires_at` (at most `limit`); returns how many."""
+    expired = 0
+    while limit is None or expired < limit:
+        size = batch if limit is None else min(batch, limit - expired)
+        ids = list(StoredFile.objects.filter(expires_at__lte=now).values_list("id")[:size])
+        if not ids:
+            break
+        for file in StoredFile.objects.filter(id__in=[found for (found,) in ids]):
+            file_delete(file=file)
+            expired += 1
+    return expired
+
+
 def files_purge(*, now: datetime, orphan_grace_s: float, batch: int = 500) -> Purged:
     """Delete files past their `expires_at`, and content no row points to any more (a store
     that crashed before its row committed, files deleted with their app) once it is older than
     `orphan_grace_s` (a store still in progress is younger)."""
-    expired = 0
-    while ids := list(StoredFile.objects.filter(expires_at__lte=now).values_list("id")[:batch]):
-        for file in StoredFile.objects.filter(id__in=[found for (found,) in ids]):
-            file_delete(file=file)
-            expired += 1
+    expired = files_expired_delete(now=now, batch=batch)
     orphans = 0
     names = {backend_default().name, *StoredFile.objects.values_list("backend", flat=True)}
     for name in sorted(names):

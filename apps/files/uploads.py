@@ -10,7 +10,7 @@ from apps.core.errors import InvalidParam
 from apps.core.file_formats import content_matches, extension_of, format_of
 from apps.files.errors import FilenameMissing, FileTooLarge, UnsupportedFileType
 from apps.files.models import FilePurpose, StoredFile
-from apps.files.services import file_store
+from apps.files.services import file_store, upload_expiry
 
 
 def upload_accept(
@@ -56,4 +56,6 @@ def upload_accept(
         mime_type=fmt.mime_type,
         chunks=chunks,
         max_bytes=limit,
+        expires_at=upload_expiry(),
+        size_hint=size,
     )

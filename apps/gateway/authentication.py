@@ -11,12 +11,13 @@ from apps.applications.services import api_key_use_due, api_key_used
 from apps.core.background import in_background
 from apps.core.db import db_sync_to_async
 from apps.core.errors import Forbidden, Unauthorized
-from apps.gateway.sessions import APP_CODE_HEADER, web_caller_async
+from apps.gateway.budgets import caller_checked
+from apps.gateway.sessions import APP_CODE_HEADER, SESSION_ROUTES, web_caller_async
 
 _api_key_used = db_sync_to_async(api_key_used)
 
 
-def _bearer_token(authorization: str | None) -> str:
+def bearer_token(authorization: str | None) -> str:
     if not authorization:
         raise Unauthorized("Authorization header must be provided and start with 'Bearer'")
     scheme, _, token = authorization.partition(" ")
@@ -30,19 +31,20 @@ def _usable(api_key: ApiKey | None) -> ApiKey:
         raise Unauthorized("Access token is invalid")
     if not api_key.app.enabled:
         raise Forbidden("The app is disabled.")
+    caller_checked()
     return api_key
 
 
 def api_key_from_header(authorization: str | None) -> ApiKey:
     """The active key named by an Authorization header; raises Unauthorized or Forbidden."""
-    api_key = _usable(api_key_get_active(clear_key=_bearer_token(authorization)))
+    api_key = _usable(api_key_get_active(clear_key=bearer_token(authorization)))
     if api_key_use_due(api_key):
         api_key_used(api_key.id)
     return api_key
 
 
 async def api_key_from_header_async(authorization: str | None) -> ApiKey:
-    api_key = _usable(await api_key_get_active_async(clear_key=_bearer_token(authorization)))
+    api_key = _usable(await api_key_get_active_async(clear_key=bearer_token(authorization)))
     if api_key_use_due(api_key):
         in_background(_api_key_used(api_key.id))  # the request need not wait for the stamp
     return api_key
@@ -53,10 +55,21 @@ async def api_key_from_request_async(request: HttpRequest) -> ApiKey:
     end-user session (apps.gateway.sessions), which also fixes the request's end user."""
     authorization = request.headers.get("Authorization")
     if authorization is None and APP_CODE_HEADER in request.headers:
+        _session_route_check(request)
         api_key, end_user = await web_caller_async(_web_code(request), request.COOKIES)
+        caller_checked()
         _as_end_user(request, end_user)
         return api_key
     return await api_key_from_header_async(authorization)
+
+
+def _session_route_check(request: HttpRequest) -> None:
+    match = getattr(request, "resolver_match", None)
+    if match is None or match.url_name not in SESSION_ROUTES:
+        raise Unauthorized(
+            "This route takes the app's API key: a chat session calls its end user's own "
+            "routes only."
+        )
 
 
 def _web_code(request: HttpRequest) -> str | None:

@@ -12,21 +12,24 @@ the database only through `apps.core.db.db_sync_to_async`, which hands each call
 back to the pool itself, so there is no request-long connection for the signals to close. Nor
 do they need Django's warning line for every 4xx response, written from yet another thread hop
 (`log_response`): the access log has a line for every request, and the views log what fails.
-They get the rest of Django's handling unchanged (body, request object, middleware, the
-disconnect watch, the response); everything else (the admin, the chat pages, static files) goes
-through Django's handler as before.
+Their bodies are read within their route's limit (apps.gateway.body_limits): a larger one is
+answered 413 from its declared length, or as soon as more arrived. They get the rest of Django's
+handling unchanged (request object, middleware, the disconnect watch, the response); everything
+else (the admin, the chat pages, static files) goes through Django's handler as before.
 """
 
 import asyncio
 import contextlib
+from tempfile import SpooledTemporaryFile
 from typing import Any
 
 from django.conf import settings
-from django.core.exceptions import RequestAborted
+from django.core.exceptions import RequestAborted, RequestDataTooBig
 from django.core.handlers.asgi import ASGIHandler, get_script_prefix
 from django.http import FileResponse, HttpRequest, HttpResponseBase
 from django.urls import set_script_prefix, set_urlconf
 
+from apps.gateway.body_limits import body_limit, body_refusal
 from apps.gateway.middleware import API_PREFIXES, PROBE_PATHS
 
 
@@ -55,9 +58,16 @@ class PlatformASGIHandler(ASGIHandler):  # type: ignore[misc]
         await super().__call__(scope, receive, send)
 
     async def _handle_api(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        method, path = str(scope.get("method", "")), str(scope.get("path", ""))
+        limit = body_limit(method, path)
         try:
-            body_file = await self.read_body(receive)
+            body_file = await self._read_body_within(scope, receive, limit)
         except RequestAborted:
+            return
+        except RequestDataTooBig:
+            refusal = body_refusal(method, path)
+            await self.send_response(refusal, send)
+            _close_without_signal(refusal)
             return
         set_script_prefix(get_script_prefix(scope))
         request, error_response = self.create_request(scope, body_file)
@@ -89,6 +99,39 @@ class PlatformASGIHandler(ASGIHandler):  # type: ignore[misc]
                 _close_without_signal(serve.result())
         finally:
             body_file.close()
+
+    async def _read_body_within(
+        self, scope: dict[str, Any], receive: Any, limit: int
+    ) -> SpooledTemporaryFile[bytes]:
+        """Django's `read_body`, refusing a body over `limit` (RequestDataTooBig) from its
+        declared Content-Length before reading any of it, or as soon as more arrived: under any
+        ASGI server a body costs at most its route's limit (apps.gateway.body_limits)."""
+        for name, value in scope.get("headers") or ():
+            declared = value.strip()
+            if name.lower() == b"content-length" and declared.isdigit() and int(declared) > limit:
+                raise RequestDataTooBig()
+        # Closed by the caller once the request is served (or here, on the way out).
+        body_file: SpooledTemporaryFile[bytes] = SpooledTemporaryFile(  # noqa: SIM115
+            max_size=settings.FILE_UPLOAD_MAX_MEMORY_SIZE, mode="w+b"
+        )
+        received = 0
+        try:
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise RequestAborted()
+                chunk = message.get("body", b"")
+                received += len(chunk)
+                if received > limit:
+                    raise RequestDataTooBig()
+                body_file.write(chunk)
+                if not message.get("more_body", False):
+                    break
+        except BaseException:
+            body_file.close()
+            raise
+        body_file.seek(0)
+        return body_file
 
     async def _api_response(self, request: HttpRequest) -> HttpResponseBase:
         """`run_get_response` without `log_response` (see the module docstring)."""

@@ -1,9 +1,11 @@
 """The API's edge, before authentication, parsing or any database work:
-- the global request-rate ceiling across every web process for requests that name a caller (a
-  key or a chat session), and a budget per client address for those that name none: 429 with
-  Retry-After, so a flood costs one Redis call per request;
+- the budget of the client's address for requests that name no caller, and for those whose
+  credential does not check out (apps.gateway.budgets): 429 with Retry-After, so a flood costs
+  one Redis call per request, and none once this process knows the budget is empty;
 - a URL that carries a NUL character (which no id or parameter can contain, and PostgreSQL cannot
   store): 400.
+Valid callers spend the platform's ceiling with their own budgets, once authenticated
+(apps.gateway.admission.rate_limit).
 
 It also dispatches the async API views (and the probes) itself, past the rest of the chain: those
 middlewares (sessions, CSRF, auth, messages, security headers) are for the admin and the pages,
@@ -20,14 +22,18 @@ from django.http import HttpRequest, HttpResponseBase
 from django.urls import Resolver404, ResolverMatch, get_resolver
 from django.utils.decorators import sync_and_async_middleware
 
+from apps.applications.selectors import api_key_known_active
 from apps.core.errors import ApiError, InvalidParam
+from apps.gateway.authentication import bearer_token
+from apps.gateway.budgets import EdgeCharge, charge_close, charge_open
 from apps.gateway.errors import NotAcceptable
 from apps.gateway.negotiation import JSON, error_document, response_type
 from apps.gateway.openai_errors import openai_error_response, speaks_openai
 from apps.gateway.ratelimit import (
     Bucket,
+    Verdict,
     anonymous_bucket,
-    global_bucket,
+    known_refusal,
     refusal,
     take,
     take_async,
@@ -46,13 +52,35 @@ def _limited(request: HttpRequest) -> bool:
     return request.path.startswith(API_PREFIXES)
 
 
-def _edge_bucket(request: HttpRequest) -> Bucket | None:
-    """The global ceiling for requests that name a caller; a per-address budget for those that
-    name none, so an anonymous flood spends its own budget, not every real client's."""
+def _names_a_caller(request: HttpRequest) -> bool:
     headers = request.headers
-    if "Authorization" in headers or APP_CODE_HEADER in headers:
-        return global_bucket()
+    return "Authorization" in headers or APP_CODE_HEADER in headers
+
+
+def _address_bucket(request: HttpRequest) -> Bucket | None:
     return anonymous_bucket(request.META.get("REMOTE_ADDR") or "unknown")
+
+
+def _known_valid(request: HttpRequest) -> bool:
+    """The request's key is one this process knows to be active (no lookup): a client behind
+    the address of a wrong keys' flood is still served."""
+    try:
+        clear_key = bearer_token(request.headers.get("Authorization"))
+    except ApiError:
+        return False
+    return api_key_known_active(clear_key=clear_key)
+
+
+def _refused_before(request: HttpRequest, bucket: Bucket | None) -> Verdict | None:
+    """A request naming a caller, from an address whose budget this process knows is empty,
+    is refused without authentication (no database work) unless its key is known valid."""
+    if bucket is None or _known_valid(request):
+        return None
+    return known_refusal([bucket])
+
+
+def _unchecked(request: HttpRequest, charge: EdgeCharge, bucket: Bucket | None) -> bool:
+    return bucket is not None and _names_a_caller(request) and not charge.caller_checked
 
 
 def _malformed(request: HttpRequest) -> ApiError | None:
@@ -109,6 +137,12 @@ def _refused(request: HttpRequest, error: ApiError) -> HttpResponseBase:
     return error_document(error, media)
 
 
+def _refusal_response(request: HttpRequest, verdict: Verdict) -> HttpResponseBase:
+    assert verdict.bucket is not None
+    refusal_count(verdict.bucket.reason)
+    return _refused(request, refusal(verdict))
+
+
 @sync_and_async_middleware
 def api_edge_middleware(
     get_response: Callable[[HttpRequest], Any],
@@ -121,34 +155,53 @@ def api_edge_middleware(
                 if request.path in PROBE_PATHS and (match := _async_view(request)) is not None:
                     return await _dispatched(request, match)
                 return await async_get_response(request)
-            bucket = _edge_bucket(request)
-            if bucket is not None:
-                verdict = await take_async([bucket])
-                if not verdict.allowed:
-                    refusal_count(bucket.reason)
-                    return _refused(request, refusal(verdict))
+            bucket = _address_bucket(request)
+            if not _names_a_caller(request):
+                if bucket is not None and not (verdict := await take_async([bucket])).allowed:
+                    return _refusal_response(request, verdict)
+            elif (verdict_now := _refused_before(request, bucket)) is not None:
+                return _refusal_response(request, verdict_now)
             malformed = _malformed(request)
             if malformed is not None:
                 return _refused(request, malformed)
-            match = _async_view(request)
-            if match is not None:
-                return await _dispatched(request, match)
-            return await async_get_response(request)
+            charge, token = charge_open()
+            try:
+                match = _async_view(request)
+                if match is not None:
+                    response = await _dispatched(request, match)
+                else:
+                    response = await async_get_response(request)
+            finally:
+                charge_close(token)
+            if _unchecked(request, charge, bucket):
+                assert bucket is not None
+                if not (spent := await take_async([bucket])).allowed:
+                    return _refusal_response(request, spent)
+            return response
 
         return async_middleware
 
     def middleware(request: HttpRequest) -> HttpResponseBase:
-        if _limited(request):
-            bucket = _edge_bucket(request)
-            if bucket is not None:
-                verdict = take([bucket])
-                if not verdict.allowed:
-                    refusal_count(bucket.reason)
-                    return _refused(request, refusal(verdict))
-            malformed = _malformed(request)
-            if malformed is not None:
-                return _refused(request, malformed)
-        response: HttpResponseBase = get_response(request)
+        if not _limited(request):
+            return get_response(request)  # type: ignore[no-any-return]
+        bucket = _address_bucket(request)
+        if not _names_a_caller(request):
+            if bucket is not None and not (verdict := take([bucket])).allowed:
+                return _refusal_response(request, verdict)
+        elif (verdict_now := _refused_before(request, bucket)) is not None:
+            return _refusal_response(request, verdict_now)
+        malformed = _malformed(request)
+        if malformed is not None:
+            return _refused(request, malformed)
+        charge, token = charge_open()
+        try:
+            response: HttpResponseBase = get_response(request)
+        finally:
+            charge_close(token)
+        if _unchecked(request, charge, bucket):
+            assert bucket is not None
+            if not (spent := take([bucket])).allowed:
+                return _refusal_response(request, spent)
         return response
 
     return middleware

@@ -1,4 +1,5 @@
-"""Token-bucket rate limits in Redis: the global ceiling, per API key and per end user.
+"""Token-bucket rate limits in Redis: the global ceiling, per API key, per end user and per
+client address (requests whose caller is unknown or does not check out, apps.gateway.budgets).
 
 One Lua script checks every bucket a request falls in and takes a token from each only if all
 have one, so a refused request costs no bucket anything, and two web processes can never both
@@ -99,7 +100,8 @@ def global_bucket() -> Bucket | None:
 
 
 def anonymous_bucket(address: str) -> Bucket | None:
-    """Requests that carry no credential, per client address (hashed: any text fits a key)."""
+    """Requests that name no caller, or one that does not check out, per client address
+    (hashed: any text fits a key)."""
     config = settings.GATEWAY
     digest = hashlib.sha256(address.encode("utf-8", "replace")).hexdigest()[:32]
     return _bucket(
@@ -107,7 +109,7 @@ def anonymous_bucket(address: str) -> Bucket | None:
         config["ANON_RATE_LIMIT_PER_S"],
         config["ANON_RATE_LIMIT_BURST"],
         "rate_anonymous",
-        "requests without a key from your address",
+        "requests from your address without a valid key",
     )
 
 
@@ -136,7 +138,9 @@ def user_bucket(app: App, end_user: str) -> Bucket | None:
 
 
 def request_buckets(api_key: ApiKey, end_user: str | None) -> list[Bucket]:
-    buckets = [key_bucket(api_key)]
+    """The budgets a valid caller's request spends: the platform's ceiling, its key's, and its
+    end user's."""
+    buckets = [global_bucket(), key_bucket(api_key)]
     if end_user:
         buckets.append(user_bucket(api_key.app, end_user))
     return [bucket for bucket in buckets if bucket is not None]
@@ -198,6 +202,12 @@ _empty = EmptyBuckets()
 def rate_limits_forget() -> None:
     """Forget which buckets this process knows to be empty (their Redis state was reset)."""
     _empty.forget()
+
+
+def known_refusal(buckets: list[Bucket]) -> Verdict | None:
+    """A refusal this process can give now, without asking Redis: one of the buckets is known to
+    be empty. None otherwise (the bucket may have tokens)."""
+    return _empty.refused(buckets)
 
 
 def take(buckets: list[Bucket]) -> Verdict:

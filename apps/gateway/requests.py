@@ -85,8 +85,7 @@ def json_body(request: HttpRequest) -> dict[str, Any]:
         raise InvalidJson() from None
     if not isinstance(data, dict):
         raise InvalidJson()
-    if _SUSPECT_ESCAPE.search(raw):
-        _text_check(data)
+    json_bytes_text_check(raw, data)
     end_user = getattr(request, "web_end_user", None)
     if end_user is not None:
         data["user"] = end_user  # a chat session's end user is the session's, whatever was sent
@@ -106,6 +105,18 @@ def json_text_check(raw: str, data: Any) -> None:
     """For JSON decoded from text (a WebSocket frame): refuse NUL and lone surrogates."""
     if _SUSPECT_TEXT.search(raw):
         _text_check(data)
+
+
+def json_bytes_text_check(raw: bytes, data: Any) -> None:
+    """For JSON decoded from bytes (a request body, a batch line): refuse NUL and lone
+    surrogates (InvalidJson)."""
+    if _SUSPECT_ESCAPE.search(raw):
+        _text_check(data)
+
+
+def text_storable(value: str) -> bool:
+    """Whether PostgreSQL can store the text (no NUL, no lone surrogate)."""
+    return _BAD_TEXT.search(value) is None
 
 
 def _text_check(data: Any) -> None:

@@ -33,6 +33,32 @@ from apps.core.db import db_sync_to_async
 from apps.core.errors import Forbidden, Unauthorized
 
 APP_CODE_HEADER = "X-App-Code"
+# The routes (by URL name) a session may call: the end user's own, as Dify's web app uses them,
+# and the app's public description. Not the app owner's (its feedback across end users, another
+# end user's record), nor `/api/v1/ask`, nor any of OpenAI's routes, where a client writes its
+# own system turns and generation limits: those take the app's API key.
+SESSION_ROUTES = frozenset(
+    {
+        "chat-messages",
+        "completion-messages",
+        "chat-stop",
+        "completion-stop",
+        "chat-events",
+        "completion-events",
+        "conversations",
+        "conversation",
+        "conversation-name",
+        "messages",
+        "message-feedbacks",
+        "suggested",
+        "files-upload",
+        "file-preview",
+        "parameters",
+        "info",
+        "meta",
+        "site",
+    }
+)
 COOKIE_PREFIX = "dp_eu_"
 MAX_SHARE_CODE_CHARS = 32
 
@@ -43,8 +69,15 @@ class WebSession:
     account_id: int | None = None
 
 
+# Browsers take a `__Host-` cookie only when it is Secure, for the whole host (no Domain) and
+# path "/": no sibling subdomain can plant one. Over plain HTTP it would be dropped, so the prefix
+# comes with WEB_SESSION_COOKIE_SECURE.
+HOST_ONLY_PREFIX = "__Host-"
+
+
 def cookie_name(app: App) -> str:
-    return f"{COOKIE_PREFIX}{app.id.hex}"
+    prefix = HOST_ONLY_PREFIX if settings.WEB_SESSION_COOKIE_SECURE else ""
+    return f"{prefix}{COOKIE_PREFIX}{app.id.hex}"
 
 
 def _salt(app: App) -> str:

@@ -44,6 +44,7 @@ STATUS_BY_CODE = {
     "invalid_param": 400,  # a file the model cannot take, found so by the worker
     "file_not_found": 404,
     "file_too_large": 413,
+    "file_quota_exceeded": 403,
     "rate_limit_error": 429,
     "deadline_exceeded": 504,
     "cancelled": 499,
@@ -118,7 +119,9 @@ async def answer_run(task: Task, context: RunContext) -> dict[str, Any]:
         # Stopped while still queued: there is nothing to generate.
         outcome = Outcome(answer="", finish_reason="user_stop")
     else:
-        refusal = input_refusal(app=message.app, query=message.query, inputs=message.inputs)
+        refusal = input_refusal(
+            app=message.app, query=message.query, inputs=message.inputs, history=message.history
+        )
         if refusal is not None:
             publisher.text(refusal)
             outcome = Outcome(

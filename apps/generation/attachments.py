@@ -17,11 +17,16 @@ from apps.applications.file_rules import MB, REMOTE_URL, FileRules
 from apps.applications.models import App
 from apps.conversations.models import Message, MessageFile
 from apps.core.file_formats import HEAD_BYTES, FileKind, content_matches, format_for_mime, format_of
-from apps.files.errors import FileContentMissing, FileTooLarge, FileUnreadable
-from apps.files.extract import document_text
+from apps.files.errors import (
+    FileContentMissing,
+    FileQuotaExceeded,
+    FileTooLarge,
+    FileUnreadable,
+)
+from apps.files.extract import document_text_async
 from apps.files.models import FilePurpose, StoredFile
 from apps.files.remote import AddressPolicy, RemoteFileRefused, RemoteFileUnavailable, remote_fetch
-from apps.files.services import file_bytes, file_delete, file_store
+from apps.files.services import file_bytes, file_delete, file_store, upload_expiry
 from apps.providers.base import ImagePart
 from apps.scheduling.tasks.errors import PermanentTaskError, RetryableTaskError
 from apps.scheduling.tasks.kinds import RunContext
@@ -68,7 +73,38 @@ async def attachments_prepare(
         if attachment.transfer_method != REMOTE_URL:
             raise _refused(attachment, "the uploaded file was deleted.", code="file_not_found")
         await _fetch(message, attachment, context)
-    return await context.db(_read, message.app, files, max_document_chars, vision)
+    loaded = await context.db(_read, message.app, files, vision)
+    # The documents' text is read by a process of their own (apps.files.extract), waited for
+    # on the loop: no database thread is held meanwhile.
+    documents = [await _text(pending, max_document_chars) for pending in loaded.documents]
+    return Attachments(images=loaded.images, documents=tuple(documents))
+
+
+@dataclass(frozen=True)
+class _PendingDocument:
+    attachment: MessageFile
+    stored: StoredFile
+    content: bytes
+
+
+@dataclass(frozen=True)
+class _Loaded:
+    images: tuple[ImagePart, ...]
+    documents: tuple[_PendingDocument, ...]
+
+
+async def _text(pending: _PendingDocument, max_chars: int) -> Document:
+    stored = pending.stored
+    try:
+        extracted = await document_text_async(
+            content=pending.content,
+            mime_type=stored.mime_type,
+            name=stored.filename,
+            max_chars=max_chars,
+        )
+    except FileUnreadable as error:
+        raise _refused(pending.attachment, error.message, error.code) from None
+    return Document(stored.filename, extracted.text, extracted.truncated)
 
 
 async def _fetch(message: Message, attachment: MessageFile, context: RunContext) -> None:
@@ -106,15 +142,20 @@ async def _fetch(message: Message, attachment: MessageFile, context: RunContext)
     )
 
     def keep() -> StoredFile:
-        stored = file_store(
-            app=message.app,
-            end_user=message.end_user,
-            purpose=FilePurpose.UPLOAD,
-            filename=name,
-            mime_type=fmt.mime_type,
-            chunks=[fetched.content],
-            max_bytes=limit,
-        )
+        try:
+            stored = file_store(
+                app=message.app,
+                end_user=message.end_user,
+                purpose=FilePurpose.UPLOAD,
+                filename=name,
+                mime_type=fmt.mime_type,
+                chunks=[fetched.content],
+                max_bytes=limit,
+                expires_at=upload_expiry(),
+                size_hint=len(fetched.content),
+            )
+        except FileQuotaExceeded as error:
+            raise _refused(attachment, error.message, error.code) from None
         linked = MessageFile.objects.filter(id=attachment.id, stored_file__isnull=True).update(
             stored_file=stored
         )
@@ -130,11 +171,12 @@ async def _fetch(message: Message, attachment: MessageFile, context: RunContext)
     attachment.stored_file = await context.db(keep)
 
 
-def _read(app: App, files: list[MessageFile], max_document_chars: int, vision: bool) -> Attachments:
+def _read(app: App, files: list[MessageFile], vision: bool) -> _Loaded:
+    """The files' content: images as parts, documents' bytes for their text to be read."""
     rules = FileRules.of(app)
     ceiling = int(settings.FILE_UPLOAD_MAX_MB) * MB
     images: list[ImagePart] = []
-    documents: list[Document] = []
+    documents: list[_PendingDocument] = []
     for attachment in files:
         stored = attachment.stored_file
         assert stored is not None  # fetched above
@@ -142,22 +184,16 @@ def _read(app: App, files: list[MessageFile], max_document_chars: int, vision: b
             raise _refused(attachment, "the app's model does not read images.")
         try:
             content = file_bytes(stored, max_bytes=ceiling)
-            if attachment.kind == FileKind.IMAGE:
-                encoded = base64.b64encode(content).decode("ascii")
-                url = f"data:{stored.mime_type};base64,{encoded}"
-                images.append(ImagePart(url=url, detail=rules.image_detail))
-                continue
-            extracted = document_text(
-                content=content,
-                mime_type=stored.mime_type,
-                name=stored.filename,
-                max_chars=max_document_chars,
-            )
         except FileContentMissing:
             raise _refused(
                 attachment, f"{stored.filename} was deleted.", "file_not_found"
             ) from None
-        except (FileUnreadable, FileTooLarge) as error:
+        except FileTooLarge as error:
             raise _refused(attachment, error.message, error.code) from None
-        documents.append(Document(stored.filename, extracted.text, extracted.truncated))
-    return Attachments(images=tuple(images), documents=tuple(documents))
+        if attachment.kind == FileKind.IMAGE:
+            encoded = base64.b64encode(content).decode("ascii")
+            url = f"data:{stored.mime_type};base64,{encoded}"
+            images.append(ImagePart(url=url, detail=rules.image_detail))
+        else:
+            documents.append(_PendingDocument(attachment, stored, content))
+    return _Loaded(images=tuple(images), documents=tuple(documents))

@@ -190,13 +190,24 @@ def rules_compile(keywords_text: str, patterns_text: str) -> Rules | None:
     )
 
 
-def input_refusal(*, app: "App", query: str, inputs: dict[str, Any]) -> str | None:
-    """The app's preset reply when the question or an input matches its input rules."""
+def input_refusal(
+    *,
+    app: "App",
+    query: str,
+    inputs: dict[str, Any],
+    history: list[dict[str, Any]] | None = None,
+) -> str | None:
+    """The app's preset reply when the question, an input, or any turn the client sent (a
+    stateless request's `history`: its system turns too) matches the app's input rules."""
     rules = rules_compile(app.moderation_input_keywords, app.moderation_input_patterns)
     if rules is None:
         return None
-    # Each text on its own: a match never spans two inputs.
-    texts = [query, *(value for value in inputs.values() if isinstance(value, str))]
+    # Each text on its own: a match never spans two inputs or two turns.
+    texts = [
+        query,
+        *(value for value in inputs.values() if isinstance(value, str)),
+        *(str(turn.get("content") or "") for turn in history or ()),
+    ]
     if not any(rules.matches(text) for text in texts):
         return None
     return app.moderation_input_reply.strip() or DEFAULT_INPUT_REPLY

@@ -26,13 +26,12 @@ from apps.files.services import file_chunks_async
 from apps.files.uploads import upload_accept
 from apps.gateway.admission import authenticated, rate_limit
 from apps.gateway.authentication import api_key_from_request_async
+from apps.gateway.body_limits import FORM_OVERHEAD_BYTES
 from apps.gateway.negotiation import document_response
 from apps.gateway.requests import MAX_USER_CHARS
 from apps.interface.forms import multipart_form
 from apps.interface.views import api_view
 
-# Room for the multipart framing and the `user` field around the file itself.
-FORM_OVERHEAD_BYTES = 64 * 1024
 TRUE = frozenset({"true", "1", "yes"})
 FALSE = frozenset({"false", "0", "no", ""})
 

@@ -32,14 +32,13 @@ from apps.files.errors import FileTooLarge, NoFileUploaded, TooManyFiles
 from apps.files.models import StoredFile
 from apps.files.services import file_chunks_async, file_delete
 from apps.gateway.admission import rate_limit
-from apps.gateway.authentication import api_key_from_header_async
+from apps.gateway.authentication import api_key_from_request_async
+from apps.gateway.body_limits import FORM_OVERHEAD_BYTES
 from apps.gateway.openai_requests import OpenAIParamError
 from apps.gateway.requests import body_size_check, json_body
 from apps.interface.forms import multipart_form
 from apps.interface.openai_apis import openai_methods, openai_view
 
-# Room for the multipart framing around the file itself.
-FORM_OVERHEAD_BYTES = 64 * 1024
 MAX_LIMIT = 100
 
 
@@ -120,8 +119,8 @@ def _limit(request: HttpRequest, default: int) -> int:
 
 async def _app_key(request: HttpRequest) -> ApiKey:
     """The app's key: batches and their files are the app's own, so a chat page's end-user
-    session (which acts for one end user, apps.gateway.sessions) has no access to them."""
-    api_key = await api_key_from_header_async(request.headers.get("Authorization"))
+    session (which acts for one end user, apps.gateway.sessions.SESSION_ROUTES) is refused."""
+    api_key = await api_key_from_request_async(request)
     await rate_limit(api_key, None)
     return api_key
 
@@ -155,7 +154,10 @@ def _stored(app: App, upload: UploadedFile) -> StoredFile:
                 "A batch file must be JSONL, named *.jsonl.", param="file", code="invalid_file"
             )
         return batch_file_store(
-            app=app, filename=name, chunks=upload.chunks(settings.FILE_STORAGE_CHUNK_BYTES)
+            app=app,
+            filename=name,
+            chunks=upload.chunks(settings.FILE_STORAGE_CHUNK_BYTES),
+            size_hint=upload.size or 0,
         )
     finally:
         upload.close()  # a temporary file goes now, not when the request is collected

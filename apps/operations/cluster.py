@@ -2,8 +2,9 @@
 the failure drills (tests/drills) and the soak run (bench/soak.py).
 
 Each part is a process of its own, started with the given environment:
-- N daphne processes on free loopback ports (`--proxy-headers`: nginx passes the client's
-  address and scheme), restarted if they die;
+- N daphne processes on free loopback ports, restarted if they die; they trust the forwarded
+  headers of nginx on loopback alone (TRUSTED_PROXIES), through which it passes the client's
+  address and scheme;
 - nginx in the foreground with the site of deploy/nginx rendered for those ports, its pid, logs
   and temporary files under a private directory;
 - `manage.py run_workers` (the worker pool, which restarts its workers, plus the scheduler's
@@ -31,6 +32,7 @@ import httpx
 from django.conf import settings
 
 from apps.operations.cluster_nginx import nginx_command, nginx_config_check, runtime_prepare
+from apps.operations.web_server import web_command
 
 logger = logging.getLogger(__name__)
 
@@ -108,7 +110,10 @@ class Cluster:
         return f"http://{self.host}:{self.port}"
 
     def _env(self) -> dict[str, str]:
-        return dict(self.env if self.env is not None else os.environ)
+        env = dict(self.env if self.env is not None else os.environ)
+        # nginx connects from loopback: its forwarded headers are the ones to believe.
+        env.setdefault("TRUSTED_PROXIES", "127.0.0.1")
+        return env
 
     def _popen(self, command: list[str]) -> subprocess.Popen[bytes]:
         return subprocess.Popen(
@@ -153,22 +158,7 @@ class Cluster:
         ]
 
     def _spawn_web(self, web: WebProcess) -> None:
-        web.process = self._popen(
-            [
-                sys.executable,
-                "-m",
-                "daphne",
-                "-b",
-                "127.0.0.1",
-                "-p",
-                str(web.port),
-                "--proxy-headers",
-                # Requests are logged as JSON by the platform's middleware.
-                "--access-log",
-                os.devnull,
-                "dify_platform.asgi:application",
-            ]
-        )
+        web.process = self._popen(web_command(host="127.0.0.1", port=web.port))
         web.started_at = time.monotonic()
 
     def _start_nginx(self) -> None:

@@ -14,6 +14,7 @@ SITE_FILE = Path(settings.BASE_DIR) / "deploy" / "nginx" / "dify-platform.conf"
 _UPSTREAM = re.compile(r"(upstream dify_web \{\n)(.*?)(\n\})", re.DOTALL)
 _SERVER_LINE = re.compile(r"^\s*server \S+ (.*);$", re.MULTILINE)
 _LISTEN = re.compile(r"^(\s*)listen \S+;$", re.MULTILINE)
+_ACCESS_LOG = re.compile(r"^(\s*)access_log \S+ \S+;$", re.MULTILINE)
 TEMP_DIRS = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
 
 
@@ -30,9 +31,16 @@ def nginx_binary() -> str:
     return found
 
 
-def site_render(*, upstreams: list[str], listen: str, template: str | None = None) -> str:
+def site_render(
+    *,
+    upstreams: list[str],
+    listen: str,
+    template: str | None = None,
+    access_log: str | None = None,
+) -> str:
     """The site file with `upstreams` ("host:port") as the daphne servers and `listen` as the
-    address nginx listens on; every other line stays as written in deploy/nginx."""
+    address nginx listens on, and with `access_log` (a whole directive's arguments) for its
+    access log if given; every other line stays as written in deploy/nginx."""
     text = template if template is not None else SITE_FILE.read_text()
     block = _UPSTREAM.search(text)
     if block is None:
@@ -48,7 +56,10 @@ def site_render(*, upstreams: list[str], listen: str, template: str | None = Non
     start, end = server_lines[0].start(), server_lines[-1].end()
     body = body[:start] + servers + body[end:]
     text = text[: block.start(2)] + body + text[block.end(2) :]
-    return _LISTEN.sub(lambda match: f"{match.group(1)}listen {listen};", text, count=1)
+    text = _LISTEN.sub(lambda match: f"{match.group(1)}listen {listen};", text, count=1)
+    if access_log is not None:
+        text = _ACCESS_LOG.sub(lambda m: f"{m.group(1)}access_log {access_log};", text, count=1)
+    return text
 
 
 def main_config_render(*, runtime_dir: Path, site_path: Path) -> str:
@@ -66,10 +77,11 @@ def main_config_render(*, runtime_dir: Path, site_path: Path) -> str:
         "    include /etc/nginx/mime.types;\n"
         "    default_type application/octet-stream;\n"
         # Which web process served each request, and for how long: the drills and the soak
-        # run read this to see the load spread.
-        '    log_format cluster \'$remote_addr [$time_local] "$request" $status'
+        # run read this to see the load spread (the site's access_log names this format; its
+        # map leaves the chat's share codes out of the path).
+        "    log_format cluster '$remote_addr [$time_local] "
+        '"$request_method $dify_loggable_uri $server_protocol" $status'
         " $body_bytes_sent upstream=$upstream_addr time=$request_time';\n"
-        f"    access_log {runtime_dir / 'access.log'} cluster;\n"
         f"{temp}\n"
         f"    include {site_path};\n"
         "}\n"
@@ -89,7 +101,8 @@ def runtime_prepare(*, runtime_dir: Path, upstreams: list[str], listen: str) -> 
         for name in TEMP_DIRS:
             os.chown(runtime_dir / "temp" / name, nobody.pw_uid, nobody.pw_gid)
     site_path = runtime_dir / "dify-platform.conf"
-    site_path.write_text(site_render(upstreams=upstreams, listen=listen))
+    access_log = f"{runtime_dir / 'access.log'} cluster"
+    site_path.write_text(site_render(upstreams=upstreams, listen=listen, access_log=access_log))
     main_path = runtime_dir / "nginx.conf"
     main_path.write_text(main_config_render(runtime_dir=runtime_dir, site_path=site_path))
     return main_path

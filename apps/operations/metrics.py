@@ -30,6 +30,10 @@ HELP: dict[str, tuple[str, str]] = {
         "counter",
         "Priority changes (downgrade, defer, aging, operator).",
     ),
+    "dp_metrics_dropped_total": (
+        "counter",
+        "Metric updates dropped because the metrics store was full (METRICS_MAX_FIELDS).",
+    ),
     "dp_requests_refused_total": (
         "counter",
         "Requests refused early, by reason (rate, cap, shed).",

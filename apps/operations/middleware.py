@@ -11,14 +11,24 @@ from asgiref.sync import iscoroutinefunction
 from django.http import HttpRequest, HttpResponseBase
 from django.utils.decorators import sync_and_async_middleware
 
+from apps.core.logging import path_for_log
 from apps.core.metrics import MetricsBatch
 
 access_log = logging.getLogger("apps.http")
 
 SKIPPED_ROUTES = frozenset({"metrics", "healthz", "readyz"})
+# A label's values must come from a closed set: each distinct value is a field kept for good in
+# the cluster's metrics (apps.core.metrics), and a client may send any method it likes.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def _method(request: HttpRequest) -> str:
+    method = str(request.method)
+    return method if method in METHODS else "other"
 
 
 def _route(request: HttpRequest) -> str:
+    """The route's pattern (the URLconf's, so a closed set), never the path."""
     match = getattr(request, "resolver_match", None)
     return str(match.route) if match is not None and match.route else "unmatched"
 
@@ -28,7 +38,7 @@ def _record(request: HttpRequest, response: HttpResponseBase, elapsed: float) ->
     access_log.info(
         "%s %s %s",
         request.method,
-        request.path,
+        path_for_log(request),
         response.status_code,
         extra={
             "route": route,
@@ -38,7 +48,7 @@ def _record(request: HttpRequest, response: HttpResponseBase, elapsed: float) ->
     )
     if route in SKIPPED_ROUTES or route.startswith(("admin/", "static/")):
         return
-    labels = {"route": route, "method": str(request.method), "status": str(response.status_code)}
+    labels = {"route": route, "method": _method(request), "status": str(response.status_code)}
     metrics = MetricsBatch()
     metrics.inc("dp_http_requests_total", labels)
     metrics.observe("dp_http_request_duration_seconds", elapsed, {"route": route})

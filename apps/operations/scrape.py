@@ -203,7 +203,9 @@ def _authorized(request: HttpRequest) -> bool:
         return True
     given = request.headers.get("Authorization", "")
     scheme, _, value = given.partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(value.strip(), token)
+    # As bytes: compare_digest refuses text outside ASCII (a header may carry any latin-1).
+    given_token = value.strip().encode("utf-8", "surrogatepass")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given_token, token.encode())
 
 
 async def metrics(request: HttpRequest) -> HttpResponse:

@@ -18,6 +18,10 @@ SECRET_KEY = env.str("SECRET_KEY", default=DEFAULT_SECRET_KEY)
 DEBUG = env.bool("DEBUG", default=False)
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+# Proxies (addresses or networks) whose forwarded headers (X-Forwarded-For, -Proto) are
+# believed: the client's address and scheme come from them (apps.gateway.forwarded). Empty:
+# nobody's, as when daphne faces clients itself (`make run`).
+TRUSTED_PROXIES = env.list("TRUSTED_PROXIES", default=[])
 # Browser origins besides the served hosts that may open the WebSocket chat ("*": any).
 WEBSOCKET_ALLOWED_ORIGINS = env.list("WEBSOCKET_ALLOWED_ORIGINS", default=[])
 
@@ -335,6 +339,9 @@ OPERATOR_PASSWORD_CHECKED = env.bool("OPERATOR_PASSWORD_CHECKED", default=False)
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 # How often each process sends what it recorded to the cluster's figures (apps.core.metrics).
 METRICS_FLUSH_S = env.float("METRICS_FLUSH_S", default=1.0)
+# Fields the cluster's metrics hash may hold (a label value is a field): past it, new ones are
+# dropped and counted in dp_metrics_dropped_total. A deployment has a few hundred.
+METRICS_MAX_FIELDS = env.int("METRICS_MAX_FIELDS", default=20_000)
 OPERATIONS_FIGURES_CACHE_S = env.float("OPERATIONS_FIGURES_CACHE_S", default=1.0)
 
 SPECTACULAR_SETTINGS = {
@@ -360,7 +367,10 @@ LOG_FORMAT = env.str("LOG_FORMAT", default="json")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"context": {"()": "apps.core.logging.ContextFilter"}},
+    "filters": {
+        "context": {"()": "apps.core.logging.ContextFilter"},
+        "secret_paths": {"()": "apps.core.logging.SecretPathFilter"},
+    },
     "formatters": {
         "json": {"()": "apps.core.logging.JsonFormatter"},
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
@@ -375,6 +385,8 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
+        # Its warnings name the request's path ("Not Found: ..."): without secrets.
+        "django.request": {"filters": ["secret_paths"]},
         "rq.worker": {"level": "WARNING"},
     },
 }
@@ -391,6 +403,16 @@ BATCHES = {
     "QUEUED_MAX": env.int("BATCH_QUEUED_MAX", default=64),
     # How often the housekeeping moves batches on (requests are released on every round).
     "HOUSEKEEPING_S": env.float("BATCH_HOUSEKEEPING_S", default=1.0),
+    # Batches an app may have open at once (validating, in progress, finalizing, cancelling):
+    # past it, creating one is refused with 429 `too_many_open_batches`.
+    "MAX_OPEN_PER_APP": env.int("BATCH_MAX_OPEN_PER_APP", default=20),
+    # Open batches the housekeeping moves on per round (the least recently moved first), and
+    # apps whose batches get requests released per round (in turn): its work per round stays
+    # bounded, so it keeps pushing every app's retries on time.
+    "ADVANCE_PER_ROUND": env.int("BATCH_ADVANCE_PER_ROUND", default=20),
+    "RELEASE_APPS_PER_ROUND": env.int("BATCH_RELEASE_APPS_PER_ROUND", default=16),
+    # Batch input, output and error files are kept this long (OpenAI's default: 30 days).
+    "FILE_EXPIRE_S": env.int("BATCH_FILE_EXPIRE_S", default=30 * 24 * 3600),
 }
 
 # --- Files (apps.files) ------------------------------------------------------------------------
@@ -413,6 +435,26 @@ FILE_UPLOAD_MAX_MB = env.int("FILE_UPLOAD_MAX_MB", default=50)
 FILE_REMOTE_TIMEOUT_S = env.float("FILE_REMOTE_TIMEOUT_S", default=15.0)
 FILE_REMOTE_MAX_REDIRECTS = env.int("FILE_REMOTE_MAX_REDIRECTS", default=3)
 FILE_REMOTE_ALLOWED_NETWORKS = env.list("FILE_REMOTE_ALLOWED_NETWORKS", default=[])
+# A document's text is read (PDFs in a process of their own, apps.files.extract) only within
+# these: its size, its pages, the CPU seconds and the memory the reading may take. Past one, the
+# question that carried it fails with a clear error (400), and nothing else does.
+FILE_EXTRACT_MAX_MB = env.int("FILE_EXTRACT_MAX_MB", default=50)
+FILE_EXTRACT_MAX_PAGES = env.int("FILE_EXTRACT_MAX_PAGES", default=500)
+FILE_EXTRACT_CPU_S = env.int("FILE_EXTRACT_CPU_S", default=10)
+FILE_EXTRACT_MEMORY_MB = env.int("FILE_EXTRACT_MEMORY_MB", default=512)
 # `manage.py files_purge` takes content no file points to for an orphan once it is this old.
 FILE_ORPHAN_GRACE_S = env.float("FILE_ORPHAN_GRACE_S", default=3600.0)
+# Chat uploads (and the copies of files fetched by URL for a question) are kept this long, as
+# Dify keeps them for a set time; 0 keeps them until deleted.
+FILE_UPLOAD_EXPIRE_S = env.int("FILE_UPLOAD_EXPIRE_S", default=30 * 24 * 3600)
+# What an app's clients may keep (uploads, files by URL, batch input; apps.files.quotas), and
+# each end user of its uploads: files and MB (0: no limit). Past it: 403 file_quota_exceeded.
+FILE_QUOTA_APP_FILES = env.int("FILE_QUOTA_APP_FILES", default=100_000)
+FILE_QUOTA_APP_MB = env.int("FILE_QUOTA_APP_MB", default=50 * 1024)
+FILE_QUOTA_END_USER_FILES = env.int("FILE_QUOTA_END_USER_FILES", default=200)
+FILE_QUOTA_END_USER_MB = env.int("FILE_QUOTA_END_USER_MB", default=1024)
+# The scheduler's housekeeping deletes expired files this often, at most this many a round (the
+# rest on the next ones); `manage.py files_purge` does it all at once, and takes orphans too.
+FILE_PURGE_EVERY_S = env.float("FILE_PURGE_EVERY_S", default=60.0)
+FILE_PURGE_MAX_FILES = env.int("FILE_PURGE_MAX_FILES", default=500)
 # --- end of files -------------------------------------------------------------------------------

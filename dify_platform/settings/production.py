@@ -15,6 +15,13 @@ SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=True)
 CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=True)
 WEB_SESSION_COOKIE_SECURE = env.bool("WEB_SESSION_COOKIE_SECURE", default=True)
+# `__Host-` cookies: Secure, for this host alone and path "/", so no sibling subdomain can plant
+# a session or a CSRF token (browsers drop them over plain HTTP, hence only when Secure). The
+# chat's end-user cookies follow WEB_SESSION_COOKIE_SECURE the same way (apps.gateway.sessions).
+SESSION_COOKIE_NAME = "__Host-sessionid" if SESSION_COOKIE_SECURE else "sessionid"
+CSRF_COOKIE_NAME = "__Host-csrftoken" if CSRF_COOKIE_SECURE else "csrftoken"
+SESSION_COOKIE_DOMAIN = None
+CSRF_COOKIE_DOMAIN = None
 # HTTPS only: browsers remember it (HSTS), plain HTTP is redirected. Probes and the metrics
 # scraper talk to the pods directly over HTTP, so they are exempt from the redirect.
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)

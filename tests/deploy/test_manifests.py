@@ -67,7 +67,8 @@ def test_web_probes_and_service() -> None:
     assert web["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert web["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert web["ports"][0]["containerPort"] == 8000
-    assert "--proxy-headers" in web["command"]
+    assert web["command"][:3] == ["python", "-m", "apps.operations.web_server"]
+    assert "--proxy-headers" not in web["command"]  # forwarded headers: TRUSTED_PROXIES
     service = by_kind("Service")["dify-web"]
     assert (
         service["spec"]["selector"]
@@ -114,7 +115,7 @@ def test_compose_nginx_is_the_site_file_with_the_compose_services() -> None:
     assert (DEPLOY / "nginx" / "compose.conf").read_text() == expected
 
 
-def test_the_dockerfile_runs_daphne_as_a_non_root_user() -> None:
+def test_the_dockerfile_runs_the_web_server_as_a_non_root_user() -> None:
     text = (DEPLOY / "Dockerfile").read_text()
     assert text.startswith("#")
     assert "FROM python:3.11-slim" in text
@@ -122,8 +123,8 @@ def test_the_dockerfile_runs_daphne_as_a_non_root_user() -> None:
     user = re.findall(r"^USER (\S+)$", text, flags=re.MULTILINE)
     assert user
     assert user[-1] not in ("root", "0")
-    assert '"daphne"' in text
-    assert '"--proxy-headers"' in text
+    assert '"apps.operations.web_server"' in text
+    assert '"--proxy-headers"' not in text
 
 
 def test_rendered_site_keeps_the_proxy_settings() -> None:
@@ -138,7 +139,7 @@ def test_rendered_site_keeps_the_proxy_settings() -> None:
         "proxy_read_timeout 300s;",
         "proxy_set_header Upgrade $http_upgrade;",
         "proxy_set_header Connection $connection_upgrade;",
-        "proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
+        "proxy_set_header X-Forwarded-For $remote_addr;",
         "proxy_set_header X-Forwarded-Proto $scheme;",
         "location /ws/ {",
     ):
@@ -178,3 +179,68 @@ def test_nginx_refuses_a_broken_configuration(tmp_path: Path) -> None:
 def test_run_cluster_refuses_bad_counts(args: list[str], message: str) -> None:
     with pytest.raises(CommandError, match=message):
         call_command("run_cluster", *args)
+
+
+def body_sizes(conf: str) -> dict[str, str]:
+    """client_max_body_size by location ("" for the server's own)."""
+    sizes: dict[str, str] = {}
+    location = ""
+    for line in conf.splitlines():
+        line = line.strip()
+        if line.startswith("location "):
+            location = line.removeprefix("location ").removesuffix("{").strip()
+        elif line == "}":
+            location = ""
+        elif line.startswith("client_max_body_size "):
+            sizes[location] = line.split()[1].rstrip(";")
+    return sizes
+
+
+def test_proxies_limit_bodies_by_route_as_the_platform_does() -> None:
+    """The JSON routes a little above MAX_REQUEST_BYTES, Dify's uploads above FILE_UPLOAD_MAX_MB,
+    batch files above BATCH_MAX_FILE_MB: none of the platform's own limits is cut short."""
+    from apps.gateway.body_limits import body_limit
+
+    mb = 1024 * 1024
+    sizes = body_sizes(SITE_FILE.read_text())
+    assert sizes == {"": "2m", "= /v1/files/upload": "51m", "= /v1/files": "201m"}
+    for location, path in (("", "/v1/chat-messages"), ("= /v1/files/upload", "/v1/files/upload")):
+        assert int(sizes[location].removesuffix("m")) * mb >= body_limit("POST", path)
+    assert int(sizes["= /v1/files"].removesuffix("m")) * mb >= body_limit("POST", "/v1/files")
+    ingresses = {name: doc["metadata"]["annotations"] for name, doc in by_kind("Ingress").items()}
+    paths = {
+        name: [p["path"] for rule in doc["spec"]["rules"] for p in rule["http"]["paths"]]
+        for name, doc in by_kind("Ingress").items()
+    }
+    body = "nginx.ingress.kubernetes.io/proxy-body-size"
+    assert {name: (paths[name], ingresses[name][body]) for name in ingresses} == {
+        "dify-platform": (["/"], "2m"),
+        "dify-platform-uploads": (["/v1/files/upload"], "51m"),
+        "dify-platform-batch-files": (["/v1/files"], "201m"),
+    }
+    for annotations in ingresses.values():
+        assert annotations["nginx.ingress.kubernetes.io/proxy-buffering"] == "off"
+
+
+def test_the_web_processes_trust_their_proxy_alone() -> None:
+    services = compose()["services"]
+    nginx_address = services["nginx"]["networks"]["default"]["ipv4_address"]
+    for name in ("web-1", "web-2"):
+        assert services[name]["environment"]["TRUSTED_PROXIES"] == nginx_address
+    configmap = yaml.safe_load((K8S / "configmap.yaml").read_text())
+    assert configmap["data"]["TRUSTED_PROXIES"]
+    site = SITE_FILE.read_text()
+    # nginx is the edge: the client's own X-Forwarded-For is not passed on.
+    assert "$proxy_add_x_forwarded_for" not in site
+    assert "proxy_set_header X-Forwarded-For $remote_addr;" in site
+
+
+def test_the_proxy_access_log_leaves_share_codes_out(tmp_path: Path) -> None:
+    """nginx itself rewrites what it logs (a map of the request's URI)."""
+    main = runtime_prepare(
+        runtime_dir=tmp_path / "nginx", upstreams=["127.0.0.1:18001"], listen="127.0.0.1:18080"
+    )
+    site = (main.parent / "dify-platform.conf").read_text()
+    assert f"access_log {main.parent / 'access.log'} cluster;" in site
+    assert "$dify_loggable_uri" in main.read_text()
+    assert "test is successful" in nginx_config_check(main)

@@ -127,16 +127,22 @@ def test_drf_routes_share_the_key_budget(servers: tuple[WebServer, WebServer]) -
     assert_rate_limited(refused)
 
 
-def test_global_ceiling_refuses_before_authentication(live_web: WebServer) -> None:
-    """A ceiling of burst 5: of 20 requests with an unknown key, 5 reach authentication (401:
-    the database was asked) and 15 are refused first, whichever process they hit."""
+def test_global_ceiling_is_spent_by_valid_callers_only(live_web: WebServer) -> None:
+    """A ceiling of burst 5: 20 requests with an unknown key spend none of it (they spend their
+    address's budget, tests/security/test_budgets.py); of 20 with a valid key, 5 are served and
+    15 refused, whichever process they hit."""
+    app = make_app(provider_config={"text": "ok"})
+    _, key = make_key(app)
     with extra_web(GLOBAL_RATE_LIMIT_PER_S="0.1", GLOBAL_RATE_LIMIT_BURST="5") as web:
         calls: list[tuple[str, dict[str, Any], dict[str, str]]] = [
             (f"{web.url}{CHAT}", BODY, auth("app-unknown"))
         ] * 20
-        responses = run(post_all(calls))
+        unknown = Counter(response.status_code for response in run(post_all(calls)))
+        assert unknown == {401: 20}, unknown
+        with httpx.Client(base_url=web.url, headers=auth(key), timeout=30) as client:
+            responses = [client.get("/v1/parameters") for _ in range(20)]
         statuses = Counter(response.status_code for response in responses)
-        assert statuses == {401: 5, 429: 15}, statuses
+        assert statuses == {200: 5, 429: 15}, statuses
         refused = next(r for r in responses if r.status_code == 429)
         assert_rate_limited(refused)
         assert "the platform" in refused.json()["message"]

@@ -3,13 +3,13 @@
 import os
 import signal
 import subprocess
-import sys
 import time
 from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
+from apps.operations.web_server import web_command
 from apps.scheduling.housekeeping.pool import WorkerPool
 
 
@@ -35,22 +35,7 @@ class Command(BaseCommand):
 
         signal.signal(signal.SIGINT, request_stop)
         signal.signal(signal.SIGTERM, request_stop)
-        web = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "daphne",
-                "-b",
-                options["host"],
-                "-p",
-                str(options["port"]),
-                "--proxy-headers",
-                # Requests are logged as JSON by our middleware, with their request ids.
-                "--access-log",
-                os.devnull,
-                "dify_platform.asgi:application",
-            ]
-        )
+        web = subprocess.Popen(web_command(host=options["host"], port=options["port"]))
         pool = WorkerPool(processes=options["workers"], high_only=options["high_only"])
         pool.start()
         self.stdout.write(
