@@ -26,8 +26,7 @@ from apps.core.errors import Overloaded
 from apps.core.metrics import counter_totals
 from apps.core.priorities import PRIORITY_RANK, Priority
 from apps.core.redis import sync_client
-from apps.generation.routing import app_answer_route
-from apps.scheduling.coordination.capacity import flow_waiting
+from apps.scheduling.coordination.capacity import answers_flow, flow_waiting
 from apps.scheduling.coordination.queues import QUEUE_ORDER, queue_for
 from apps.scheduling.coordination.reports import workers_slots
 
@@ -115,8 +114,7 @@ def own_waiting(app_id: Any, priorities: tuple[str, ...]) -> int:
     now = time.monotonic()
     if cached and now - cached[0] < DEPTH_CACHE_S:
         return cached[1]
-    route = app_answer_route(app_id)
-    count = flow_waiting(route.flow, priorities) if route is not None else 0
+    count = flow_waiting(answers_flow(str(app_id)), priorities)
     if len(_flows) > 10_000:
         _flows.clear()
     _flows[lookup] = (now, count)

@@ -1,8 +1,6 @@
 """Which deployments a model task may run on (TaskKind.route), and the provider client for the
 one it holds."""
 
-from typing import Any
-
 from django.conf import settings
 
 from apps.applications.selectors import app_get
@@ -30,11 +28,6 @@ def _target(endpoint: Endpoint) -> Target:
     )
 
 
-def app_answer_route(app_id: Any) -> Route | None:
-    """The route an app's new answers take (where they wait, and with whom)."""
-    return model_task_route(Task(app_id=app_id, payload={}, bulk=False))
-
-
 def model_task_route(task: Task) -> Route | None:
     """The app's deployments whose context window fits what the task needs; None when none
     serves it (the run then fails it clearly: see serving_endpoint)."""
@@ -55,6 +48,7 @@ def model_task_route(task: Task) -> Route | None:
         primaries=primaries,
         fallbacks=fallbacks,
         bulk=task.bulk,
+        variant=f"ctx{needed}" if needed else "",
     )
 
 

@@ -35,10 +35,9 @@ touch keys they compute, so they need one Redis server (or a Sentinel's master),
 """
 
 import enum
-import hashlib
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
@@ -71,22 +70,31 @@ class Target:
 
 @dataclass(frozen=True)
 class Route:
-    """Where a task may run: its app's deployments. Tasks of one app with one route share a
-    waiting line (a flow); the app's `share_weight` is the flow's fair-share weight."""
+    """Where a task may run: its app's deployments. An app's tasks share a waiting line (a
+    flow) per kind of need: its answers, its bulk work, answers that need a larger context
+    window (`variant`); the app's `share_weight` is the flow's fair-share weight. A flow
+    follows its app's deployments as they are now (each submission says them), so answers
+    that wait while an operator changes them go where the app is served then."""
 
     app: str
     share_weight: int
     primaries: tuple[Target, ...]
     fallbacks: tuple[Target, ...] = ()
     bulk: bool = False
-    flow: str = field(default="")
+    variant: str = ""
 
-    def __post_init__(self) -> None:
-        if not self.flow:
-            names = ",".join(t.name for t in self.primaries) + "|"
-            names += ",".join(t.name for t in self.fallbacks) + ("|bulk" if self.bulk else "")
-            digest = hashlib.sha1(names.encode()).hexdigest()[:10]
-            object.__setattr__(self, "flow", f"{self.app}:{digest}")
+    @property
+    def flow(self) -> str:
+        return (
+            answers_flow(self.app)
+            + (f":{self.variant}" if self.variant else "")
+            + (":bulk" if self.bulk else "")
+        )
+
+
+def answers_flow(app: str) -> str:
+    """The line an app's answers wait in (known without reading the app's deployments)."""
+    return str(app)
 
 
 class CallOutcome(enum.StrEnum):

@@ -32,11 +32,11 @@ OVER_SHARE_CACHE_S = 1.0
 
 def task_over_share(task: Task) -> bool:
     """Whether the task's app asks more of its deployments than its fair share now (read under
-    load only, cached a second per app and route). A task that needs no deployment: yes, as
-    before deployments (the load rule applies to it)."""
+    load only, cached a second per app and route). A task that needs no deployment (a batch's
+    bookkeeping, say) is no model's load: it is never over."""
     route = task_route(task)
     if route is None:
-        return True
+        return False
     now = time.monotonic()
     cached = _over_share.get(route.flow)
     if cached is not None and now - cached[0] < OVER_SHARE_CACHE_S:
