@@ -209,21 +209,11 @@ def bench_recovery(report: Report, quick: bool) -> None:
 
 
 def _web_and_workers(workers: int, **env: str) -> tuple[Any, list[Any], int]:
+    from apps.operations.web_server import web_command
+
     port = harness.free_port()
-    web = harness.start(
-        [
-            "-m",
-            "daphne",
-            "-b",
-            "127.0.0.1",
-            "-p",
-            str(port),
-            "--access-log",
-            os.devnull,
-            "dify_platform.asgi:application",
-        ],
-        **env,
-    )
+    # The platform's web server, as `make run` serves it (daphne with the body limits).
+    web = harness.start(web_command(host="127.0.0.1", port=port)[1:], **env)
     procs = [
         harness.start(["manage.py", "worker", "--name", f"bench-w{i}-{time.time_ns()}"], **env)
         for i in range(workers)
