@@ -14,7 +14,7 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from apps.applications.models import ApiKey
+from apps.applications.models import ApiKey, App
 from apps.conversations.services import answer_submit
 from apps.scheduling.coordination.load_state import load_report
 from apps.scheduling.housekeeping.load import load_evaluate
@@ -52,9 +52,10 @@ def queue(snapshot: dict[str, Any], name: str) -> dict[str, Any]:
 
 @pytest.fixture
 def queued(django_capture_on_commit_callbacks: Callable[..., Any]) -> Callable[..., Task]:
-    def make(priority: str = "medium") -> Task:
+    def make(priority: str = "medium", app: App | None = None) -> Task:
         with django_capture_on_commit_callbacks(execute=True):
-            return task_create(kind="noop", app=None, requested_priority=priority)
+            kind = "chat" if app is not None else "noop"
+            return task_create(kind=kind, app=app, requested_priority=priority)
 
     return make
 
@@ -201,10 +202,14 @@ def test_load_priority_changes_and_dead_letters(
     assert (before["load"]["overloaded"], before["load"]["evaluated"]) == (False, False)
     assert before["priority_changes"] == {}
 
+    # An app asking far more of its model (one sequence) than it can serve: the load is its.
+    flood = make_app(provider_config={"text": "x", "max_concurrency": 1})
+    for _ in range(6):
+        queued("medium", flood)
     load_report(host="busy-host", cpu_percent=95)
     load_evaluate()
-    downgraded = queued("medium")  # medium drops to low under load
-    queued("low")  # low is deferred
+    downgraded = queued("medium", flood)  # medium drops to low under load
+    queued("low", flood)  # low is deferred
     task_reprioritize(task_id=downgraded.id, priority="high", reason="ops", actor="ops")
     finished("medium", wait_s=1, run_s=1, ago_s=5, status="dead")
 

@@ -330,7 +330,7 @@ local function open(d, ms, reason, granted)
 end
 """
 
-# ARGV after the prelude: task, flow, priority, arrival (ms), app, weight, bulk, grant TTL (ms),
+# ARGV after the prelude: task, flow, priority, arrival (µs), app, weight, bulk, grant TTL (ms),
 # avoid, in place ("1": a worker holding the task takes it now, its job not pushed), the number
 # of primaries, then 7 values per primary (name, capacity, reserved for high,
 # bulk reserve, routing weight, rpm, tpm; enabled is the sign of the capacity), the number of
@@ -509,7 +509,7 @@ if wf then
   local arrival = redis.call('zscore', line(wf, wp), t)
   redis.call('zrem', line(wf, wp), t)
   redis.call('hdel', waiting(wp), t)
-  redis.call('zadd', line(wf, p), arrival or now_ms, t)
+  redis.call('zadd', line(wf, p), arrival or now_ms * 1000, t)
   redis.call('hset', waiting(p), t, wf)
   local granted = {}
   for _, d in ipairs(join(wf, p)) do dispatch(d, 64, granted) end
@@ -573,7 +573,8 @@ def _submit_args(
         task_id,
         route.flow,
         priority,
-        int(arrival_s * 1000),
+        # Microseconds: answers that arrive in the same millisecond keep their order.
+        int(arrival_s * 1_000_000),
         route.app,
         max(1, route.share_weight),
         "1" if route.bulk else "0",
