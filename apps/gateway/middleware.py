@@ -22,13 +22,11 @@ from django.http import HttpRequest, HttpResponseBase
 from django.urls import Resolver404, ResolverMatch, get_resolver
 from django.utils.decorators import sync_and_async_middleware
 
+from apps.api.negotiation import JSON, NotAcceptable, error_document, response_type
 from apps.applications.selectors import api_key_known_active
 from apps.core.errors import ApiError, InvalidParam
 from apps.gateway.authentication import bearer_token
 from apps.gateway.budgets import EdgeCharge, charge_close, charge_open
-from apps.gateway.errors import NotAcceptable
-from apps.gateway.negotiation import JSON, error_document, response_type
-from apps.gateway.openai_errors import openai_error_response, speaks_openai
 from apps.gateway.ratelimit import (
     Bucket,
     Verdict,
@@ -40,6 +38,7 @@ from apps.gateway.ratelimit import (
 )
 from apps.gateway.refusals import refusal_count
 from apps.gateway.sessions import APP_CODE_HEADER
+from apps.openai.errors import openai_error_response, speaks_openai
 
 # The API; probes, metrics, the admin and the API's own documentation stay reachable.
 API_PREFIXES = ("/v1/", "/api/v1/")

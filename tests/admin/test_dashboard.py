@@ -15,7 +15,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from apps.applications.models import ApiKey, App
-from apps.conversations.services import answer_submit
+from apps.conversations.services import Question, answer_submit
 from apps.scheduling.coordination.load_state import load_report
 from apps.scheduling.housekeeping.load import load_evaluate
 from apps.scheduling.models import Task, TaskStatus
@@ -253,13 +253,15 @@ def test_a_real_worker_shows_with_its_task_heartbeat_and_cpu(admin_client: Clien
     slow = key_for(provider_config={"text": "word " * 40, "tokens_per_s": 20}, max_tokens=60)
     with run_worker("high", "medium", name="dashboard-worker"):
         task = answer_submit(
-            api_key=slow,
-            route_mode="chat",
-            end_user="u1",
-            query="hi",
-            inputs={},
-            priority="medium",
-            auto_generate_name=False,
+            question=Question(
+                api_key=slow,
+                route_mode="chat",
+                end_user="u1",
+                query="hi",
+                inputs={},
+                priority="medium",
+                auto_generate_name=False,
+            )
         ).task
 
         def busy(snapshot: dict[str, Any]) -> bool:

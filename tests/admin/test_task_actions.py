@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from apps.applications.models import ApiKey
 from apps.conversations.models import Message, MessageStatus
-from apps.conversations.services import answer_submit
+from apps.conversations.services import Question, answer_submit
 from apps.core.redis import sync_client
 from apps.scheduling.coordination.queues import DELAYED_KEY
 from apps.scheduling.coordination.stops import task_stop_reason
@@ -337,13 +337,15 @@ def test_a_real_worker_stops_a_running_task_as_the_operator_asked(
     slow = key_for(provider_config={"text": "word " * 60, "tokens_per_s": 10}, max_tokens=80)
     with run_worker("medium"):
         task = answer_submit(
-            api_key=slow,
-            route_mode="chat",
-            end_user="u1",
-            query="hi",
-            inputs={},
-            priority="medium",
-            auto_generate_name=False,
+            question=Question(
+                api_key=slow,
+                route_mode="chat",
+                end_user="u1",
+                query="hi",
+                inputs={},
+                priority="medium",
+                auto_generate_name=False,
+            )
         ).task
         wait_until(lambda: status_of(task) == TaskStatus.RUNNING, 30, "the task to start")
 

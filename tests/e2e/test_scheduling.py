@@ -12,7 +12,7 @@ import pytest
 
 from apps.applications.models import ApiKey
 from apps.conversations.models import Message
-from apps.conversations.services import answer_submit
+from apps.conversations.services import Question, answer_submit
 from apps.core.redis import sync_client
 from apps.scheduling.coordination.queues import job_push
 from apps.scheduling.models import Task, TaskStatus
@@ -33,7 +33,14 @@ def key_for(**app_fields: Any) -> ApiKey:
 
 def submit(api_key: ApiKey, priority: str = "medium") -> Task:
     return answer_submit(
-        api_key=api_key, route_mode="chat", end_user="u1", query="hi", inputs={}, priority=priority
+        question=Question(
+            api_key=api_key,
+            route_mode="chat",
+            end_user="u1",
+            query="hi",
+            inputs={},
+            priority=priority,
+        )
     ).task
 
 

@@ -18,7 +18,12 @@ import pytest
 
 from apps.applications.models import ApiKey
 from apps.conversations.models import Conversation, Message, MessageStatus
-from apps.conversations.services import NEW_CONVERSATION_NAME, answer_stop, answer_submit
+from apps.conversations.services import (
+    NEW_CONVERSATION_NAME,
+    Question,
+    answer_stop,
+    answer_submit,
+)
 from apps.core.redis import sync_client
 from apps.scheduling.coordination.capacity import waiting_counts
 from apps.scheduling.models import Task, TaskEvent, TaskStatus
@@ -54,13 +59,15 @@ def scripted(text: str = WORDS, tokens_per_s: float = 10, **config: Any) -> ApiK
 def submit(api_key: ApiKey, priority: str = "medium", **fields: Any) -> Task:
     fields.setdefault("auto_generate_name", False)
     return answer_submit(
-        api_key=api_key,
-        route_mode="chat",
-        end_user="u1",
-        query=fields.pop("query", "hi"),
-        inputs={},
-        priority=priority,
-        **fields,
+        question=Question(
+            api_key=api_key,
+            route_mode="chat",
+            end_user="u1",
+            query=fields.pop("query", "hi"),
+            inputs={},
+            priority=priority,
+            **fields,
+        )
     ).task
 
 
