@@ -109,9 +109,9 @@ class FlatSerializer(serializers.Serializer):
     """A serializer of plain fields, each bound afresh per request without deep copies.
 
     DRF deep-copies every declared field for each serializer instance, so that no field's state
-    leaks from one request to the next: about a fifth of a web process's work per answer
-    request here (py-spy). These serializers have no nested serializers, and their fields keep
-    no per-request state (their validators are built per copy, lazily): a shallow copy, bound to
+    leaks from one request to the next: on the answer routes that copy costs more than the
+    validation itself. These serializers have no nested serializers, and their fields keep no
+    per-request state (their validators are built per copy, lazily): a shallow copy, bound to
     the new instance, is as separate as a deep one where it matters."""
 
     def get_fields(self) -> dict[str, serializers.Field]:

@@ -3,8 +3,8 @@
 Every append to a task's log is also published on the task's channel (apps.streams.log). A web
 process subscribes, on one connection, to the channels of the tasks its clients follow, so an
 event costs it one pushed message, read once and handed to every follower of that task, instead
-of a blocking read per open stream: with a thousand answers streaming at once, that was most of
-the web process's work (and a Redis connection held per stream).
+of a blocking read (and a Redis connection) per open stream, a cost that grows with the streams
+a process serves (figures: docs/benchmarks.md).
 
 A follower joins (its task's channel subscribed, the subscription confirmed), then reads what the
 log already holds after its own `after_id` (XRANGE); events published meanwhile wait in its queue
