@@ -22,6 +22,7 @@ from apps.scheduling.models import Task, TaskStatus
 from apps.scheduling.tasks.services import task_create, task_reprioritize
 from tests.factories import make_app, make_key
 from tests.processes import run_worker
+from tests.waiting import wait_until
 
 PAGE = "/admin/scheduling/task/dashboard/"
 DATA = "/admin/scheduling/task/dashboard/data/"
@@ -238,13 +239,13 @@ def key_for(**app_fields: Any) -> ApiKey:
 
 
 def wait_for(fetch: Callable[[], dict[str, Any]], test: Callable[[dict[str, Any]], bool]) -> Any:
-    give_up_at = time.monotonic() + 30
-    while time.monotonic() < give_up_at:
+    """The dashboard's first snapshot that passes `test`."""
+
+    def shown() -> dict[str, Any] | None:
         snapshot = fetch()
-        if test(snapshot):
-            return snapshot
-        time.sleep(0.1)
-    raise AssertionError(f"the dashboard never showed it; last: {snapshot}")
+        return snapshot if test(snapshot) else None
+
+    return wait_until(shown, 30, "the dashboard to show it")
 
 
 @pytest.mark.e2e

@@ -8,8 +8,6 @@ import json
 import re
 import signal
 import threading
-import time
-from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -37,6 +35,7 @@ from tests.processes import (
     run_scheduler,
     run_worker,
 )
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -69,15 +68,6 @@ def submit(api_key: ApiKey, priority: str = "medium", **fields: Any) -> Task:
             **fields,
         )
     ).task
-
-
-def wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
-    give_up_at = time.monotonic() + timeout_s
-    while time.monotonic() < give_up_at:
-        if condition():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
 def statuses(tasks: list[Task]) -> list[str]:

@@ -21,9 +21,9 @@ from apps.conversations.services import Question, answer_submit
 from apps.core.redis import sync_client
 from apps.scheduling.models import Task, TaskEvent, TaskStatus
 from apps.streams.log import stream_key
-from tests.drills.checks import wait_until
 from tests.factories import make_app, make_key
 from tests.processes import ROOT, process_env
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
