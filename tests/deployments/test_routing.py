@@ -25,7 +25,6 @@ from apps.deployments.models import Deployment
 from apps.scheduling.coordination.capacity import deployment_load
 from apps.scheduling.models import Task, TaskEvent, TaskStatus
 from apps.streams.log import stream_key
-from tests.drills.checks import wait_until
 from tests.factories import make_app, make_deployment, make_key
 from tests.processes import (
     ROOT,
@@ -37,6 +36,7 @@ from tests.processes import (
     run_scheduler,
     run_worker,
 )
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
