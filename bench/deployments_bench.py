@@ -74,16 +74,18 @@ def app_key(name: str, deployments: list[Any]) -> Any:
 
 
 def submit(api_key: Any, priority: str = "medium") -> Any:
-    from apps.conversations.services import answer_submit
+    from apps.conversations.services import Question, answer_submit
 
     return answer_submit(
-        api_key=api_key,
-        route_mode="chat",
-        end_user="bench",
-        query="q",
-        inputs={},
-        priority=priority,
-        auto_generate_name=False,
+        question=Question(
+            api_key=api_key,
+            route_mode="chat",
+            end_user="bench",
+            query="q",
+            inputs={},
+            priority=priority,
+            auto_generate_name=False,
+        )
     ).task
 
 

@@ -114,7 +114,7 @@ def priority_isolation(workers: int, lows: int, highs: int) -> dict[str, float]:
     """Every worker busy with `low` answers; `high` answers arrive meanwhile."""
     from apps.applications.models import ApiKey
     from apps.applications.services import api_key_create
-    from apps.conversations.services import answer_submit
+    from apps.conversations.services import Question, answer_submit
     from apps.deployments.services import app_create_with_endpoint
     from apps.scheduling.models import Task, TaskStatus
 
@@ -132,12 +132,14 @@ def priority_isolation(workers: int, lows: int, highs: int) -> dict[str, float]:
 
     def submit(priority: str) -> Any:
         return answer_submit(
-            api_key=key,
-            route_mode="chat",
-            end_user="bench",
-            query="q",
-            inputs={},
-            priority=priority,
+            question=Question(
+                api_key=key,
+                route_mode="chat",
+                end_user="bench",
+                query="q",
+                inputs={},
+                priority=priority,
+            )
         ).task.id
 
     with running(*_our_workers(workers, burst=False)):
@@ -179,7 +181,7 @@ def crash_recovery(runs: int) -> tuple[list[float], list[float]]:
 
     from apps.applications.models import ApiKey
     from apps.applications.services import api_key_create
-    from apps.conversations.services import answer_submit
+    from apps.conversations.services import Question, answer_submit
     from apps.deployments.services import app_create_with_endpoint
     from apps.scheduling.models import Task, TaskStatus
 
@@ -204,7 +206,9 @@ def crash_recovery(runs: int) -> tuple[list[float], list[float]]:
         time.sleep(3.0)
         for _ in range(runs):
             task_id = answer_submit(
-                api_key=key, route_mode="chat", end_user="bench", query="q", inputs={}
+                question=Question(
+                    api_key=key, route_mode="chat", end_user="bench", query="q", inputs={}
+                )
             ).task.id
             wait_for(status_is(task_id, TaskStatus.RUNNING), 30, "the task to start")
             time.sleep(0.5)  # mid-answer

@@ -1,18 +1,15 @@
 """Fixtures shared by the suite. Tests run on the real PostgreSQL (a test database per pytest
 worker) and the real Redis (a database number per pytest worker, see settings.test)."""
 
-import time
 from collections.abc import Iterator
 
 import pytest
 from django.conf import settings
-from django.core.management.base import CommandError
-from django.test import TransactionTestCase
 
 from apps.core.metrics import metrics_discard
 from apps.core.redis import sync_client
 from apps.gateway.ratelimit import rate_limits_forget
-from tests.processes import WebServer, run_web, run_worker
+from tests.processes import WebServer, platform_settle, run_web, run_worker
 
 
 def _delete_platform_keys() -> None:
@@ -35,26 +32,22 @@ def _clean_redis() -> Iterator[None]:
     _delete_platform_keys()
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _flush_retries_deadlocks() -> Iterator[None]:
-    """The session's live daphne and workers keep writing (housekeeping, a task finishing) while
-    a transactional test's tables are flushed. PostgreSQL may then pick the flush's TRUNCATE as
-    the victim of a deadlock with them; it is tried again, as the other side would be."""
-    original = TransactionTestCase._fixture_teardown  # type: ignore[attr-defined]
-
-    def teardown(self: TransactionTestCase) -> None:
-        for attempt in range(5):
-            try:
-                original(self)
-                return
-            except CommandError as error:
-                if "deadlock detected" not in str(error.__cause__) or attempt == 4:
-                    raise
-                time.sleep(0.2)
-
-    TransactionTestCase._fixture_teardown = teardown  # type: ignore[attr-defined]
+@pytest.fixture(autouse=True)
+def _live_work_settled(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test whose tables are flushed after it ends leaves no work behind in the live
+    processes (the session's daphne and a module's workers outlive it): see platform_settle.
+    Set up after the database (pytest-django's fixtures come first), so this runs before the
+    flush."""
     yield
-    TransactionTestCase._fixture_teardown = original  # type: ignore[attr-defined]
+    if _transactional(request):
+        platform_settle()
+
+
+def _transactional(request: pytest.FixtureRequest) -> bool:
+    marker = request.node.get_closest_marker("django_db")
+    if marker is not None and (marker.kwargs.get("transaction") or marker.args[:1] == (True,)):
+        return True
+    return "transactional_db" in request.fixturenames or "live_server" in request.fixturenames
 
 
 @pytest.fixture(scope="session", autouse=True)

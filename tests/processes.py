@@ -5,8 +5,7 @@ import os
 import socket
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,11 @@ from rq import Worker
 
 from apps.core.redis import sync_client
 from apps.operations.web_server import web_command
+from apps.scheduling.coordination.reports import worker_slots_key
+from apps.scheduling.coordination.stops import StopReason, task_request_stop
+from apps.scheduling.models import Task, TaskStatus
+from apps.scheduling.tasks.services import task_cancel
+from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT_S = 60.0
@@ -81,7 +85,7 @@ def run_web() -> Iterator[WebServer]:
     process = daphne_start(port)
     server = WebServer(process, port)
     try:
-        _wait_for(lambda: _healthy(server.url), "daphne to answer /healthz", process)
+        process_ready_wait(lambda: _healthy(server.url), "daphne to answer /healthz", process)
         yield server
     finally:
         _stop(process)
@@ -103,7 +107,7 @@ def run_worker(
         env=process_env(**(env or {})),
     )
     try:
-        _wait_for(
+        process_ready_wait(
             lambda: worker_name in _worker_names() - before, "the worker to register", process
         )
         yield process
@@ -163,7 +167,7 @@ def run_model_server(
     url = f"http://127.0.0.1:{port}"
     _model_servers[f"{url}/v1"] = process
     try:
-        _wait_for(lambda: _answers(f"{url}/v1/models"), "the model server", process)
+        process_ready_wait(lambda: _answers(f"{url}/v1/models"), "the model server", process)
         yield f"{url}/v1"
     finally:
         _model_servers.pop(f"{url}/v1", None)
@@ -205,16 +209,17 @@ def _healthy(url: str) -> bool:
         return False
 
 
-def _wait_for(condition: object, what: str, process: subprocess.Popen[bytes]) -> None:
-    assert callable(condition)
-    give_up_at = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < give_up_at:
+def process_ready_wait(
+    condition: Callable[[], bool], what: str, process: subprocess.Popen[bytes]
+) -> None:
+    """Until `condition()` holds; a process that exits meanwhile fails at once."""
+
+    def ready() -> bool:
         if process.poll() is not None:
             raise RuntimeError(f"process exited with {process.returncode} while waiting for {what}")
-        if condition():
-            return
-        time.sleep(0.05)
-    raise TimeoutError(f"timed out waiting for {what}")
+        return condition()
+
+    wait_until(ready, START_TIMEOUT_S, what)
 
 
 _builtin: dict[str, object] = {}
@@ -248,6 +253,67 @@ def builtin_model_url() -> str:
     )
     atexit.register(_stop, process)
     root = f"http://127.0.0.1:{port}"
-    _wait_for(lambda: _answers(f"{root}/health"), "the built-in model server", process)
+    process_ready_wait(lambda: _answers(f"{root}/health"), "the built-in model server", process)
     _builtin.update(url=f"{root}/v1", process=process)
     return f"{root}/v1"
+
+
+def platform_settle(timeout_s: float = 60.0) -> None:
+    """Until the live processes have done with the work a test started (an answer whose client
+    left, the conversation title and the suggestions that follow an answer): nothing queued is
+    started any more (its job is dropped and its task cancelled), what runs is asked to stop, and
+    every worker is left idle. Then no process writes into the test database while the test's
+    tables are flushed (a worker's write and the flush's TRUNCATE lock the same tables in
+    different orders: PostgreSQL would end one of them as a deadlock)."""
+    asked_to_stop: set[str] = set()
+    quiet_checks = 0
+
+    def quiet() -> bool:
+        nonlocal quiet_checks
+        busy = _jobs_dropped()
+        alive = _workers_alive()
+        active = Task.objects.filter(status__in=TaskStatus.ACTIVE)
+        for task_id, status, worker_name in active.values_list("id", "status", "worker_name"):
+            if status != TaskStatus.RUNNING:
+                task_cancel(task_id=task_id, actor="test teardown")
+                busy = True
+            elif worker_name in alive:  # a dead worker's task: nobody is left to write it
+                if str(task_id) not in asked_to_stop:
+                    task_request_stop(task_id=str(task_id), reason=StopReason.CANCEL)
+                    asked_to_stop.add(str(task_id))
+                busy = True
+        busy = busy or any(_slots_busy(name) for name in alive)
+        # Twice in a row: a job taken just before its queue was dropped shows as a busy slot
+        # (or an active task) by the next look.
+        quiet_checks = 0 if busy else quiet_checks + 1
+        return quiet_checks >= 2
+
+    wait_until(quiet, timeout_s, "the live processes to finish the test's work")
+
+
+def _workers_alive() -> set[str]:
+    """The workers registered in Redis whose process still runs (one killed stays registered
+    until its entry lapses)."""
+    alive = set()
+    for worker in Worker.all(connection=sync_client()):
+        if worker.pid is None:
+            continue
+        try:
+            os.kill(worker.pid, 0)
+        except OSError:
+            continue
+        alive.add(worker.name)
+    return alive
+
+
+def _slots_busy(name: str) -> bool:
+    report: Any = sync_client().get(worker_slots_key(name))
+    return bool(report) and int(report.split()[0]) > 0
+
+
+def _jobs_dropped() -> bool:
+    """Drop every queued job (of the queues and RQ's intermediate lists); whether there were
+    any."""
+    client = sync_client()
+    queued = list(client.scan_iter(match="rq:queue:*", count=1000))
+    return bool(queued and client.delete(*queued))

@@ -17,7 +17,7 @@ from apps.applications.validators import (
 )
 from apps.core.file_formats import FORMATS, FileKind
 from apps.core.models import TimestampedModel
-from apps.core.priorities import Priority
+from apps.core.priorities import Priority, PriorityGrant, priority_grant
 
 
 class AppMode(models.TextChoices):
@@ -380,6 +380,11 @@ class ApiKey(TimestampedModel):
 
     def __str__(self) -> str:
         return f"{self.prefix}… ({self.app.name})"
+
+    def priority_grant(self, requested: str | None) -> PriorityGrant:
+        """What a request with this key runs at: the priority it asked for, else its app's
+        default, capped by the key's maximum."""
+        return priority_grant(requested or self.app.default_priority, self.max_priority)
 
 
 class EndUser(models.Model):

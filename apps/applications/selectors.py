@@ -113,11 +113,7 @@ def _web_key_read(share_code: str) -> ApiKey | None:
 _web_key_read_async = db_sync_to_async(_web_key_read)
 
 
-def web_key_get(*, share_code: str) -> ApiKey | None:
+async def web_key_get_async(*, share_code: str) -> ApiKey | None:
     """The web-session key (with its app) of the app whose chat is served under this share
     code, or None: unknown code, chat not enabled, or the page never served yet."""
-    return _cached(_web_keys, share_code, _web_key_read)
-
-
-async def web_key_get_async(*, share_code: str) -> ApiKey | None:
     return await _cached_async(_web_keys, share_code, _web_key_read_async)

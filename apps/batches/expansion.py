@@ -22,6 +22,7 @@ from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
+from apps.api.bodies import json_bytes_text_check, text_storable
 from apps.applications.models import App
 from apps.batches.models import Batch, BatchLine, BatchStatus
 from apps.conversations.inputs import inputs_validate
@@ -30,8 +31,7 @@ from apps.core.errors import ApiError, InvalidJson
 from apps.core.priorities import Priority
 from apps.deployments.selectors import app_route
 from apps.files.services import file_chunks
-from apps.gateway.openai_requests import OpenAIParamError, chat_completion_parse
-from apps.gateway.requests import json_bytes_text_check, text_storable
+from apps.openai.requests import OpenAIParamError, chat_completion_parse
 from apps.scheduling.tasks.services import PreparedTask, task_prepare, tasks_record_held
 
 logger = logging.getLogger(__name__)

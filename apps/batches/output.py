@@ -17,15 +17,15 @@ from apps.batches.ids import REQUEST_PREFIX, public_id
 from apps.batches.models import Batch, BatchLine, BatchStatus
 from apps.batches.progress import FAILED_STATUSES, LINE_ENDINGS, line_counts
 from apps.batches.services import batch_file_expiry
+from apps.core.errors import error_of
 from apps.deployments.selectors import app_route
+from apps.dify.events import message_end_event
+from apps.dify.rebuild import failure_code
 from apps.files.models import FilePurpose, StoredFile
 from apps.files.services import file_store
-from apps.gateway.openai_errors import openai_error_body
-from apps.gateway.openai_objects import CompletionHead, chat_completion, completion_id
-from apps.generation.answer import STATUS_BY_CODE
-from apps.generation.events import message_end_event
+from apps.openai.errors import openai_error_body
+from apps.openai.objects import CompletionHead, chat_completion, completion_id
 from apps.scheduling.models import TaskStatus
-from apps.streams.relay import error_from_event
 
 # The files' size is bounded by the input's (50,000 requests); this is only a backstop.
 MAX_OUTPUT_BYTES = 16 * 1024**3
@@ -76,24 +76,16 @@ def _unanswered(line: BatchLine) -> dict[str, Any]:
         code, message = NEVER_RAN[TaskStatus(task.status)]
         record["error"] = {"code": code, "message": message}
     else:
-        code = _error_code(line)
-        status = STATUS_BY_CODE.get(code, 500)
+        code = failure_code(task)
         message = (line.message.error if line.message else "") or task.error_message or code
-        body = openai_error_body(
-            error_from_event({"status": status, "code": code, "message": message})
-        )
-        record["response"] = {"status_code": status, "request_id": str(task.id), "body": body}
+        error = error_of(code, message)
+        body = openai_error_body(error)
+        record["response"] = {
+            "status_code": error.status,
+            "request_id": str(task.id),
+            "body": body,
+        }
     return record
-
-
-def _error_code(line: BatchLine) -> str:
-    task = line.task
-    assert task is not None
-    if task.status == TaskStatus.EXPIRED:
-        return "deadline_exceeded"
-    if task.status == TaskStatus.CANCELLED:
-        return "cancelled"
-    return str((task.result or {}).get("error_code") or "completion_request_error")
 
 
 def _lines(batch: Batch) -> Iterator[BatchLine]:

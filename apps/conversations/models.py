@@ -57,7 +57,7 @@ class Message(TimestampedModel):
         null=True, blank=True, help_text="From task start to the first token."
     )
     # What the answer cost: the app's rates when it was saved, and the total (see
-    # apps.generation.pricing).
+    # apps.conversations.pricing).
     prompt_unit_price = models.DecimalField(max_digits=20, decimal_places=10, default=Decimal(0))
     completion_unit_price = models.DecimalField(
         max_digits=20, decimal_places=10, default=Decimal(0)

@@ -1,7 +1,7 @@
 """Recording a question: the conversation, the message, and the task that will answer it."""
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -28,7 +28,7 @@ from apps.core.errors import (
     NotChatApp,
     NotFound,
 )
-from apps.core.priorities import Priority, capped_priority
+from apps.core.priorities import Priority
 from apps.files.models import StoredFile
 from apps.files.services import file_delete
 from apps.scheduling.coordination.stops import StopReason, task_request_stop
@@ -40,6 +40,29 @@ NEW_CONVERSATION_NAME = "New conversation"
 NAMING_KIND = "conversation_name"
 # The task kind that suggests follow-up questions (registered by apps.generation.suggestions).
 SUGGESTIONS_KIND = "suggested_questions"
+
+
+@dataclass(frozen=True)
+class Question:
+    """A question past authentication, rate limits and validation, whichever door it came in
+    by: everything recording it needs."""
+
+    api_key: ApiKey
+    route_mode: str | None  # the route's app mode; None: any app (/api/v1/ask, OpenAI's routes)
+    end_user: str
+    query: str
+    inputs: dict[str, Any] = field(default_factory=dict)
+    conversation_id: str | None = None  # None: a new conversation (chat apps)
+    priority: str | None = None  # None: the app's default
+    deadline_ms: int | None = None
+    auto_generate_name: bool = True
+    idempotency_key: str | None = None
+    request_hash: str = ""  # what the Idempotency-Key's request asked (apps.gateway.pipeline)
+    files: list[dict[str, Any]] = field(default_factory=list)
+    # A stateless request's earlier turns (OpenAI's routes); None: the conversation's.
+    history: list[dict[str, str]] | None = None
+    # The request's own generation settings (OpenAI's routes), over the app's.
+    generation: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -58,57 +81,26 @@ def _check_route(app_mode: str, route_mode: str) -> None:
         raise AppUnavailable()
 
 
-def answer_submit(
-    *,
-    api_key: ApiKey,
-    route_mode: str | None,
-    end_user: str,
-    query: str,
-    inputs: dict[str, Any],
-    conversation_id: str | None = None,
-    priority: str | None = None,
-    deadline_ms: int | None = None,
-    auto_generate_name: bool = True,
-    idempotency_key: str | None = None,
-    request_hash: str = "",
-    files: list[dict[str, Any]] | None = None,
-    history: list[dict[str, str]] | None = None,
-    generation: dict[str, Any] | None = None,
-) -> SubmittedAnswer:
+def answer_submit(*, question: Question) -> SubmittedAnswer:
     """Record the question (with the files sent with it, apps.conversations.attachments) and
-    queue its answer. `route_mode` None means any app (`/api/v1/ask`),
-    answered as one turn without history, or with the `history` the request sent (a stateless
-    request: OpenAI's routes), and its own `generation` settings. A new conversation with
-    `auto_generate_name` gets a title after its first answer, from low-priority work that never
-    delays that answer.
+    queue its answer. A question for any app (`route_mode` None) is answered as one turn without
+    history, or with the `history` the request sent, and its own `generation` settings. A new
+    conversation with `auto_generate_name` gets a title after its first answer, from
+    low-priority work that never delays that answer.
 
     With an `idempotency_key` already used in this app (also by a request racing this one), the
     first request's submission comes back instead, `replayed`, with nothing recorded; its
     `request_hash` (kept in the task's payload) tells the caller whether it was the same request.
     """
     try:
-        return _answer_record(
-            api_key=api_key,
-            route_mode=route_mode,
-            end_user=end_user,
-            query=query,
-            inputs=inputs,
-            conversation_id=conversation_id,
-            priority=priority,
-            deadline_ms=deadline_ms,
-            auto_generate_name=auto_generate_name,
-            idempotency_key=idempotency_key,
-            request_hash=request_hash,
-            files=files or [],
-            history=history,
-            generation=generation or {},
-        )
+        return _answer_record(question)
     except IntegrityError:
+        key = question.idempotency_key
         existing = (
             answer_submission_by_key(
-                app_id=api_key.app_id, end_user=end_user, idempotency_key=idempotency_key
+                app_id=question.api_key.app_id, end_user=question.end_user, idempotency_key=key
             )
-            if idempotency_key is not None
+            if key is not None
             else None
         )
         if existing is None:
@@ -139,35 +131,21 @@ def answer_submission_by_key(
     )
 
 
-def _answer_record(
-    *,
-    api_key: ApiKey,
-    route_mode: str | None,
-    end_user: str,
-    query: str,
-    inputs: dict[str, Any],
-    conversation_id: str | None,
-    priority: str | None,
-    deadline_ms: int | None,
-    auto_generate_name: bool,
-    idempotency_key: str | None,
-    request_hash: str,
-    files: list[dict[str, Any]],
-    history: list[dict[str, str]] | None,
-    generation: dict[str, Any],
-) -> SubmittedAnswer:
+def _answer_record(question: Question) -> SubmittedAnswer:
     """Everything new (a conversation, the message and its files, the task and its first event)
     is written in one statement: this is the request path, and one durable commit is most of
     its cost."""
+    api_key, end_user = question.api_key, question.end_user
     app = api_key.app
-    if route_mode is not None:
-        _check_route(app.mode, route_mode)
-    cleaned_inputs = inputs_validate(user_input_form=app.user_input_form, inputs=inputs)
-    attachments = attachments_resolve(app=app, end_user=end_user, files=files)
+    if question.route_mode is not None:
+        _check_route(app.mode, question.route_mode)
+    cleaned_inputs = inputs_validate(user_input_form=app.user_input_form, inputs=question.inputs)
+    attachments = attachments_resolve(app=app, end_user=end_user, files=question.files)
 
     conversation = None
     new_rows: list[Model] = []
-    if route_mode == AppMode.CHAT:
+    conversation_id = question.conversation_id
+    if question.route_mode == AppMode.CHAT:
         if conversation_id:
             conversation = Conversation.objects.filter(
                 id=conversation_id, app=app, end_user=end_user
@@ -193,27 +171,24 @@ def _answer_record(
     if conversation is not None and not conversation_id:
         # Nothing earlier to read into the prompt.
         payload["first_turn"] = True
-        if auto_generate_name:
+        if question.auto_generate_name:
             # Titled after the first answer, by low-priority work (the answer kind's on_success).
             payload["name_conversation"] = True
-    if request_hash:
-        payload["request_hash"] = request_hash
-    requested = priority or app.default_priority
-    effective = capped_priority(requested, api_key.max_priority)
-    reason = (
-        "" if effective == requested else f"capped to the key's maximum ({api_key.max_priority})"
-    )
+    if question.request_hash:
+        payload["request_hash"] = question.request_hash
+    grant = api_key.priority_grant(question.priority)
+    deadline_ms = question.deadline_ms
     prepared = task_prepare(
         kind=app.mode,
         app=app,
         end_user=end_user,
         payload=payload,
-        requested_priority=requested,
-        priority=effective,
-        priority_reason=reason,
+        requested_priority=grant.requested,
+        priority=grant.granted,
+        priority_reason=grant.reason,
         max_attempts=app.max_attempts,
         deadline_at=timezone.now() + timedelta(milliseconds=deadline_ms) if deadline_ms else None,
-        idempotency_key=idempotency_key,
+        idempotency_key=question.idempotency_key,
     )
     message = Message(
         id=message_id,
@@ -221,10 +196,10 @@ def _answer_record(
         conversation=conversation,
         end_user=end_user,
         inputs=cleaned_inputs,
-        query=query,
+        query=question.query,
         task=prepared.task,
-        history=history,
-        generation=generation,
+        history=question.history,
+        generation=question.generation,
     )
     for attachment in attachments:
         attachment.message = message
@@ -274,7 +249,7 @@ def conversation_name_generate(*, api_key: ApiKey, conversation: Conversation) -
     return conversation_name_request(
         conversation=conversation,
         requested_priority=Priority.HIGH,
-        priority=capped_priority(Priority.HIGH, api_key.max_priority),
+        priority=api_key.priority_grant(Priority.HIGH).granted,
         automatic=False,
     )
 

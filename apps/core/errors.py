@@ -1,6 +1,14 @@
-"""Application errors: each maps to one `{"code", "message", "status"}` envelope."""
+"""Application errors: each maps to one `{"code", "message", "status"}` envelope.
+
+Each error class declares its code and HTTP status once, and is found by its code
+(`error_class_of`): a code that travelled without its class (a worker's failure in an answer's
+event log, a task's recorded result) gets its status here and nowhere else."""
 
 from typing import Any
+
+# Code: the first error class that declared it (a subclass that only rewords the message keeps
+# its parent's code and is not listed).
+_BY_CODE: dict[str, type["ApiError"]] = {}
 
 
 class ApiError(Exception):
@@ -9,6 +17,11 @@ class ApiError(Exception):
     status = 500
     code = "internal_server_error"
     default_message = "Internal Server Error."
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "code" in cls.__dict__:
+            _BY_CODE.setdefault(cls.code, cls)
 
     def __init__(self, message: str | None = None, *, headers: dict[str, str] | None = None):
         self.message = message or self.default_message
@@ -121,29 +134,35 @@ class StreamUnavailable(ApiError):
     default_message = "The answer's event log is unreachable for now; retry later."
 
 
+class Cancelled(ApiError):
+    """The answer was cancelled (its conversation deleted, or by an operator) before it ended."""
+
+    status = 499  # as nginx logs a request its client gave up on
+    code = "cancelled"
+    default_message = "The answer was cancelled."
+
+
 class InternalError(ApiError):
     pass
 
 
-ERRORS_BY_CODE: dict[str, type[ApiError]] = {
-    cls.code: cls
-    for cls in (
-        InvalidParam,
-        NotChatApp,
-        AppUnavailable,
-        CompletionRequestError,
-        Unauthorized,
-        Forbidden,
-        NotFound,
-        RequestTooLarge,
-        TooManyRequests,
-        RateLimitError,
-        Overloaded,
-        DeadlineExceeded,
-        StreamUnavailable,
-        InternalError,
-    )
-}
+def error_class_of(code: str) -> type[ApiError]:
+    """The error class of `code`; ApiError (500) for a code no class declares."""
+    return _BY_CODE.get(code, ApiError)
+
+
+def status_of(code: str) -> int:
+    return error_class_of(code).status
+
+
+def error_of(code: str, message: str | None = None, status: int | None = None) -> ApiError:
+    """The error `code` names, as it travelled (an event, a recorded result): its own `status`
+    when it carried one."""
+    error = error_class_of(code)(message or None)
+    error.code = code or error.code
+    if status is not None:
+        error.status = status
+    return error
 
 
 class IdempotencyKeyGone(ApiError):

@@ -8,13 +8,12 @@ from django.conf import settings
 
 def gc_tune_for_serving() -> None:
     """Freeze what start-up made (modules, settings, URL patterns, views): the collector never
-    walks those objects again. A full collection walks every tracked object, and a web process
-    holding a thousand streams took 180-245 ms for each (measured with gc.callbacks), every
-    stream stalled meanwhile. Call once, after start-up has imported what the process serves.
+    walks those objects again. A full collection walks every tracked object, and every stream a
+    web process holds stalls while it runs, so the fewer objects it walks the better. Call once,
+    after start-up has imported what the process serves.
 
     Young collections start after GC_GEN0_THRESHOLD allocations (default 10,000; Python's
-    is 700), so full ones come ~14 times less often. With both, the thousand-stream benchmark's
-    token delay p99 went from 311-322 ms to 99-117 ms, and p50 from 63-66 to 39-42 ms."""
+    is 700), so full ones come ~14 times less often (figures: docs/benchmarks.md)."""
     gc.collect()
     gc.freeze()
     threshold = int(settings.PLATFORM["GC_GEN0_THRESHOLD"])

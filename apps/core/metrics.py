@@ -174,18 +174,6 @@ def metric_inc(name: str, labels: dict[str, str] | None = None, amount: float = 
     batch.send()
 
 
-def metric_observe(
-    name: str,
-    value: float,
-    labels: dict[str, str] | None = None,
-    buckets: Iterable[float] = LATENCY_BUCKETS,
-) -> None:
-    """Record one observation in a histogram (one bucket, the sum and the count)."""
-    batch = MetricsBatch()
-    batch.observe(name, value, labels, buckets)
-    batch.send()
-
-
 def counter_totals(name: str, label: str) -> dict[str, float]:
     """A counter's values summed by one of its labels, e.g. counter_totals(
     "dp_priority_changes_total", "change") -> {"downgraded": 3.0, "aged": 1.0}. This process's
@@ -205,9 +193,3 @@ def counter_totals(name: str, label: str) -> dict[str, float]:
 def metrics_discard() -> None:
     """Forget this process's unsent figures."""
     _pending.discard()
-
-
-def metrics_reset() -> None:
-    """Forget every figure: the cluster's and this process's unsent sums."""
-    _pending.discard()
-    sync_client().delete(metrics_key())

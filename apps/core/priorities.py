@@ -1,5 +1,7 @@
 """The three priority classes, shared by apps, keys, tasks and queues."""
 
+from dataclasses import dataclass
+
 from django.db import models
 
 
@@ -20,3 +22,23 @@ def capped_priority(requested: str, ceiling: str) -> str:
         if PRIORITY_RANK[Priority(requested)] >= PRIORITY_RANK[Priority(ceiling)]
         else ceiling
     )
+
+
+@dataclass(frozen=True)
+class PriorityGrant:
+    """The priority a request runs at (before load policy): what it asked for, within what its
+    key may use."""
+
+    requested: str
+    granted: str
+    ceiling: str
+
+    @property
+    def reason(self) -> str:
+        if self.granted == self.requested:
+            return ""
+        return f"capped to the key's maximum ({self.ceiling})"
+
+
+def priority_grant(requested: str, ceiling: str) -> PriorityGrant:
+    return PriorityGrant(requested, capped_priority(requested, ceiling), ceiling)

@@ -13,14 +13,14 @@ from asgiref.sync import sync_to_async
 from django.http import HttpRequest
 from rest_framework import serializers
 
+from apps.api.bodies import body_size_check, json_body
 from apps.applications.models import ApiKey, App
 from apps.core.errors import ApiError, Overloaded, TooManyRequests
-from apps.core.priorities import capped_priority
+from apps.dify.requests import validated
 from apps.gateway.authentication import api_key_from_request_async
 from apps.gateway.caps import Lease, lease_acquire
 from apps.gateway.ratelimit import refusal, request_buckets, take_async
 from apps.gateway.refusals import refusal_count
-from apps.gateway.requests import body_size_check, json_body, validated
 from apps.gateway.shedding import shed_check
 
 Checked = TypeVar("Checked")
@@ -76,26 +76,20 @@ async def admitted_query(
     return api_key, validated(serializer, request.GET.dict())
 
 
-def effective_priority(api_key: ApiKey, data: dict[str, Any]) -> str:
-    """The priority the request will run at (before load policy): asked or the app's, capped by
-    the key."""
-    return capped_priority(
-        data.get("priority") or api_key.app.default_priority, api_key.max_priority
-    )
-
-
-async def shed(api_key: ApiKey, data: dict[str, Any]) -> None:
-    priority = effective_priority(api_key, data)
+async def shed(api_key: ApiKey, priority: str | None, deadline_ms: int | None) -> None:
+    """Refuse the request if its answer could not start within its budget (apps.gateway.
+    shedding), at the priority it would run at."""
+    granted = api_key.priority_grant(priority).granted
     try:
-        await _shed_check(
-            priority=priority, deadline_ms=data.get("deadline_ms"), app_id=api_key.app_id
-        )
+        await _shed_check(priority=granted, deadline_ms=deadline_ms, app_id=api_key.app_id)
     except Overloaded:
-        refusal_count(f"shed_{priority}")
+        refusal_count(f"shed_{granted}")
         raise
 
 
-async def slot(app: App) -> Lease | None:
+async def cap_lease(app: App) -> Lease | None:
+    """A lease under the app's cap on answers at once (apps.gateway.caps), counted as a refusal
+    when the cap is full."""
     try:
         return await lease_acquire(app)
     except TooManyRequests:

@@ -6,7 +6,7 @@ from urllib.parse import urlsplit
 from django.http import HttpRequest
 
 from apps.applications.models import ApiKey
-from apps.applications.selectors import api_key_get_active, api_key_get_active_async
+from apps.applications.selectors import api_key_get_active_async
 from apps.applications.services import api_key_use_due, api_key_used
 from apps.core.background import in_background
 from apps.core.db import db_sync_to_async
@@ -35,15 +35,8 @@ def _usable(api_key: ApiKey | None) -> ApiKey:
     return api_key
 
 
-def api_key_from_header(authorization: str | None) -> ApiKey:
-    """The active key named by an Authorization header; raises Unauthorized or Forbidden."""
-    api_key = _usable(api_key_get_active(clear_key=bearer_token(authorization)))
-    if api_key_use_due(api_key):
-        api_key_used(api_key.id)
-    return api_key
-
-
 async def api_key_from_header_async(authorization: str | None) -> ApiKey:
+    """The active key named by an Authorization header; raises Unauthorized or Forbidden."""
     api_key = _usable(await api_key_get_active_async(clear_key=bearer_token(authorization)))
     if api_key_use_due(api_key):
         in_background(_api_key_used(api_key.id))  # the request need not wait for the stamp

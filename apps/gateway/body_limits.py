@@ -10,10 +10,10 @@ under any other server. What a body can cost is then its route's limit.
 from django.conf import settings
 from django.http import HttpResponse
 
+from apps.api.negotiation import JSON, error_document
 from apps.core.errors import ApiError, RequestTooLarge
 from apps.files.errors import FileTooLarge
-from apps.gateway.negotiation import JSON, error_document
-from apps.gateway.openai_errors import openai_error_response, speaks_openai
+from apps.openai.errors import openai_error_response, speaks_openai
 
 MB = 1024 * 1024
 # Room for the multipart framing (and a `user` or `purpose` field) around an uploaded file.

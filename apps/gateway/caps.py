@@ -149,20 +149,3 @@ async def lease_hold_until_over(lease: Lease, task_id: str) -> None:
         logger.warning("could not hold an answer slot to its end", exc_info=True)
     finally:
         await lease_release(lease)
-
-
-async def leased_stream(
-    lease: Lease | None, source: AsyncIterator[bytes], task_id: str | None = None
-) -> AsyncIterator[bytes]:
-    """`source`, holding the lease from the first byte until the stream ends or is dropped.
-
-    A stream that is never started renews nothing, so its lease lapses by itself.
-    """
-    try:
-        async with lease_kept(lease, task_id):
-            async for chunk in source:
-                yield chunk
-    finally:
-        close = getattr(source, "aclose", None)
-        if close is not None:
-            await close()

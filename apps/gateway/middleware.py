@@ -14,32 +14,29 @@ cost an answer request several milliseconds. API callers use keys, not cookies, 
 are CSRF-exempt; the security headers the chain would add are set here."""
 
 from collections.abc import Awaitable, Callable
-from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from asgiref.sync import iscoroutinefunction
 from django.http import HttpRequest, HttpResponseBase
 from django.urls import Resolver404, ResolverMatch, get_resolver
-from django.utils.decorators import sync_and_async_middleware
+from django.utils.decorators import async_only_middleware
 
+from apps.api.negotiation import JSON, NotAcceptable, error_document, response_type
 from apps.applications.selectors import api_key_known_active
 from apps.core.errors import ApiError, InvalidParam
 from apps.gateway.authentication import bearer_token
 from apps.gateway.budgets import EdgeCharge, charge_close, charge_open
-from apps.gateway.errors import NotAcceptable
-from apps.gateway.negotiation import JSON, error_document, response_type
-from apps.gateway.openai_errors import openai_error_response, speaks_openai
 from apps.gateway.ratelimit import (
     Bucket,
     Verdict,
     anonymous_bucket,
     known_refusal,
     refusal,
-    take,
     take_async,
 )
 from apps.gateway.refusals import refusal_count
 from apps.gateway.sessions import APP_CODE_HEADER
+from apps.openai.errors import openai_error_response, speaks_openai
 
 # The API; probes, metrics, the admin and the API's own documentation stay reachable.
 API_PREFIXES = ("/v1/", "/api/v1/")
@@ -143,50 +140,21 @@ def _refusal_response(request: HttpRequest, verdict: Verdict) -> HttpResponseBas
     return _refused(request, refusal(verdict))
 
 
-@sync_and_async_middleware
+@async_only_middleware
 def api_edge_middleware(
-    get_response: Callable[[HttpRequest], Any],
-) -> Callable[[HttpRequest], Any]:
-    if iscoroutinefunction(get_response):
-        async_get_response: Callable[[HttpRequest], Awaitable[HttpResponseBase]] = get_response
+    get_response: Callable[[HttpRequest], Awaitable[HttpResponseBase]],
+) -> Callable[[HttpRequest], Awaitable[HttpResponseBase]]:
+    """Async only: under daphne the chain is async, and Django adapts it for a synchronous
+    caller (the test client), so the edge's rules are written once."""
 
-        async def async_middleware(request: HttpRequest) -> HttpResponseBase:
-            if not _limited(request):
-                if request.path in PROBE_PATHS and (match := _async_view(request)) is not None:
-                    return await _dispatched(request, match)
-                return await async_get_response(request)
-            bucket = _address_bucket(request)
-            if not _names_a_caller(request):
-                if bucket is not None and not (verdict := await take_async([bucket])).allowed:
-                    return _refusal_response(request, verdict)
-            elif (verdict_now := _refused_before(request, bucket)) is not None:
-                return _refusal_response(request, verdict_now)
-            malformed = _malformed(request)
-            if malformed is not None:
-                return _refused(request, malformed)
-            charge, token = charge_open()
-            try:
-                match = _async_view(request)
-                if match is not None:
-                    response = await _dispatched(request, match)
-                else:
-                    response = await async_get_response(request)
-            finally:
-                charge_close(token)
-            if _unchecked(request, charge, bucket):
-                assert bucket is not None
-                if not (spent := await take_async([bucket])).allowed:
-                    return _refusal_response(request, spent)
-            return response
-
-        return async_middleware
-
-    def middleware(request: HttpRequest) -> HttpResponseBase:
+    async def middleware(request: HttpRequest) -> HttpResponseBase:
         if not _limited(request):
-            return get_response(request)  # type: ignore[no-any-return]
+            if request.path in PROBE_PATHS and (match := _async_view(request)) is not None:
+                return await _dispatched(request, match)
+            return await get_response(request)
         bucket = _address_bucket(request)
         if not _names_a_caller(request):
-            if bucket is not None and not (verdict := take([bucket])).allowed:
+            if bucket is not None and not (verdict := await take_async([bucket])).allowed:
                 return _refusal_response(request, verdict)
         elif (verdict_now := _refused_before(request, bucket)) is not None:
             return _refusal_response(request, verdict_now)
@@ -195,12 +163,16 @@ def api_edge_middleware(
             return _refused(request, malformed)
         charge, token = charge_open()
         try:
-            response: HttpResponseBase = get_response(request)
+            match = _async_view(request)
+            if match is not None:
+                response = await _dispatched(request, match)
+            else:
+                response = await get_response(request)
         finally:
             charge_close(token)
         if _unchecked(request, charge, bucket):
             assert bucket is not None
-            if not (spent := take([bucket])).allowed:
+            if not (spent := await take_async([bucket])).allowed:
                 return _refusal_response(request, spent)
         return response
 

@@ -16,13 +16,14 @@ from typing import Any
 
 from apps.applications.models import ApiKey, AppMode
 from apps.conversations.services import (
+    Question,
     SubmittedAnswer,
     answer_submission_by_key,
     answer_submit,
 )
 from apps.core.db import db_sync_to_async
 from apps.gateway import cache
-from apps.gateway.admission import shed, slot
+from apps.gateway.admission import cap_lease, shed
 from apps.gateway.caps import Lease, lease_release
 from apps.gateway.idempotency import request_hash, same_request
 
@@ -60,6 +61,26 @@ class AnswerRequest:
         asked = {name: value for name, value in self.body.items() if name not in DELIVERY_FIELDS}
         return request_hash(self.route, asked)
 
+    def question(self) -> Question:
+        """What is asked, to record: the validated data in the one shape every door's takes."""
+        data = self.data
+        return Question(
+            api_key=self.api_key,
+            route_mode=self.route_mode,
+            end_user=data["user"],
+            query=data["query"],
+            inputs=data.get("inputs", {}),
+            conversation_id=data.get("conversation_id") or None,
+            priority=data.get("priority"),
+            deadline_ms=data.get("deadline_ms"),
+            auto_generate_name=data.get("auto_generate_name", True),
+            idempotency_key=self.idempotency_key,
+            request_hash=self.fingerprint,
+            files=data.get("files") or [],
+            history=data.get("history"),
+            generation=data.get("generation") or {},
+        )
+
 
 @dataclass
 class Admission:
@@ -68,7 +89,7 @@ class Admission:
     request: AnswerRequest
     submitted: SubmittedAnswer | None = None
     cached: cache.CachedAnswer | None = None
-    # Held by a new answer until the door has served it (caps.lease_kept / leased_stream).
+    # Held by a new answer until it is delivered (apps.delivery.answers).
     lease: Lease | None = None
     # A new answer whose complete result the door should store in the cache.
     store_in_cache: bool = False
@@ -83,12 +104,15 @@ def route_of(api_key: ApiKey) -> str:
 
 
 async def answer_admit(request: AnswerRequest) -> Admission:
-    api_key, data, key = request.api_key, request.data, request.idempotency_key
-    await shed(api_key, data)
+    question = request.question()
+    api_key, key = request.api_key, request.idempotency_key
+    await shed(api_key, question.priority, question.deadline_ms)
     if key is not None:
-        earlier = await _by_key(app_id=api_key.app_id, end_user=data["user"], idempotency_key=key)
+        earlier = await _by_key(
+            app_id=api_key.app_id, end_user=question.end_user, idempotency_key=key
+        )
         if earlier is not None:
-            same_request(earlier, request.fingerprint, key)
+            same_request(earlier, question.request_hash, key)
             return Admission(request, submitted=earlier)
     # A keyed request promises the result of its own run, so it is never served from the cache.
     use_cache = (
@@ -96,30 +120,15 @@ async def answer_admit(request: AnswerRequest) -> Admission:
         and request.route_mode == AppMode.COMPLETION
         and api_key.app.cache_enabled
         and key is None
-        and not data.get("files")  # the cache knows the query and inputs, not the files
+        and not question.files  # the cache knows the query and inputs, not the files
     )
     if use_cache:
-        cached = await cache.cache_get(api_key.app, data["query"], data["inputs"])
+        cached = await cache.cache_get(api_key.app, question.query, question.inputs)
         if cached is not None:
             return Admission(request, cached=cached)
-    lease = await slot(api_key.app)
+    lease = await cap_lease(api_key.app)
     try:
-        submitted = await _submit(
-            api_key=api_key,
-            route_mode=request.route_mode,
-            end_user=data["user"],
-            query=data["query"],
-            inputs=data.get("inputs", {}),
-            conversation_id=data.get("conversation_id") or None,
-            priority=data.get("priority"),
-            deadline_ms=data.get("deadline_ms"),
-            auto_generate_name=data.get("auto_generate_name", True),
-            idempotency_key=key,
-            request_hash=request.fingerprint,
-            files=data.get("files") or [],
-            history=data.get("history"),
-            generation=data.get("generation"),
-        )
+        submitted = await _submit(question=question)
     except BaseException:
         if lease is not None:
             await lease_release(lease)
@@ -127,6 +136,6 @@ async def answer_admit(request: AnswerRequest) -> Admission:
     if submitted.replayed:  # a request with the same key won the race to record it
         if lease is not None:
             await lease_release(lease)
-        same_request(submitted, request.fingerprint, str(key))
+        same_request(submitted, question.request_hash, str(key))
         return Admission(request, submitted=submitted)
     return Admission(request, submitted=submitted, lease=lease, store_in_cache=use_cache)

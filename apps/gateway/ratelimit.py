@@ -21,12 +21,13 @@ from django.conf import settings
 
 from apps.applications.models import ApiKey, App
 from apps.core.errors import RateLimitError
-from apps.core.redis import async_client, key, sync_client
+from apps.core.redis import LuaScript, async_client, key
 
 # KEYS: bucket hashes {level, at}; ARGV: rate, burst for each key in turn.
 # Returns {1, "0"} when every bucket gave a token, else {0, seconds until the scarcest refills,
 # index of that bucket}.
-_TAKE = """
+_TAKE = LuaScript(
+    """
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
 local levels = {}
@@ -54,6 +55,7 @@ for i = 1, #KEYS do
 end
 return {1, '0', 0}
 """
+)
 
 
 @dataclass(frozen=True)
@@ -210,28 +212,14 @@ def known_refusal(buckets: list[Bucket]) -> Verdict | None:
     return _empty.refused(buckets)
 
 
-def take(buckets: list[Bucket]) -> Verdict:
+async def take_async(buckets: list[Bucket]) -> Verdict:
     """Take one token from every bucket, or from none (see the module docstring)."""
     if not buckets:
         return Verdict(True)
     known = _empty.refused(buckets)
     if known is not None:
         return known
-    reply = sync_client().eval(_TAKE, len(buckets), *[b.key for b in buckets], *_args(buckets))
-    verdict = _verdict(buckets, reply)
-    _empty.remember(verdict)
-    return verdict
-
-
-async def take_async(buckets: list[Bucket]) -> Verdict:
-    if not buckets:
-        return Verdict(True)
-    known = _empty.refused(buckets)
-    if known is not None:
-        return known
-    reply = await async_client().eval(
-        _TAKE, len(buckets), *[b.key for b in buckets], *_args(buckets)
-    )
+    reply = await _TAKE.run(async_client(), [b.key for b in buckets], _args(buckets))
     verdict = _verdict(buckets, reply)
     _empty.remember(verdict)
     return verdict

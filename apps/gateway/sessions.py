@@ -28,7 +28,7 @@ from django.core import signing
 from django.http import HttpRequest, HttpResponse
 
 from apps.applications.models import ApiKey, App
-from apps.applications.selectors import web_key_get, web_key_get_async
+from apps.applications.selectors import web_key_get_async
 from apps.core.db import db_sync_to_async
 from apps.core.errors import Forbidden, Unauthorized
 
@@ -156,18 +156,10 @@ def _checked(api_key: ApiKey | None, cookies: Mapping[str, str]) -> tuple[ApiKey
     return api_key, session
 
 
-def web_caller(share_code: str | None, cookies: Mapping[str, str]) -> tuple[ApiKey, str]:
-    """The web-session key and the session's end user; Unauthorized or Forbidden otherwise."""
-    code = _share_code(share_code)
-    api_key, session = _checked(web_key_get(share_code=code) if code else None, cookies)
-    if session.account_id is not None and not _account_active(session.account_id):
-        raise _no_session()
-    return api_key, session.end_user
-
-
 async def web_caller_async(
     share_code: str | None, cookies: Mapping[str, str]
 ) -> tuple[ApiKey, str]:
+    """The web-session key and the session's end user; Unauthorized or Forbidden otherwise."""
     code = _share_code(share_code)
     api_key, session = _checked(await web_key_get_async(share_code=code) if code else None, cookies)
     if session.account_id is not None and not await _account_active_async(session.account_id):

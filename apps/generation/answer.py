@@ -13,13 +13,14 @@ from typing import Any
 from django.conf import settings
 
 from apps.conversations.models import Message, MessageStatus
+from apps.conversations.pricing import PRICE_FIELDS, message_price
 from apps.deployments.selectors import Endpoint
+from apps.dify.events import ReplaceReason
 from apps.generation.attachments import Attachments, attachments_prepare
 from apps.generation.attempt import attempt_message
-from apps.generation.events import AnswerPublisher
 from apps.generation.moderation import input_refusal, output_rules
-from apps.generation.pricing import PRICE_FIELDS, message_price
 from apps.generation.prompts import MAX_CHARS_PER_TOKEN, Prompt, PromptTooLong, prompt_build
+from apps.generation.publishing import AnswerPublisher
 from apps.generation.routing import MIN_CONTEXT, larger_window, serving_endpoint, serving_provider
 from apps.generation.stream import AnswerStream
 from apps.providers.base import GenerationRequest, GenerationResult, Provider, ProviderError
@@ -33,24 +34,9 @@ from apps.scheduling.tasks.errors import (
     TaskCancelled,
     TaskError,
 )
-from apps.scheduling.tasks.kinds import FinalFailure, RunContext
-from apps.streams.log import event_append
+from apps.scheduling.tasks.kinds import RunContext
 
 logger = logging.getLogger(__name__)
-
-# HTTP status the client sees for each final error code.
-STATUS_BY_CODE = {
-    "completion_request_error": 400,
-    "invalid_param": 400,  # a file the model cannot take, found so by the worker
-    "file_not_found": 404,
-    "file_too_large": 413,
-    "file_quota_exceeded": 403,
-    "rate_limit_error": 429,
-    "deadline_exceeded": 504,
-    "cancelled": 499,
-    "internal_server_error": 500,
-}
-
 
 # What an attempt writes on its message.
 ANSWER_FIELDS = (
@@ -71,7 +57,9 @@ PASSED_OPTIONS = ("seed", "presence_penalty", "frequency_penalty")
 
 
 @dataclass(frozen=True)
-class Outcome:
+class GeneratedAnswer:
+    """What one attempt produced: the answer as the client has it, and how it came about."""
+
     answer: str
     finish_reason: str
     prompt_tokens: int = 0
@@ -112,50 +100,50 @@ async def answer_run(task: Task, context: RunContext) -> dict[str, Any]:
         quiet=task.bulk,
     )
     if context.attempt > 1 and await context.db(publisher.text_may_have_been_sent):
-        publisher.replace("", reason="retry")
+        publisher.replace("", reason=ReplaceReason.RETRY)
 
     started = time.monotonic()
     if context.should_stop():
         # Stopped while still queued: there is nothing to generate.
-        outcome = Outcome(answer="", finish_reason="user_stop")
+        generated = GeneratedAnswer(answer="", finish_reason="user_stop")
     else:
         refusal = input_refusal(
             app=message.app, query=message.query, inputs=message.inputs, history=message.history
         )
         if refusal is not None:
             publisher.text(refusal)
-            outcome = Outcome(
+            generated = GeneratedAnswer(
                 answer=refusal,
                 finish_reason="moderated",
                 first_token_s=time.monotonic() - started,
             )
         else:
             first_turn = bool(task.payload.get("first_turn"))
-            outcome = await _generate(
+            generated = await _generate(
                 task, message, endpoint, publisher, context, started, first_turn
             )
     if context.stop_reason == StopReason.CANCEL:
         raise TaskCancelled("cancelled by an operator")
 
-    message.answer = outcome.answer
+    message.answer = generated.answer
     message.status = (
-        MessageStatus.STOPPED if outcome.finish_reason == "user_stop" else MessageStatus.NORMAL
+        MessageStatus.STOPPED if generated.finish_reason == "user_stop" else MessageStatus.NORMAL
     )
     message.provider = endpoint.provider
     message.model_name = endpoint.model
-    message.prompt_tokens = outcome.prompt_tokens
-    message.completion_tokens = outcome.completion_tokens
+    message.prompt_tokens = generated.prompt_tokens
+    message.completion_tokens = generated.completion_tokens
     message.latency_s = time.monotonic() - started
-    message.first_token_s = outcome.first_token_s
+    message.first_token_s = generated.first_token_s
     message.error = ""
-    message.finish_reason = outcome.finish_reason
+    message.finish_reason = generated.finish_reason
     message_price(message, message.app)
     context.write_on_success(lambda: message.save(update_fields=[*ANSWER_FIELDS, "updated_at"]))
     return {
         "message_id": str(message.id),
-        "finish_reason": outcome.finish_reason,
-        "prompt_tokens": outcome.prompt_tokens,
-        "completion_tokens": outcome.completion_tokens,
+        "finish_reason": generated.finish_reason,
+        "prompt_tokens": generated.prompt_tokens,
+        "completion_tokens": generated.completion_tokens,
         "deployment": context.deployment,
     }
 
@@ -214,7 +202,7 @@ async def _generate(
     context: RunContext,
     started: float,
     first_turn: bool,
-) -> Outcome:
+) -> GeneratedAnswer:
     app = message.app
     try:
         provider = serving_provider(endpoint)
@@ -270,7 +258,7 @@ async def _generate(
             "conversation history trimmed to the context window",
             extra={"turns_kept": prompt.history_turns, "turns_dropped": prompt.history_dropped},
         )
-    return Outcome(
+    return GeneratedAnswer(
         answer=answer,
         finish_reason=result.finish_reason,
         prompt_tokens=result.prompt_tokens
@@ -278,38 +266,4 @@ async def _generate(
         else prompt.prompt_tokens,
         completion_tokens=completion_tokens,
         first_token_s=(first_token_at - started) if first_token_at is not None else None,
-    )
-
-
-def answer_final_failure(task: Task, failure: FinalFailure) -> None:
-    """Tell the client the answer will not come, and record why on the message."""
-    message = (
-        Message.objects.select_related("app", "conversation")
-        .filter(id=task.payload["message_id"])
-        .first()
-    )
-    if message is None:
-        # Deleted with its conversation while it ran: nothing left to record, but whoever
-        # follows the stream still hears that it ended, and why.
-        event_append(
-            task_id=str(task.id),
-            event={
-                "event": "error",
-                "id": str(task.payload["message_id"]),
-                "message_id": str(task.payload["message_id"]),
-                "status": STATUS_BY_CODE.get(failure.code, 500),
-                "code": failure.code,
-                "message": failure.message,
-            },
-        )
-        return
-    Message.objects.filter(id=message.id).update(
-        status=MessageStatus.ERROR, error=failure.message[:2000]
-    )
-    status = STATUS_BY_CODE.get(failure.code, 500)
-    client_message = (
-        failure.message if failure.code != "internal_server_error" else "Internal Server Error."
-    )
-    AnswerPublisher(task_id=str(task.id), message=message, quiet=task.bulk).error(
-        status=status, code=failure.code, message=client_message
     )

@@ -11,8 +11,8 @@ class GenerationConfig(AppConfig):
         from apps.providers.registry import providers_configure
 
         providers_configure(provider_settings())
+        from apps.generation.answer_end import answer_failed, answer_succeeded
         from apps.generation.naming import NAMING_TASK_KIND
-        from apps.generation.observe import answer_failed_observed, answer_succeeded_observed
         from apps.generation.requeue import answer_requeued
         from apps.generation.routing import model_task_route
         from apps.generation.suggestions import SUGGESTIONS_TASK_KIND
@@ -23,8 +23,8 @@ class GenerationConfig(AppConfig):
                 TaskKind(
                     name=kind,
                     run=answer_run,
-                    on_success=answer_succeeded_observed,
-                    on_final_failure=answer_failed_observed,
+                    on_success=answer_succeeded,
+                    on_final_failure=answer_failed,
                     on_requeue=answer_requeued,
                     route=model_task_route,
                 )

@@ -2,10 +2,10 @@
 the window as one `message` event.
 
 Every event costs CPU along the whole path: an append in the worker, Redis, a frame per follower
-in the web process, a parse in each client. A small model on a small machine makes a token every
-7 ms or so, and that CPU is taken from the model: measured here, 1 ms of CPU per token costs the
-built-in model 12% of its speed. A 20 ms window sends about one event per three tokens at that
-rate, and every token still at once when they come slower than the window. Text held in the
+in the web process, a parse in each client. On a small machine that CPU is taken from the model
+itself, which makes a token every few milliseconds (figures: docs/benchmarks.md). A 20 ms window
+sends about one event per three tokens at that rate, and every token still at once when they
+come slower than the window. Text held in the
 window goes out when the window ends, by a timer on the event loop if the model has gone quiet.
 Everything runs on the worker's event loop: no thread, no lock.
 """

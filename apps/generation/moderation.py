@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from apps.applications.validators import rule_lines
+from apps.dify.events import AnswerEvent
 
 if TYPE_CHECKING:
     from apps.applications.models import App
@@ -229,7 +230,7 @@ def redact(text: str, spans: list[tuple[int, int]], replacement: str, offset: in
     return "".join(parts)
 
 
-Event = tuple[Literal["message", "message_replace"], str]
+Event = tuple[Literal[AnswerEvent.MESSAGE, AnswerEvent.MESSAGE_REPLACE], str]
 
 
 class OutputFilter:
@@ -262,7 +263,7 @@ class OutputFilter:
         final = self.text()
         if final != self.shown:
             self.shown = final
-            events.append(("message_replace", final))
+            events.append((AnswerEvent.MESSAGE_REPLACE, final))
         return events
 
     def text(self) -> str:
@@ -288,5 +289,5 @@ class OutputFilter:
         self.released = cut
         self.shown += fresh
         if spans:
-            return [("message_replace", self.shown)]
-        return [("message", fresh)]
+            return [(AnswerEvent.MESSAGE_REPLACE, self.shown)]
+        return [(AnswerEvent.MESSAGE, fresh)]

@@ -13,6 +13,7 @@ from django.utils import timezone
 from apps.conversations.models import Conversation, Message, MessageStatus
 from apps.conversations.selectors import conversation_first_message
 from apps.conversations.services import NAMING_KIND, NEW_CONVERSATION_NAME
+from apps.dify.events import AnswerEvent
 from apps.generation.routing import model_task_route, serving_endpoint, serving_provider
 from apps.providers.base import ChatMessage, GenerationRequest, ProviderError
 from apps.scheduling.coordination.stops import StopReason
@@ -30,6 +31,8 @@ FALLBACK_WORDS = 6
 NAMING_MAX_ATTEMPTS = 8
 EXCERPT_CHARS = 500
 NAMED_EVENT = "conversation_name"
+# The events that end the task's log: its result, or why there is none.
+ENDED_BY = frozenset({NAMED_EVENT, AnswerEvent.ERROR})
 
 INSTRUCTIONS = (
     "Write a short title (3 to 6 words) for a conversation that begins with the exchange below. "
@@ -140,7 +143,7 @@ def conversation_name_final_failure(task: Task, failure: FinalFailure) -> None:
         _save(conversation_id, title_fallback(first.query), task.payload.get("automatic", True))
     event_append(
         task_id=str(task.id),
-        event={"event": "error", "code": failure.code, "message": failure.message},
+        event={"event": AnswerEvent.ERROR, "code": failure.code, "message": failure.message},
     )
 
 
@@ -150,8 +153,8 @@ async def conversation_name_wait(*, task_id: str, timeout_s: float) -> bool:
     is held while it waits."""
     try:
         async with asyncio.timeout(timeout_s):
-            async for event in events_follow(task_id=task_id):
-                if event is not None and event.kind in (NAMED_EVENT, "error"):
+            async for event in events_follow(task_id=task_id, until=ENDED_BY):
+                if event is not None and event.kind in ENDED_BY:
                     return True
     except TimeoutError:
         return False

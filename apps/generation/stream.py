@@ -1,9 +1,10 @@
 """The answer on its way to the client: pieces from the model, through output moderation when the
 app has rules, into the task's event log."""
 
+from apps.dify.events import AnswerEvent, ReplaceReason
 from apps.generation.coalesce import TextCoalescer
-from apps.generation.events import AnswerPublisher
 from apps.generation.moderation import Event, OutputFilter, Rules
+from apps.generation.publishing import AnswerPublisher
 
 
 class AnswerStream:
@@ -58,9 +59,9 @@ class AnswerStream:
 
     def _publish(self, events: list[Event]) -> None:
         for kind, text in events:
-            if kind == "message":
+            if kind == AnswerEvent.MESSAGE:
                 self._text(text)
             else:
                 if self.coalescer is not None:
                     self.coalescer.flush()
-                self.publisher.replace(text, reason="moderation")
+                self.publisher.replace(text, reason=ReplaceReason.MODERATION)

@@ -13,6 +13,7 @@ from typing import Any
 
 from apps.conversations.models import Message, MessageStatus
 from apps.conversations.services import SUGGESTIONS_KIND
+from apps.dify.events import AnswerEvent
 from apps.generation.routing import model_task_route, serving_endpoint, serving_provider
 from apps.providers.base import ChatMessage, GenerationRequest, ProviderError
 from apps.scheduling.coordination.stops import StopReason
@@ -23,6 +24,8 @@ from apps.streams.feeds import events_follow
 from apps.streams.log import event_append
 
 SUGGESTED_EVENT = "suggested_questions"
+# The events that end the task's log: its result, or why there is none.
+ENDED_BY = frozenset({SUGGESTED_EVENT, AnswerEvent.ERROR})
 MAX_QUESTIONS = 3
 MAX_QUESTION_CHARS = 200
 SUGGESTION_MAX_TOKENS = 128
@@ -130,7 +133,7 @@ def suggested_questions_final_failure(task: Task, failure: FinalFailure) -> None
         _save(str(task.payload.get("message_id", "")), [])
     event_append(
         task_id=str(task.id),
-        event={"event": "error", "code": failure.code, "message": failure.message},
+        event={"event": AnswerEvent.ERROR, "code": failure.code, "message": failure.message},
     )
 
 
@@ -149,8 +152,8 @@ async def suggested_questions_wait(*, task_id: str, timeout_s: float) -> bool:
     Followed through the process's shared feed: no thread and no connection held meanwhile."""
     try:
         async with asyncio.timeout(timeout_s):
-            async for event in events_follow(task_id=task_id):
-                if event is not None and event.kind in (SUGGESTED_EVENT, "error"):
+            async for event in events_follow(task_id=task_id, until=ENDED_BY):
+                if event is not None and event.kind in ENDED_BY:
                     return True
     except TimeoutError:
         return False

@@ -9,6 +9,7 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponseBase
 from rest_framework import serializers
 
+from apps.api.negotiation import document_response
 from apps.applications.end_users import end_user_get
 from apps.applications.models import ApiKey, App, AppMode, EndUser
 from apps.conversations.models import Feedback, Message, MessageStatus
@@ -16,12 +17,12 @@ from apps.conversations.selectors import feedback_page, message_get
 from apps.conversations.services import message_suggestions_request
 from apps.core.db import db_sync_to_async
 from apps.core.errors import BadRequest, DeadlineExceeded, NotChatApp
-from apps.core.priorities import PRIORITY_RANK, Priority, capped_priority
+from apps.core.priorities import PRIORITY_RANK, Priority
+from apps.dify.events import FINAL_EVENTS
+from apps.dify.requests import MAX_USER_CHARS, USER_ERRORS, FlatSerializer, StrictCharField
 from apps.gateway.admission import admitted_query, authenticated, rate_limit
-from apps.gateway.negotiation import document_response
-from apps.gateway.requests import MAX_USER_CHARS, USER_ERRORS, FlatSerializer, StrictCharField
 from apps.generation.suggestions import suggested_questions_wait
-from apps.interface.views import api_view
+from apps.interface.views import dify_view
 from apps.scheduling.models import Task, TaskStatus
 from apps.streams.feeds import events_follow
 
@@ -43,7 +44,7 @@ def _suggestions_requested(api_key: ApiKey, message: Message) -> str:
     task = message_suggestions_request(
         message=message,
         requested_priority=Priority.HIGH,
-        priority=capped_priority(Priority.HIGH, api_key.max_priority),
+        priority=api_key.priority_grant(Priority.HIGH).granted,
     )
     return str(task.id)
 
@@ -52,7 +53,7 @@ def _suggestions_task(api_key: ApiKey, message: Message) -> str:
     """The task to wait for: the message's own, unless there is none or it still waits in a
     queue less urgent than a caller who waits deserves (low work is deferred under load); then
     an urgent one, and the other finds the questions made when it runs."""
-    urgent = capped_priority(Priority.HIGH, api_key.max_priority)
+    urgent = api_key.priority_grant(Priority.HIGH).granted
     if message.suggestions_task_id is not None:
         queued = Task.objects.filter(
             id=message.suggestions_task_id, status__in=(TaskStatus.PENDING, *TaskStatus.WAITING)
@@ -66,8 +67,8 @@ def _suggestions_task(api_key: ApiKey, message: Message) -> str:
 async def _answer_ended(task_id: str, timeout_s: float) -> bool:
     try:
         async with asyncio.timeout(timeout_s):
-            async for _ in events_follow(task_id=task_id):
-                pass  # the feed ends with the answer's final event
+            async for _ in events_follow(task_id=task_id, until=FINAL_EVENTS):
+                pass
     except TimeoutError:
         return False
     return True
@@ -99,7 +100,7 @@ async def _suggested(api_key: ApiKey, message: Message, user: str) -> list[str]:
     return list(message.suggested_questions or [])
 
 
-@api_view("GET")
+@dify_view("GET")
 async def message_suggested(request: HttpRequest, media: str, message_id: str) -> HttpResponseBase:
     """Dify's next suggested questions for an answer (apps with the feature on)."""
     api_key, data = await admitted_query(request, UserQuery)
@@ -151,7 +152,7 @@ def _feedbacks(app: App, data: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-@api_view("GET")
+@dify_view("GET")
 async def app_feedbacks(request: HttpRequest, media: str) -> HttpResponseBase:
     """Every end user's feedback on the app's answers, newest first: for the app's owner (the
     key), not scoped to one end user."""
@@ -180,7 +181,7 @@ def site_document(app: App) -> dict[str, Any]:
     }
 
 
-@api_view("GET")
+@dify_view("GET")
 async def site(request: HttpRequest, media: str) -> HttpResponseBase:
     api_key = await authenticated(request)
     await rate_limit(api_key, request.GET.get("user") or None)
@@ -203,7 +204,7 @@ def end_user_document(end_user: EndUser) -> dict[str, Any]:
     }
 
 
-@api_view("GET")
+@dify_view("GET")
 async def end_user_detail(request: HttpRequest, media: str, end_user_id: str) -> HttpResponseBase:
     """One of the app's end users, by the id Dify's responses name them by (an upload's
     `created_by`, a feedback's `from_end_user_id`)."""

@@ -1,12 +1,14 @@
 """The WebSocket chat, `ws(s)://HOST/ws/v1/chat`: the SSE stream's events over one socket.
 
-Policy, decided here (DESIGN: streaming):
-- The app key is the only credential; no Django session. It comes from `?api_key=app-...`, an
-  `Authorization: Bearer app-...` header (non-browser clients), or, since browsers can set no
-  headers, a first frame `{"type": "auth", "api_key": "app-..."}` within `AUTH_TIMEOUT_S`. A missing
-  or bad key (or any other first frame) gets an `unauthorized` error frame and close code 4401, a
-  disabled app `forbidden` and 4403. The key is checked again on every frame, so revoking a key or
-  disabling an app also reaches sockets that are already open.
+Policy, decided here (DESIGN.md, "Streaming"):
+- The caller is an app key or a chat page's end-user session; no Django session. The key comes
+  in an `Authorization: Bearer app-...` header (non-browser clients) or, since browsers can set
+  no headers, in a first frame `{"type": "auth", "api_key": "app-..."}` within `AUTH_TIMEOUT_S`;
+  a key in the URL (`?api_key=`) is refused, as URLs land in access logs. A chat page names its
+  share code in `?app_code=` and its browser sends the session cookie (apps.gateway.sessions).
+  A missing or bad credential (or any other first frame) gets an `unauthorized` error frame and
+  close code 4401, a disabled app `forbidden` and 4403. The caller is checked again on every
+  frame, so revoking a key or disabling an app also reaches sockets that are already open.
 - Origin: Channels' AllowedHostsOriginValidator refuses clients that send no Origin header, which
   are exactly the API clients, so it is not used. A handshake without Origin is accepted (the key
   decides); one with an Origin only when that origin is the host being connected to, matches
@@ -31,11 +33,12 @@ Server frames:
    "replayed"?, "cached"?}                       once a query is recorded (or recognised as
                                                  an earlier one, or answered from the response
                                                  cache), before its events
-  the task's events exactly as the SSE stream carries them, plus "event_id" (what to resume
-  after) and the query's "request_id" when it had one
+  the task's events exactly as the SSE stream carries them (apps.dify.events), plus "event_id"
+  (what to resume after) and the query's "request_id" when it had one
   {"type": "error", "code", "message", "status", "request_id"?}
                                                  a refused frame; the socket stays open
-Several queries run at once on one socket, each relayed by its own asyncio task.
+Several queries run at once on one socket, each delivered by its own asyncio task
+(apps.delivery.answers: the same delivery as the REST routes'; this door only shapes frames).
 
 A query passes the same admission pipeline as the REST answer routes (apps.gateway.pipeline):
 the key's and the user's rate limits, load shedding, the Idempotency-Key, the response cache, and
@@ -44,23 +47,26 @@ an error frame with the REST status (429, 503, 422).
 """
 
 import asyncio
+import contextlib
 import json
 import logging
 import re
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 from django.http import parse_cookie
 from django.http.request import split_domain_port, validate_host
 
+from apps.api.bodies import json_text_check
 from apps.applications.models import ApiKey, AppMode
 from apps.conversations.selectors import task_owned_by
-from apps.conversations.services import SubmittedAnswer, answer_stop
+from apps.conversations.services import answer_stop
+from apps.core.db import db_sync_to_async
 from apps.core.errors import (
     ApiError,
     InternalError,
@@ -73,23 +79,23 @@ from apps.core.errors import (
     Unauthorized,
 )
 from apps.core.exception_handler import to_api_error
-from apps.gateway.admission import rate_limit
-from apps.gateway.authentication import api_key_from_header, api_key_from_header_async
-from apps.gateway.cache import CachedAnswer, hit_body
-from apps.gateway.caps import Lease, lease_kept, lease_release
-from apps.gateway.idempotency import idempotency_key_checked, when_log_gone
-from apps.gateway.pipeline import AnswerRequest, answer_admit, route_of
-from apps.gateway.requests import (
+from apps.delivery.answers import AnswerDelivery, answer_delivery
+from apps.dify.events import AnswerHeader, end_event, message_event
+from apps.dify.frames import json_with
+from apps.dify.requests import (
     ChatRequestSerializer,
     CompletionRequestSerializer,
     StopRequestSerializer,
-    json_text_check,
     validated,
 )
-from apps.gateway.sessions import web_caller, web_caller_async
-from apps.streams.feeds import events_follow
-from apps.streams.log import START_ID, EventLogUnavailable
-from apps.streams.relay import json_with
+from apps.gateway.admission import rate_limit
+from apps.gateway.authentication import api_key_from_header_async
+from apps.gateway.cache import CachedAnswer, hit_body
+from apps.gateway.idempotency import idempotency_key_checked
+from apps.gateway.pipeline import Admission, AnswerRequest, answer_admit, route_of
+from apps.gateway.sessions import web_caller_async
+from apps.streams.feeds import Event
+from apps.streams.log import START_ID
 
 logger = logging.getLogger(__name__)
 
@@ -100,9 +106,9 @@ CLOSE_UNAUTHORIZED = 4401
 CLOSE_FORBIDDEN = 4403
 EVENT_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
 MAX_REQUEST_ID_CHARS = 128
-# Relays wait on the event log in blocks shorter than redis-py 8's default 5 s socket timeout, which
-# would otherwise end a quiet wait (a task still queued) with a TimeoutError.
-RELAY_BLOCK_MS = 4_000
+# How often a quiet answer looks whether its log is gone (daphne's own WebSocket pings keep the
+# socket itself alive).
+QUIET_S = 4.0
 # The consumer reads task event logs itself and joins no group: naming no configured channel layer
 # spares each socket a Redis connection polling the layer (and its failures).
 NO_CHANNEL_LAYER = "none"
@@ -146,10 +152,7 @@ class KeyCredential:
 
     authorization: str
 
-    def resolve(self) -> tuple[ApiKey, str | None]:
-        return api_key_from_header(self.authorization), None
-
-    async def resolve_async(self) -> tuple[ApiKey, str | None]:
+    async def resolve(self) -> tuple[ApiKey, str | None]:
         return await api_key_from_header_async(self.authorization), None
 
 
@@ -160,10 +163,7 @@ class SessionCredential:
     share_code: str
     cookies: dict[str, str]
 
-    def resolve(self) -> tuple[ApiKey, str | None]:
-        return web_caller(self.share_code, self.cookies)
-
-    async def resolve_async(self) -> tuple[ApiKey, str | None]:
+    async def resolve(self) -> tuple[ApiKey, str | None]:
         return await web_caller_async(self.share_code, self.cookies)
 
 
@@ -191,13 +191,9 @@ def _as_session_user(frame: dict[str, Any], end_user: str | None) -> dict[str, A
     return frame if end_user is None else {**frame, "user": end_user}
 
 
-# Each of these runs in one thread hop: the caller is looked up again, then the work is done.
-@database_sync_to_async
-def _authenticate(credential: Credential) -> ApiKey:
-    return credential.resolve()[0]
-
-
-def _accepted(submitted: SubmittedAnswer) -> dict[str, Any]:
+def _accepted(admission: Admission) -> dict[str, Any]:
+    submitted = admission.submitted
+    assert submitted is not None
     accepted: dict[str, Any] = {
         "type": "accepted",
         "task_id": str(submitted.task.id),
@@ -213,11 +209,17 @@ def _accepted(submitted: SubmittedAnswer) -> dict[str, Any]:
 def _cached_frames(cached: CachedAnswer) -> list[dict[str, Any]]:
     """A cached answer as the frames of a stream: accepted, the whole text, the end."""
     body = hit_body(cached)
-    ids = {"task_id": body.get("task_id"), "message_id": body.get("message_id")}
+    header = AnswerHeader(
+        task_id=str(body.get("task_id")),
+        message_id=str(body.get("message_id")),
+        conversation_id=body.get("conversation_id"),
+        created_at=int(body.get("created_at") or 0),
+    ).fields()
+    accepted = {"task_id": header["task_id"], "message_id": header["message_id"]}
     return [
-        {"type": "accepted", **ids, "cached": True},
-        {"event": "message", **ids, "answer": body.get("answer", "")},
-        {"event": "message_end", **ids, "metadata": body.get("metadata", {})},
+        {"type": "accepted", **accepted, "cached": True},
+        message_event(header, str(body.get("answer", ""))),
+        end_event(header, body.get("metadata", {})),
     ]
 
 
@@ -225,7 +227,7 @@ async def _admitted_query(credential: Credential, frame: dict[str, Any]) -> Answ
     """A query frame, authenticated (the key is checked again: it may have been revoked since
     the handshake), within the key's and the user's rate limits, and validated: ready for the
     admission pipeline that REST requests pass too (apps.gateway.pipeline)."""
-    api_key, end_user = await credential.resolve_async()
+    api_key, end_user = await credential.resolve()
     frame = _as_session_user(frame, end_user)
     user = frame.get("user")
     await rate_limit(api_key, user if isinstance(user, str) else None)
@@ -245,15 +247,15 @@ async def _admitted_query(credential: Credential, frame: dict[str, Any]) -> Answ
 async def _admitted_control(credential: Credential, frame: dict[str, Any]) -> tuple[ApiKey, str]:
     """A stop or resume frame: the caller, then the same rate limits as the REST stop and
     events routes, then its `user`."""
-    api_key, end_user = await credential.resolve_async()
+    api_key, end_user = await credential.resolve()
     frame = _as_session_user(frame, end_user)
     user = frame.get("user")
     await rate_limit(api_key, user if isinstance(user, str) else None)
     return api_key, _user(frame)
 
 
-_answer_stop = database_sync_to_async(answer_stop)
-_task_owned = database_sync_to_async(task_owned_by)
+_answer_stop = db_sync_to_async(answer_stop)
+_task_owned = db_sync_to_async(task_owned_by)
 
 
 def _user(frame: dict[str, Any]) -> str:
@@ -346,7 +348,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
     @classmethod
     async def encode_json(cls, content: Any) -> str:
-        return json.dumps(content, ensure_ascii=False, separators=(",", ":"))
+        return _encoded(content)
 
     async def receive_json(self, content: Any, **kwargs: Any) -> None:
         request_id = None
@@ -379,7 +381,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
     async def _authenticate(self, credential: Credential) -> None:
         try:
-            api_key = await _authenticate(credential)
+            api_key, _ = await credential.resolve()
         except ApiError as error:
             await self._refuse(error, None)
             return
@@ -402,13 +404,10 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             for cached_frame in _cached_frames(admission.cached):
                 await self.send_json(_tagged(cached_frame, request_id))
             return
-        assert admission.submitted is not None
-        accepted = _accepted(admission.submitted)
-        await self.send_json(_tagged(accepted, request_id))
-        # The app's cap on answers served at once counts socket answers too: the lease is held
-        # while the answer is relayed (and, if the socket goes, until the answer ends). A
-        # replayed answer took its slot with its first request.
-        self._relay_start(accepted["task_id"], START_ID, request_id, admission.lease)
+        await self.send_json(_tagged(_accepted(admission), request_id))
+        # The app's cap on answers served at once counts socket answers too (the delivery
+        # holds the new answer's slot).
+        self._relay_start(answer_delivery(admission), request_id)
 
     async def _resume(self, frame: dict[str, Any], request_id: str | int | None) -> None:
         task_id = _task_id(frame)
@@ -423,20 +422,15 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             raise NotFound("Task Not Exists.")
         # A resumed answer's slot under the app's cap stays with the answer (held until its
         # task ends, apps.gateway.caps), not with whichever socket relays it.
-        self._relay_start(task_id, after_id, request_id)
+        self._relay_start(AnswerDelivery(task_id=task_id, after_id=after_id), request_id)
 
-    def _relay_start(
-        self,
-        task_id: str,
-        after_id: str,
-        request_id: str | int | None,
-        lease: Lease | None = None,
-    ) -> None:
+    def _relay_start(self, delivery: AnswerDelivery, request_id: str | int | None) -> None:
         # A second relay of the same task on this socket replaces the first: no event twice.
+        task_id = delivery.task_id
         previous = self.relays.pop(task_id, None)
         if previous is not None:
             previous.cancel()
-        relay = asyncio.create_task(self._leased_relay(lease, task_id, after_id, request_id))
+        relay = asyncio.create_task(self._relay(delivery, request_id))
         self.relays[task_id] = relay
 
         def forget(done: asyncio.Task[None]) -> None:
@@ -445,48 +439,23 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
         relay.add_done_callback(forget)
 
-    async def _leased_relay(
-        self, lease: Lease | None, task_id: str, after_id: str, request_id: str | int | None
-    ) -> None:
-        async with lease_kept(lease, task_id):
-            await self._relay(task_id, after_id, request_id, lease)
-
-    async def _relay(
-        self,
-        task_id: str,
-        after_id: str,
-        request_id: str | int | None,
-        lease: Lease | None = None,
-    ) -> None:
+    async def _relay(self, delivery: AnswerDelivery, request_id: str | int | None) -> None:
         try:
-            async for item in events_follow(
-                task_id=task_id,
-                after_id=after_id,
-                block_ms=RELAY_BLOCK_MS,
-                when_gone=when_log_gone(task_id, resumed=after_id != START_ID),
-            ):
-                if item is None:
-                    continue  # quiet: daphne's own WebSocket pings keep the socket alive
-                extra = _tagged({"event_id": item.id}, request_id)
-                if item.final and lease is not None:
-                    # Its slot is free before the client hears the answer is done.
-                    await lease_release(lease)
-                await self.send(text_data=json_with(item.raw, extra))
-                # Let the loop serve other sockets between two frames (DESIGN: streaming).
-                await asyncio.sleep(0)
+            # Closed here even when cancelled mid-send: the delivery lets go of the answer's slot
+            # and its feed at once.
+            async with contextlib.aclosing(delivery.stream(SocketFrames(request_id))) as frames:
+                async for frame in frames:
+                    if self.closing:
+                        return
+                    await self.send(text_data=frame)
         except asyncio.CancelledError:
             raise
-        except EventLogUnavailable:
-            if not self.closing:
-                unavailable = StreamUnavailable(
-                    f"The event log of task {task_id} is unreachable for now; the task goes on: "
-                    "resume it from your last event_id."
-                )
-                await self._send_error(unavailable, request_id)
         except Exception:
-            logger.exception("websocket relay of task %s failed", task_id)
+            logger.exception("websocket relay of task %s failed", delivery.task_id)
             if not self.closing:
-                error = InternalError(f"The event stream of task {task_id} failed; resume it.")
+                error = InternalError(
+                    f"The event stream of task {delivery.task_id} failed; resume it."
+                )
                 await self._send_error(error, request_id)
 
     async def _refuse(self, error: ApiError, request_id: str | int | None) -> None:
@@ -504,3 +473,32 @@ def _tagged(frame: dict[str, Any], request_id: str | int | None) -> dict[str, An
     if request_id is not None:
         frame["request_id"] = request_id
     return frame
+
+
+def _encoded(frame: Any) -> str:
+    return json.dumps(frame, ensure_ascii=False, separators=(",", ":"))
+
+
+class SocketFrames:
+    """An answer's events as this socket's text frames (apps.delivery.answers.Frames): each
+    event's JSON as the log holds it, with its `event_id` and the query's `request_id`."""
+
+    keepalive_s = QUIET_S
+
+    def __init__(self, request_id: str | int | None) -> None:
+        self.request_id = request_id
+
+    def opening(self) -> Iterable[str]:
+        return ()
+
+    def keepalive(self) -> Iterable[str]:
+        return ()
+
+    def event(self, event: Event) -> Iterable[str]:
+        return (json_with(event.raw, _tagged({"event_id": event.id}, self.request_id)),)
+
+    def finished(self) -> bool:
+        return False
+
+    def unavailable(self, error: StreamUnavailable) -> Iterable[str]:
+        return (_encoded(_tagged({"type": "error", **error.envelope()}, self.request_id)),)

@@ -14,24 +14,24 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from rest_framework import serializers
 
+from apps.api.negotiation import document_response
 from apps.applications.file_rules import FileRules
 from apps.applications.models import ApiKey, App, AppMode
 from apps.conversations import selectors, services
 from apps.conversations.listing import conversation_page
 from apps.conversations.models import Conversation, Message, MessageStatus
+from apps.conversations.pricing import decimal_text
 from apps.core.db import db_sync_to_async
 from apps.core.errors import DeadlineExceeded, NotChatApp
+from apps.dify.requests import MAX_USER_CHARS, USER_ERRORS, FlatSerializer, StrictCharField
 from apps.gateway.admission import admitted, admitted_query, authenticated, rate_limit
-from apps.gateway.negotiation import document_response
-from apps.gateway.requests import MAX_USER_CHARS, USER_ERRORS, FlatSerializer, StrictCharField
 from apps.generation.naming import conversation_name_wait
-from apps.generation.pricing import decimal_text
 from apps.interface.file_documents import (
     file_upload_feature,
     message_file_document,
     system_parameters,
 )
-from apps.interface.views import api_view
+from apps.interface.views import dify_view
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
@@ -176,7 +176,7 @@ def _conversation_page(app: App, data: dict[str, Any]) -> dict[str, Any]:
     return {"limit": data["limit"], "has_more": page.has_more, "data": rows}
 
 
-@api_view("GET")
+@dify_view("GET")
 async def conversation_list(request: HttpRequest, media: str) -> HttpResponseBase:
     api_key, data = await admitted_query(request, ConversationListQuery)
     app = _chat_app(api_key)
@@ -190,7 +190,7 @@ def _conversation_delete(app: App, end_user: str, conversation_id: str) -> None:
     services.conversation_delete(conversation=conversation)
 
 
-@api_view("DELETE")
+@dify_view("DELETE")
 async def conversation_delete(
     request: HttpRequest, media: str, conversation_id: str
 ) -> HttpResponseBase:
@@ -240,7 +240,7 @@ def _named(app: App, data: dict[str, Any], conversation_id: str) -> dict[str, An
     return _conversation_document(app, conversation)
 
 
-@api_view("POST")
+@dify_view("POST")
 async def conversation_rename(
     request: HttpRequest, media: str, conversation_id: str
 ) -> HttpResponseBase:
@@ -285,7 +285,7 @@ def _message_page(app: App, data: dict[str, Any]) -> dict[str, Any]:
     return {"limit": data["limit"], "has_more": page.has_more, "data": rows}
 
 
-@api_view("GET")
+@dify_view("GET")
 async def message_list(request: HttpRequest, media: str) -> HttpResponseBase:
     api_key, data = await admitted_query(request, MessageListQuery)
     app = _chat_app(api_key)
@@ -311,7 +311,7 @@ def _feedback_submit(app: App, data: dict[str, Any], message_id: str) -> None:
     )
 
 
-@api_view("POST")
+@dify_view("POST")
 async def message_feedback(request: HttpRequest, media: str, message_id: str) -> HttpResponseBase:
     api_key, _, data = await admitted(request, MessageFeedbackBody)
     await db_sync_to_async(_feedback_submit)(api_key.app, data, message_id)
@@ -352,12 +352,12 @@ async def _described_app(request: HttpRequest) -> App:
     return api_key.app  # type: ignore[no-any-return]
 
 
-@api_view("GET")
+@dify_view("GET")
 async def app_parameters_get(request: HttpRequest, media: str) -> HttpResponseBase:
     return document_response(app_parameters(await _described_app(request)), media)
 
 
-@api_view("GET")
+@dify_view("GET")
 async def app_info(request: HttpRequest, media: str) -> HttpResponseBase:
     app = await _described_app(request)
     body = {
@@ -370,7 +370,7 @@ async def app_info(request: HttpRequest, media: str) -> HttpResponseBase:
     return document_response(body, media)
 
 
-@api_view("GET")
+@dify_view("GET")
 async def app_meta(request: HttpRequest, media: str) -> HttpResponseBase:
     await _described_app(request)
     return document_response({"tool_icons": {}}, media)

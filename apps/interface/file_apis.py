@@ -14,11 +14,13 @@ from django.http import HttpRequest, HttpResponseBase, QueryDict, StreamingHttpR
 from django.utils.datastructures import MultiValueDict
 from django.utils.http import content_disposition_header
 
+from apps.api.negotiation import document_response
 from apps.applications.file_rules import MB
 from apps.applications.models import App, EndUser
 from apps.core.db import db_sync_to_async
 from apps.core.errors import InvalidParam
 from apps.core.file_formats import HEAD_BYTES
+from apps.dify.requests import MAX_USER_CHARS
 from apps.files.errors import FileTooLarge, NoFileUploaded, TooManyFiles
 from apps.files.models import FilePurpose, StoredFile
 from apps.files.selectors import file_get
@@ -27,10 +29,8 @@ from apps.files.uploads import upload_accept
 from apps.gateway.admission import authenticated, rate_limit
 from apps.gateway.authentication import api_key_from_request_async
 from apps.gateway.body_limits import FORM_OVERHEAD_BYTES
-from apps.gateway.negotiation import document_response
-from apps.gateway.requests import MAX_USER_CHARS
 from apps.interface.forms import multipart_form
-from apps.interface.views import api_view
+from apps.interface.views import dify_view
 
 TRUE = frozenset({"true", "1", "yes"})
 FALSE = frozenset({"false", "0", "no", ""})
@@ -113,7 +113,7 @@ def upload_document(request: HttpRequest, stored: StoredFile) -> dict[str, Any]:
     }
 
 
-@api_view("POST")
+@dify_view("POST")
 async def file_upload(request: HttpRequest, media: str) -> HttpResponseBase:
     # Not `authenticated`: its body limit is the JSON routes'; uploads have their own.
     api_key = await api_key_from_request_async(request)
@@ -137,7 +137,7 @@ def _flag(value: str) -> bool:
     raise InvalidParam("as_attachment must be true or false.")
 
 
-@api_view("GET", sends_bytes=True)
+@dify_view("GET", sends_bytes=True)
 async def file_preview(request: HttpRequest, media: str, file_id: str) -> HttpResponseBase:
     """The file's bytes, as its type: inline, or as a download with `as_attachment=true`."""
     api_key = await authenticated(request)

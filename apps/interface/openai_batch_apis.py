@@ -13,6 +13,7 @@ from django.core.files.uploadedfile import UploadedFile
 from django.http import HttpRequest, HttpResponseBase, StreamingHttpResponse
 from django.utils.http import content_disposition_header
 
+from apps.api.bodies import body_size_check, json_body
 from apps.applications.models import ApiKey, App
 from apps.batches.ids import BATCH_PREFIX, FILE_PREFIX, public_id, row_id
 from apps.batches.models import Batch
@@ -34,10 +35,9 @@ from apps.files.services import file_chunks_async, file_delete
 from apps.gateway.admission import rate_limit
 from apps.gateway.authentication import api_key_from_request_async
 from apps.gateway.body_limits import FORM_OVERHEAD_BYTES
-from apps.gateway.openai_requests import OpenAIParamError
-from apps.gateway.requests import body_size_check, json_body
 from apps.interface.forms import multipart_form
-from apps.interface.openai_apis import openai_methods, openai_view
+from apps.interface.views import openai_methods, openai_view
+from apps.openai.requests import OpenAIParamError
 
 MAX_LIMIT = 100
 

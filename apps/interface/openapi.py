@@ -9,7 +9,7 @@ are described as they are rendered; tests check the routes against the document 
 
 from typing import Any
 
-from django.urls import URLPattern, URLResolver, path
+from django.urls import URLPattern, path
 from drf_spectacular.extensions import (
     OpenApiAuthenticationExtension,
     OpenApiSerializerFieldExtension,
@@ -23,7 +23,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from apps.gateway.requests import (
+from apps.dify.requests import (
     FILE_TYPES,
     MAX_FILES,
     MAX_URL_CHARS,
@@ -35,7 +35,7 @@ from apps.gateway.requests import (
 )
 from apps.interface import conversation_apis
 from apps.interface.openapi_openai import COMPONENTS as OPENAI_COMPONENTS
-from apps.interface.openapi_openai import openai_routes
+from apps.interface.openapi_openai import openai_documented
 from apps.interface.openapi_schemas import (
     ASK_ANSWER,
     BLOCKING_ANSWER,
@@ -46,6 +46,7 @@ from apps.interface.openapi_schemas import (
     add_components,
     ref,
 )
+from apps.interface.routes import API_ROUTES
 
 # Statuses each kind of route can answer with besides its success (all in the error envelope).
 READ_ERRORS = (400, 401, 403, 406, 429)
@@ -126,7 +127,7 @@ class TimestampFieldSchema(OpenApiSerializerFieldExtension):  # type: ignore[no-
 
 
 class AttachmentsFieldSchema(OpenApiSerializerFieldExtension):  # type: ignore[no-untyped-call]
-    target_class = "apps.gateway.requests.AttachmentsField"
+    target_class = "apps.dify.requests.AttachmentsField"
 
     def map_serializer_field(self, auto_schema: AutoSchema, direction: str) -> Any:
         return {
@@ -227,7 +228,7 @@ def _events(route: str) -> type[APIView]:
     )
 
 
-def _conversation_routes() -> list[URLPattern]:
+def _conversation_routes() -> dict[str, type[APIView]]:
     """The conversation-facing routes, documented from the serializers that check them."""
     page_errors = (*READ_ERRORS, 404)
     list_query = _named(conversation_apis.ConversationListQuery, "ConversationListQuery")
@@ -277,16 +278,16 @@ def _conversation_routes() -> list[URLPattern]:
             name, "get", operation_id=name, responses=responses({200: ref(component)}, READ_ERRORS)
         )
 
-    return [
-        path("v1/conversations", conversations.as_view()),
-        path("v1/conversations/<str:conversation_id>", conversation.as_view()),
-        path("v1/conversations/<str:conversation_id>/name", rename.as_view()),
-        path("v1/messages", messages.as_view()),
-        path("v1/messages/<str:message_id>/feedbacks", feedback.as_view()),
-        path("v1/parameters", described("app_parameters", "AppParameters").as_view()),
-        path("v1/info", described("app_info", "AppInfo").as_view()),
-        path("v1/meta", described("app_meta", "AppMeta").as_view()),
-    ]
+    return {
+        "conversations": conversations,
+        "conversation": conversation,
+        "conversation-name": rename,
+        "messages": messages,
+        "message-feedbacks": feedback,
+        "parameters": described("app_parameters", "AppParameters"),
+        "info": described("app_info", "AppInfo"),
+        "meta": described("app_meta", "AppMeta"),
+    }
 
 
 UPLOAD_FORM = {
@@ -306,7 +307,7 @@ UPLOAD_ERRORS = {
 }
 
 
-def _file_routes() -> list[URLPattern]:
+def _file_routes() -> dict[str, type[APIView]]:
     """Uploads and their preview (apps.interface.file_apis)."""
     upload_errors = responses({201: ref("FileUpload")}, (401, 403, 406, 429))
     upload_errors.update(
@@ -336,13 +337,10 @@ def _file_routes() -> list[URLPattern]:
             (*READ_ERRORS, 404),
         ),
     )
-    return [
-        path("v1/files/upload", upload.as_view()),
-        path("v1/files/<str:file_id>/preview", preview.as_view()),
-    ]
+    return {"files-upload": upload, "file-preview": preview}
 
 
-def _app_routes() -> list[URLPattern]:
+def _app_routes() -> dict[str, type[APIView]]:
     """Suggested questions, feedback, site and end users (apps.interface.app_apis)."""
     suggested = _stand_in(
         "message_suggested",
@@ -370,16 +368,15 @@ def _app_routes() -> list[URLPattern]:
         operation_id="end_user",
         responses=responses({200: ref("EndUser")}, (*READ_ERRORS, 404)),
     )
-    return [
-        path("v1/messages/<str:message_id>/suggested", suggested.as_view()),
-        path("v1/app/feedbacks", feedbacks.as_view()),
-        path("v1/site", site.as_view()),
-        path("v1/end-users/<str:end_user_id>", end_user.as_view()),
-    ]
+    return {
+        "suggested": suggested,
+        "app-feedbacks": feedbacks,
+        "site": site,
+        "end-user": end_user,
+    }
 
 
-def documented_patterns() -> list[URLPattern | URLResolver]:
-    """What the document describes: every /v1 route."""
+def _answer_routes() -> dict[str, type[APIView]]:
     answer = {
         (200, "application/json"): ref(BLOCKING_ANSWER),
         (200, "application/xml"): ref(BLOCKING_ANSWER),
@@ -400,19 +397,28 @@ def documented_patterns() -> list[URLPattern | URLResolver]:
         {(200, "application/json"): ref(ASK_ANSWER), (200, "application/xml"): ref(ASK_ANSWER)},
         "(ext) The simplest call: one turn on any app, the moderated answer as `response`.",
     )
-    return [
-        path("v1/chat-messages", chat.as_view()),
-        path("v1/completion-messages", completion.as_view()),
-        path("api/v1/ask", ask.as_view()),
-        path("v1/chat-messages/<uuid:task_id>/stop", _stop("chat").as_view()),
-        path("v1/completion-messages/<uuid:task_id>/stop", _stop("completion").as_view()),
-        path("v1/chat-messages/<uuid:task_id>/events", _events("chat").as_view()),
-        path("v1/completion-messages/<uuid:task_id>/events", _events("completion").as_view()),
-        *_conversation_routes(),
-        *_file_routes(),
-        *_app_routes(),
-        *(path(route, view.as_view()) for route, view in openai_routes(_stand_in_methods)),
-    ]
+    return {
+        "chat-messages": chat,
+        "completion-messages": completion,
+        "ask": ask,
+        "chat-stop": _stop("chat"),
+        "completion-stop": _stop("completion"),
+        "chat-events": _events("chat"),
+        "completion-events": _events("completion"),
+    }
+
+
+def documented_patterns() -> list[URLPattern]:
+    """What the document describes: every route of the API (apps.interface.routes), each by
+    its schema-only view; a route without one is an error here, not a gap in the document."""
+    documented = {
+        **_answer_routes(),
+        **_conversation_routes(),
+        **_file_routes(),
+        **_app_routes(),
+        **openai_documented(_stand_in_methods),
+    }
+    return [path(route.path, documented[route.name].as_view()) for route in API_ROUTES]
 
 
 def add_response_components(result: dict[str, Any], **kwargs: Any) -> dict[str, Any]:

@@ -1,5 +1,5 @@
 """The OpenAI-compatible routes in the OpenAPI document: schemas written as the views render them
-(apps.interface.openai_shapes) and as apps.gateway.openai_requests validates requests."""
+(apps.openai.frames) and as apps.openai.requests validates requests."""
 
 from collections.abc import Callable
 from typing import Any
@@ -9,7 +9,6 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
 from rest_framework.views import APIView
 
 from apps.core.priorities import Priority
-from apps.gateway.openai_requests import MAX_MESSAGES, MAX_STOP_SEQUENCES, SERVICE_TIERS
 from apps.interface.openapi_schemas import (
     INTEGER,
     NUMBER,
@@ -20,6 +19,7 @@ from apps.interface.openapi_schemas import (
     object_of,
     ref,
 )
+from apps.openai.requests import MAX_MESSAGES, MAX_STOP_SEQUENCES, SERVICE_TIERS
 
 OPENAI_ERROR = "OpenAIError"
 CHAT_COMPLETION_REQUEST = "ChatCompletionRequest"
@@ -157,12 +157,13 @@ def responses(success: dict[Any, Any], errors: tuple[int, ...]) -> dict[Any, Any
 StandIn = Callable[[str, dict[str, dict[str, Any]]], type[APIView]]
 
 
-def openai_routes(stand_in: StandIn) -> list[tuple[str, type[APIView]]]:
-    """(path, schema-only view) for each OpenAI-compatible route."""
-    return [*_chat_routes(stand_in), *_batch_routes(stand_in)]
+def openai_documented(stand_in: StandIn) -> dict[str, type[APIView]]:
+    """The schema-only view of each OpenAI-compatible route, by route name
+    (apps.interface.routes)."""
+    return {**_chat_routes(stand_in), **_batch_routes(stand_in)}
 
 
-def _chat_routes(stand_in: StandIn) -> list[tuple[str, type[APIView]]]:
+def _chat_routes(stand_in: StandIn) -> dict[str, type[APIView]]:
     chat = stand_in(
         "chat_completion",
         {
@@ -206,11 +207,7 @@ def _chat_routes(stand_in: StandIn) -> list[tuple[str, type[APIView]]]:
             }
         },
     )
-    return [
-        ("v1/chat/completions", chat),
-        ("v1/models", models),
-        ("v1/models/<path:model>", model),
-    ]
+    return {"openai-chat-completions": chat, "openai-models": models, "openai-model": model}
 
 
 FILE = "OpenAIFile"
@@ -316,7 +313,7 @@ def _path(name: str) -> OpenApiParameter:
     return OpenApiParameter(name, OpenApiTypes.STR, OpenApiParameter.PATH)
 
 
-def _batch_routes(stand_in: StandIn) -> list[tuple[str, type[APIView]]]:
+def _batch_routes(stand_in: StandIn) -> dict[str, type[APIView]]:
     files = stand_in(
         "openai_files",
         {
@@ -407,11 +404,11 @@ def _batch_routes(stand_in: StandIn) -> list[tuple[str, type[APIView]]]:
             }
         },
     )
-    return [
-        ("v1/files", files),
-        ("v1/files/<str:file_id>", file),
-        ("v1/files/<str:file_id>/content", content),
-        ("v1/batches", batches),
-        ("v1/batches/<str:batch_id>", batch),
-        ("v1/batches/<str:batch_id>/cancel", cancel),
-    ]
+    return {
+        "openai-files": files,
+        "openai-file": file,
+        "openai-file-content": content,
+        "openai-batches": batches,
+        "openai-batch": batch,
+        "openai-batch-cancel": cancel,
+    }

@@ -1,7 +1,6 @@
 """GET /metrics: the recorded counters and histograms plus gauges read now from their sources."""
 
 import hmac
-import time
 
 from django.conf import settings
 from django.db.models import Count
@@ -9,7 +8,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from apps.batches.models import Batch, BatchStatus
 from apps.core.errors import Unauthorized
-from apps.core.redis import key, sync_client
+from apps.delivery.gauge import streams_active
 from apps.operations.metrics import render_recorded
 from apps.operations.recent import Recent
 from apps.scheduling.coordination.capacity import deployment_load, deployments_known
@@ -23,10 +22,6 @@ def _gauge(lines: list[str], name: str, help_text: str, samples: list[tuple[str,
     lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge"]
     for labels, value in samples:
         lines.append(f"{name}{{{labels}}} {value:g}" if labels else f"{name} {value:g}")
-
-
-def active_streams() -> int:
-    return int(sync_client().zcount(key("streams", "active"), time.time(), "+inf"))
 
 
 def gauges() -> list[str]:
@@ -85,7 +80,7 @@ def gauges() -> list[str]:
         lines,
         "dp_active_streams",
         "Clients reading an answer stream now.",
-        [("", active_streams())],
+        [("", streams_active())],
     )
     _input_thresholds(lines)
     _batch_gauges(lines)

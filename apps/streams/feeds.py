@@ -3,8 +3,8 @@
 Every append to a task's log is also published on the task's channel (apps.streams.log). A web
 process subscribes, on one connection, to the channels of the tasks its clients follow, so an
 event costs it one pushed message, read once and handed to every follower of that task, instead
-of a blocking read per open stream: with a thousand answers streaming at once, that was most of
-the web process's work (and a Redis connection held per stream).
+of a blocking read (and a Redis connection) per open stream, a cost that grows with the streams
+a process serves (figures: docs/benchmarks.md).
 
 A follower joins (its task's channel subscribed, the subscription confirmed), then reads what the
 log already holds after its own `after_id` (XRANGE); events published meanwhile wait in its queue
@@ -22,14 +22,13 @@ import json
 import logging
 import time
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from apps.core.redis import async_client
 from apps.streams.log import (
-    FINAL_EVENTS,
     OUTAGE_BUDGET_S,
     START_ID,
     EventLogUnavailable,
@@ -62,10 +61,6 @@ class Event:
         if self._data is None:
             self._data = json.loads(self.raw)
         return self._data
-
-    @property
-    def final(self) -> bool:
-        return self.kind in FINAL_EVENTS
 
     @classmethod
     def from_entry(cls, raw_id: bytes, fields: dict[bytes, bytes]) -> "Event":
@@ -329,23 +324,20 @@ async def _rebuilt_if_gone(name: str, when_gone: WhenGone | None) -> list[Event]
     return [Event.from_dict(f"0-{number}", event) for number, event in enumerate(events, 1)]
 
 
-async def events_listed(events: list[dict[str, Any]]) -> AsyncIterator[Event | None]:
-    """Events rebuilt elsewhere (from PostgreSQL), as `events_follow` yields a live log's."""
-    for number, event in enumerate(events, start=1):
-        yield Event.from_dict(f"0-{number}", event)
-
-
 async def events_follow(
     *,
     task_id: str,
     after_id: str = START_ID,
     block_ms: int = 10_000,
+    until: Collection[str] = (),
     when_gone: WhenGone | None = None,
+    gone_at_start: bool = False,
 ) -> AsyncIterator[Event | None]:
-    """Yield the events after `after_id` until a final one; None after each quiet `block_ms`.
-    With `when_gone`, a log that is gone (at the start of a resume, or found so in a quiet
-    period) ends with the events it returns, instead of waiting for events that will never
-    come."""
+    """Yield the events after `after_id`, up to the first of a kind in `until` (for ever
+    without); None after each quiet `block_ms`. With `when_gone`, a log found gone in a quiet
+    period (or, `gone_at_start`, at once) ends with the events it returns, instead of waiting for
+    events that will never come. A log is looked for at the start only when it should exist by
+    now (a resume, a replay): a new answer's log may simply not be written yet."""
     hub = _hub()
     feed, follower = await hub.join(task_id, block_ms / 1000)
     try:
@@ -360,12 +352,9 @@ async def events_follow(
             event = Event.from_entry(raw_id, fields)
             seen = id_key(event.id)
             yield event
-            if event.final:
+            if event.kind in until:
                 return
-        # A resume (a new follower has nothing yet: its task's log may simply not be written to
-        # yet, which the quiet periods below look into).
-        resuming = after_id != START_ID
-        if resuming and not catch_up and (rebuilt := await _rebuilt_if_gone(name, when_gone)):
+        if gone_at_start and not catch_up and (rebuilt := await _rebuilt_if_gone(name, when_gone)):
             for event in rebuilt:
                 yield event
             return
@@ -386,7 +375,7 @@ async def events_follow(
                 continue
             seen = id_key(item.id)
             yield item
-            if item.final:
+            if item.kind in until:
                 return
     finally:
         hub.leave(feed, follower)

@@ -25,7 +25,6 @@ from apps.core.redis import LuaScript, key, sync_client
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
-FINAL_EVENTS = frozenset({"message_end", "error"})
 START_ID = "0-0"
 # How long a reader rides out a Redis outage (a restart, a failover) before giving up: long
 # enough for a restart, short enough that a client is told well within its own timeouts.

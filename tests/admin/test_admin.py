@@ -5,7 +5,7 @@ bumps its settings version."""
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -20,6 +20,7 @@ from apps.applications.selectors import api_key_get_active
 from apps.applications.services import api_key_digest
 from apps.conversations.models import Conversation, Feedback, Message, MessageStatus
 from apps.core.admin_display import moment_display, seconds_display
+from apps.scheduling.admin.task_admin import TaskAdmin
 from apps.scheduling.models import Task, TaskStatus
 from apps.scheduling.tasks.services import task_create, task_mark_running, task_mark_succeeded
 from tests.factories import app_deployment, make_app, make_key
@@ -217,7 +218,32 @@ def test_searching_by_a_full_or_partial_id_finds_the_row(admin_client: Client, r
 
 
 def test_task_list_sorts_by_wait_and_run(admin_client: Client, rows: Rows) -> None:
-    for column in range(1, 12):
+    """Every column sorts; the wait and run columns by the durations they show."""
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    durations = {"short wait, long run": (1, 30), "long wait, short run": (20, 2)}
+    named = {}
+    for name, (wait_s, run_s) in durations.items():
+        task = task_create(kind="chat", app=rows.app, end_user=name, requested_priority="low")
+        Task.objects.filter(id=task.id).update(
+            status=TaskStatus.SUCCEEDED,
+            enqueued_at=start,
+            started_at=start + timedelta(seconds=wait_s),
+            finished_at=start + timedelta(seconds=wait_s + run_s),
+        )
+        named[task.id] = name
+
+    def order(column: int) -> list[str]:
+        response = admin_client.get(f"{changelist_url(Task)}?o={column}")
+        assert response.status_code == 200
+        return [named[task.id] for task in response.context["cl"].result_list if task.id in named]
+
+    columns = TaskAdmin.list_display
+    wait, run = columns.index("wait_display") + 1, columns.index("run_display") + 1
+    assert order(wait) == ["short wait, long run", "long wait, short run"]
+    assert order(-wait) == ["long wait, short run", "short wait, long run"]
+    assert order(run) == ["long wait, short run", "short wait, long run"]
+    assert order(-run) == ["short wait, long run", "long wait, short run"]
+    for column in range(1, len(columns) + 1):
         page(admin_client, f"{changelist_url(Task)}?o={column}")
 
 

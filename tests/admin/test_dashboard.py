@@ -15,13 +15,14 @@ from django.urls import reverse
 from django.utils import timezone
 
 from apps.applications.models import ApiKey, App
-from apps.conversations.services import answer_submit
+from apps.conversations.services import Question, answer_submit
 from apps.scheduling.coordination.load_state import load_report
 from apps.scheduling.housekeeping.load import load_evaluate
 from apps.scheduling.models import Task, TaskStatus
 from apps.scheduling.tasks.services import task_create, task_reprioritize
 from tests.factories import make_app, make_key
 from tests.processes import run_worker
+from tests.waiting import wait_until
 
 PAGE = "/admin/scheduling/task/dashboard/"
 DATA = "/admin/scheduling/task/dashboard/data/"
@@ -238,13 +239,13 @@ def key_for(**app_fields: Any) -> ApiKey:
 
 
 def wait_for(fetch: Callable[[], dict[str, Any]], test: Callable[[dict[str, Any]], bool]) -> Any:
-    give_up_at = time.monotonic() + 30
-    while time.monotonic() < give_up_at:
+    """The dashboard's first snapshot that passes `test`."""
+
+    def shown() -> dict[str, Any] | None:
         snapshot = fetch()
-        if test(snapshot):
-            return snapshot
-        time.sleep(0.1)
-    raise AssertionError(f"the dashboard never showed it; last: {snapshot}")
+        return snapshot if test(snapshot) else None
+
+    return wait_until(shown, 30, "the dashboard to show it")
 
 
 @pytest.mark.e2e
@@ -253,13 +254,15 @@ def test_a_real_worker_shows_with_its_task_heartbeat_and_cpu(admin_client: Clien
     slow = key_for(provider_config={"text": "word " * 40, "tokens_per_s": 20}, max_tokens=60)
     with run_worker("high", "medium", name="dashboard-worker"):
         task = answer_submit(
-            api_key=slow,
-            route_mode="chat",
-            end_user="u1",
-            query="hi",
-            inputs={},
-            priority="medium",
-            auto_generate_name=False,
+            question=Question(
+                api_key=slow,
+                route_mode="chat",
+                end_user="u1",
+                query="hi",
+                inputs={},
+                priority="medium",
+                auto_generate_name=False,
+            )
         ).task
 
         def busy(snapshot: dict[str, Any]) -> bool:

@@ -15,7 +15,7 @@ from django.contrib.auth.models import User
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from apps.applications.models import ApiKey
-from apps.conversations.services import answer_submit
+from apps.conversations.services import Question, answer_submit
 from apps.scheduling.models import Task, TaskStatus
 from tests.browser.test_chat_page import CHROMIUM, CHROMIUM_ARGS, in_thread
 from tests.factories import make_app, make_key
@@ -66,13 +66,15 @@ def api_key(text: str, tokens_per_s: float = 0) -> ApiKey:
 
 def submit(key: ApiKey, priority: str) -> Task:
     return answer_submit(
-        api_key=key,
-        route_mode="chat",
-        end_user="u1",
-        query="hi",
-        inputs={},
-        priority=priority,
-        auto_generate_name=False,
+        question=Question(
+            api_key=key,
+            route_mode="chat",
+            end_user="u1",
+            query="hi",
+            inputs={},
+            priority=priority,
+            auto_generate_name=False,
+        )
     ).task
 
 

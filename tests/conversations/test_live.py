@@ -1,6 +1,5 @@
 """End to end: conversations named by a real worker, called over HTTP on daphne."""
 
-import time
 from typing import Any
 
 import httpx
@@ -10,6 +9,7 @@ from apps.conversations.services import NAMING_KIND, NEW_CONVERSATION_NAME
 from apps.scheduling.models import Task
 from tests.factories import make_app_with_key
 from tests.processes import WebServer
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -46,18 +46,19 @@ def listed_name(platform: WebServer, key: str, conversation_id: str) -> str:
 
 
 def wait_for_a_name(platform: WebServer, key: str, conversation_id: str, timeout_s: float) -> str:
-    give_up_at = time.monotonic() + timeout_s
-    name = listed_name(platform, key, conversation_id)
-    while name == NEW_CONVERSATION_NAME and time.monotonic() < give_up_at:
-        time.sleep(0.1)
+    def named() -> str | None:
         name = listed_name(platform, key, conversation_id)
-    naming = list(
-        Task.objects.filter(kind=NAMING_KIND, payload__conversation_id=conversation_id).values(
-            "status", "attempts", "priority_reason", "error_message"
+        return None if name == NEW_CONVERSATION_NAME else name
+
+    try:
+        return wait_until(named, timeout_s, "the conversation's name")
+    except AssertionError as error:
+        naming = list(
+            Task.objects.filter(kind=NAMING_KIND, payload__conversation_id=conversation_id).values(
+                "status", "attempts", "priority_reason", "error_message"
+            )
         )
-    )
-    assert name != NEW_CONVERSATION_NAME, f"not named within {timeout_s} s; naming: {naming}"
-    return name
+        raise AssertionError(f"{error}; naming: {naming}") from None
 
 
 def test_a_new_conversation_gets_a_name_shortly_after_its_first_answer(

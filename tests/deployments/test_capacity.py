@@ -27,8 +27,8 @@ from apps.scheduling.coordination.capacity import (
     waiting_counts,
 )
 from apps.scheduling.coordination.queues import job_save_in
-from tests.drills.checks import wait_until
 from tests.gateway.test_input_layer import redis_commands
+from tests.waiting import wait_until
 
 _numbers = itertools.count()
 

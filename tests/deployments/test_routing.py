@@ -19,13 +19,12 @@ import pytest
 
 from apps.applications.models import ApiKey, App
 from apps.conversations.models import Message
-from apps.conversations.services import answer_submit
+from apps.conversations.services import Question, answer_submit
 from apps.core.redis import sync_client
 from apps.deployments.models import Deployment
 from apps.scheduling.coordination.capacity import deployment_load
 from apps.scheduling.models import Task, TaskEvent, TaskStatus
 from apps.streams.log import stream_key
-from tests.drills.checks import wait_until
 from tests.factories import make_app, make_deployment, make_key
 from tests.processes import (
     ROOT,
@@ -37,6 +36,7 @@ from tests.processes import (
     run_scheduler,
     run_worker,
 )
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -57,13 +57,15 @@ def key_of(app: App) -> ApiKey:
 
 def submit(api_key: ApiKey, priority: str = "medium", query: str = "hi") -> Task:
     return answer_submit(
-        api_key=api_key,
-        route_mode="chat",
-        end_user="u1",
-        query=query,
-        inputs={},
-        priority=priority,
-        auto_generate_name=False,
+        question=Question(
+            api_key=api_key,
+            route_mode="chat",
+            end_user="u1",
+            query=query,
+            inputs={},
+            priority=priority,
+            auto_generate_name=False,
+        )
     ).task
 
 

@@ -3,12 +3,12 @@ restarts PostgreSQL reads its own server this way too): every accepted task reac
 state, none succeeded twice or was finished by an attempt that no longer owned it, and each
 successful answer is complete."""
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from tests.drills.clients import StreamResult
+from tests.waiting import wait_until
 
 FINAL = ("succeeded", "failed", "cancelled", "expired", "dead")
 
@@ -51,17 +51,23 @@ def wait_final(
     cursor_factory: Callable[[], Any], task_ids: list[str], timeout_s: float
 ) -> dict[str, TaskOutcome]:
     """Wait until every task is in a final state; fails naming the ones that are not."""
-    give_up_at = time.monotonic() + timeout_s
     found: dict[str, TaskOutcome] = {}
-    while time.monotonic() < give_up_at:
+
+    def final() -> dict[str, TaskOutcome] | None:
+        nonlocal found
         with cursor_factory() as cursor:
             found = outcomes(cursor, task_ids)
-        if len(found) == len(task_ids) and all(o.status in FINAL for o in found.values()):
-            return found
-        time.sleep(0.2)
-    missing = sorted(set(task_ids) - set(found))
-    stuck = {o.id: (o.status, o.attempts) for o in found.values() if o.status not in FINAL}
-    raise AssertionError(f"not final after {timeout_s} s: missing {missing}, stuck {stuck}")
+        every = len(found) == len(task_ids) and all(o.status in FINAL for o in found.values())
+        return found if every else None
+
+    try:
+        return wait_until(final, timeout_s, "every task to end")
+    except AssertionError:
+        missing = sorted(set(task_ids) - set(found))
+        stuck = {o.id: (o.status, o.attempts) for o in found.values() if o.status not in FINAL}
+        raise AssertionError(
+            f"not final after {timeout_s} s: missing {missing}, stuck {stuck}"
+        ) from None
 
 
 def assert_exactly_once(found: dict[str, TaskOutcome], expected_text: dict[str, str]) -> None:
@@ -83,16 +89,6 @@ def assert_exactly_once(found: dict[str, TaskOutcome], expected_text: dict[str, 
         if outcome.answer != expected_text[task_id]:
             problems.append(f"{task_id}: answer {outcome.answer!r}")
     assert not problems, "; ".join(problems)
-
-
-def wait_until(condition: Callable[[], Any], timeout_s: float, what: str) -> Any:
-    give_up_at = time.monotonic() + timeout_s
-    while time.monotonic() < give_up_at:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
 def assert_stream_complete(result: StreamResult, expected: str) -> None:

@@ -8,7 +8,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -16,18 +16,13 @@ import psycopg
 import redis
 
 from apps.operations.cluster import free_port
+from tests.waiting import wait_until
 
 WAIT_S = 30.0
 
 
-def _wait(condition: object, what: str) -> None:
-    assert callable(condition)
-    give_up_at = time.monotonic() + WAIT_S
-    while time.monotonic() < give_up_at:
-        if condition():
-            return
-        time.sleep(0.05)
-    raise TimeoutError(f"timed out waiting for {what}")
+def _wait(condition: Callable[[], object], what: str) -> None:
+    wait_until(condition, WAIT_S, what)
 
 
 class RedisServer:

@@ -11,10 +11,11 @@ from django.db import connection
 
 from apps.scheduling.models import Task, TaskStatus
 from apps.streams.log import OUTAGE_BUDGET_S
-from tests.drills.checks import assert_exactly_once, assert_stream_complete, wait_final, wait_until
+from tests.drills.checks import assert_exactly_once, assert_stream_complete, wait_final
 from tests.drills.clients import blocking_answer, blocking_in_background, stream_in_background
 from tests.drills.conftest import drill_env, scripted_key, words
 from tests.drills.servers import redis_server
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True), pytest.mark.timeout(150)]
 

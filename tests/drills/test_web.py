@@ -15,9 +15,10 @@ import pytest
 from django.db import connection
 
 from apps.operations.cluster import Cluster
-from tests.drills.checks import assert_exactly_once, assert_stream_complete, wait_final, wait_until
+from tests.drills.checks import assert_exactly_once, assert_stream_complete, wait_final
 from tests.drills.clients import blocking_answer, blocking_in_background, stream_in_background
 from tests.drills.conftest import scripted_key, words
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True), pytest.mark.timeout(120)]
 

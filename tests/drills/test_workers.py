@@ -11,9 +11,10 @@ import psutil
 import pytest
 from django.db import connection
 
-from tests.drills.checks import assert_exactly_once, assert_stream_complete, wait_final, wait_until
+from tests.drills.checks import assert_exactly_once, assert_stream_complete, wait_final
 from tests.drills.clients import blocking_answer, stream_in_background
 from tests.drills.conftest import running_task, scripted_key, words, worker_pid
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True), pytest.mark.timeout(120)]
 

@@ -4,20 +4,21 @@ kill -9, and the reconciler after Redis lost its queues."""
 import itertools
 import os
 import signal
-import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
+from rq.job import Job
 
 from apps.applications.models import ApiKey
 from apps.conversations.models import Message
-from apps.conversations.services import answer_submit
+from apps.conversations.services import Question, answer_submit
 from apps.core.redis import sync_client
 from apps.scheduling.coordination.queues import job_push
 from apps.scheduling.models import Task, TaskStatus
+from apps.streams.log import stream_key
 from tests.factories import make_app, make_key
 from tests.processes import run_scheduler, run_worker
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -33,17 +34,15 @@ def key_for(**app_fields: Any) -> ApiKey:
 
 def submit(api_key: ApiKey, priority: str = "medium") -> Task:
     return answer_submit(
-        api_key=api_key, route_mode="chat", end_user="u1", query="hi", inputs={}, priority=priority
+        question=Question(
+            api_key=api_key,
+            route_mode="chat",
+            end_user="u1",
+            query="hi",
+            inputs={},
+            priority=priority,
+        )
     ).task
-
-
-def wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> float:
-    started = time.monotonic()
-    while time.monotonic() - started < timeout_s:
-        if condition():
-            return time.monotonic() - started
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
 def status_of(task: Task) -> str:
@@ -71,18 +70,36 @@ def test_high_runs_before_a_backlog_of_low() -> None:
     assert all(started[urgent.id] < started[low.id] for low in backlog)
 
 
+def pieces_sent(task: Task) -> int:
+    """The pieces of text in the task's event log so far."""
+    entries: Any = sync_client().xrange(stream_key(str(task.id)))
+    return sum(1 for _, fields in entries if fields.get(b"k") == b"message")
+
+
+def jobs_ended(task: Task) -> int:
+    """How many times a worker ended the task's job as its own (RQ keeps a result for each)."""
+    return len(Job.fetch(str(task.id), connection=sync_client()).results())
+
+
 def test_a_task_pushed_twice_runs_once() -> None:
-    api_key = key_for(provider_config={"text": "only once please", "tokens_per_s": 10})
+    text = " ".join(f"w{number}" for number in range(12))  # 3 s at its pace
+    api_key = key_for(provider_config={"text": text, "tokens_per_s": 4})
     with run_worker(), run_worker():
         task = submit(api_key, "medium")
-        job_push(task_id=str(task.id), priority="high", time_left_s=None)  # a duplicate job
+        wait_until(lambda: status_of(task) == TaskStatus.RUNNING, 30, "the task to run")
+        # A duplicate while it runs: the other worker finds the task's lock held and drops it.
+        job_push(task_id=str(task.id), priority="high", time_left_s=None)
+        wait_until(lambda: jobs_ended(task) == 1, 30, "the duplicate to be dropped")
         wait_until(lambda: status_of(task) == TaskStatus.SUCCEEDED, 60, "the task")
-        time.sleep(0.5)  # let the duplicate reach the other worker and be dropped
+        # And one after it ended: whichever worker takes it finds nothing to run.
+        ended = jobs_ended(task)
+        job_push(task_id=str(task.id), priority="high", time_left_s=None)
+        wait_until(lambda: jobs_ended(task) > ended, 30, "the late duplicate to be dropped")
 
     task.refresh_from_db()
     assert task.attempts == 1
     assert task.events.filter(to_status=TaskStatus.RUNNING).count() == 1
-    assert Message.objects.get(task=task).answer == "only once please"
+    assert Message.objects.get(task=task).answer == text
 
 
 def test_kill_9_mid_task_is_recovered_on_another_worker() -> None:
@@ -92,20 +109,16 @@ def test_kill_9_mid_task_is_recovered_on_another_worker() -> None:
         run_scheduler(env=FAST_RECOVERY),
     ):
         task = submit(api_key)
-        wait_until(lambda: status_of(task) == TaskStatus.RUNNING, 30, "the task to start")
-        time.sleep(0.5)
+        wait_until(lambda: pieces_sent(task) >= 2, 30, "the answer to be under way")
         os.kill(victim.pid, signal.SIGKILL)
-        killed_at = time.monotonic()
         with run_worker(name="rescuer", env=FAST_RECOVERY):
             wait_until(lambda: status_of(task) == TaskStatus.SUCCEEDED, 60, "recovery")
-        recovery_s = time.monotonic() - killed_at
 
     task.refresh_from_db()
     assert task.worker_name == "rescuer"
     assert task.attempts == 2
     assert task.events.filter(to_status=TaskStatus.SUCCEEDED).count() == 1
     assert Message.objects.get(task=task).answer == ("word " * 16).strip()
-    assert recovery_s < 60, f"recovered in {recovery_s:.1f} s"
 
 
 def test_reconciler_restores_tasks_after_redis_lost_its_queues() -> None:

@@ -6,7 +6,9 @@ from django.core.exceptions import ValidationError
 from django.test import Client
 from django.urls import reverse
 
+from apps.applications.file_rules import FileRules
 from apps.applications.models import App
+from apps.core.file_formats import FORMATS
 from apps.deployments.models import Deployment, ProviderKind
 from apps.files.models import FilePurpose
 from apps.files.services import file_store
@@ -51,13 +53,20 @@ def test_the_built_in_model_never_claims_to_read_images() -> None:
     assert "vision" in refused.value.message_dict
 
 
-def test_consistent_settings_pass() -> None:
-    App(
+def test_consistent_settings_pass_and_are_the_files_taken() -> None:
+    app = App(
         name="x",
         vision_enabled=True,
         file_upload_enabled=True,
         file_upload_extensions=".png, jpeg .PDF",
-    ).full_clean()
+    )
+    app.full_clean()
+    # However the list was written, it names the formats the app takes, and only those.
+    rules = FileRules.of(app)
+    assert rules.enabled
+    assert [extension for extension in FORMATS if rules.takes(FORMATS[extension])] == [
+        extension for extension in FORMATS if extension in {".png", ".jpg", ".jpeg", ".pdf"}
+    ]
 
 
 def test_the_admin_shows_the_files_settings_and_the_stored_files(admin_client: Client) -> None:

@@ -4,14 +4,13 @@ calls through httpx."""
 
 import asyncio
 import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import httpx
 
-from tests.processes import WebServer, daphne_start, free_port
+from tests.processes import WebServer, daphne_start, free_port, process_ready_wait
 
 TIMEOUT = httpx.Timeout(60.0)
 
@@ -23,11 +22,7 @@ def extra_web(**env: str) -> Iterator[WebServer]:
     process = daphne_start(port, **env)
     server = WebServer(process, port)
     try:
-        give_up_at = time.monotonic() + 60
-        while not _healthy(server.url):
-            if process.poll() is not None or time.monotonic() > give_up_at:
-                raise RuntimeError("the extra daphne did not start")
-            time.sleep(0.05)
+        process_ready_wait(lambda: _healthy(server.url), "the extra daphne to start", process)
         yield server
     finally:
         if process.poll() is None:

@@ -2,7 +2,6 @@
 answered from Redis and say so; different questions, streaming, chat and other settings versions
 are not; a settings change invalidates it; only complete answers are stored."""
 
-import time
 from typing import Any
 
 import httpx
@@ -14,6 +13,7 @@ from apps.scheduling.models import Task
 from tests.factories import make_app, make_key
 from tests.gateway.live import TIMEOUT, auth
 from tests.processes import WebServer
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -56,11 +56,9 @@ def test_hit_miss_and_invalidation(platform: WebServer) -> None:
     assert first.json()["answer"] == "A cached answer."
 
     # Same question after normalisation (NFC, whitespace), another user: from the cache.
-    started = time.monotonic()
     again = complete(
         platform, key, query="  Tell me about\tOslo ", user="someone-else", inputs={"topic": "maps"}
     )
-    elapsed = time.monotonic() - started
     assert again.status_code == 200
     body = again.json()
     assert body["metadata"]["cache"]["hit"] is True
@@ -68,7 +66,6 @@ def test_hit_miss_and_invalidation(platform: WebServer) -> None:
     assert body["answer"] == first.json()["answer"]
     assert body["message_id"] == first.json()["message_id"]
     assert body["metadata"]["usage"] == first.json()["metadata"]["usage"]
-    assert elapsed < 0.5
     assert answer_tasks(app) == 1, "a hit runs nothing"
 
     # Different inputs or query: a miss.
@@ -100,8 +97,11 @@ def test_entries_lapse_with_the_app_ttl(platform: WebServer) -> None:
     _, key = cached_app(cache_ttl_s=1)
     assert complete(platform, key).json()["metadata"]["cache"]["hit"] is False
     assert complete(platform, key).json()["metadata"]["cache"]["hit"] is True
-    time.sleep(1.5)
-    assert complete(platform, key).json()["metadata"]["cache"]["hit"] is False
+    wait_until(
+        lambda: complete(platform, key).json()["metadata"]["cache"]["hit"] is False,
+        10,
+        "the entry to lapse",
+    )
 
 
 def test_only_opted_in_blocking_completions_are_cached(platform: WebServer) -> None:

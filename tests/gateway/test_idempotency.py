@@ -2,6 +2,7 @@
 it, a retry after gets the same result, concurrent retries make one task, a different request
 with the same key is 422, and the answer survives the event log's expiry."""
 
+import asyncio
 import json
 from typing import Any
 
@@ -9,8 +10,10 @@ import httpx
 import pytest
 
 from apps.core.redis import sync_client
+from apps.delivery.answers import AnswerDelivery
+from apps.dify.answers import AnswerFold
 from apps.scheduling.models import Task
-from apps.streams.log import stream_key
+from apps.streams.log import event_append, stream_key
 from tests.factories import make_app, make_key
 from tests.gateway.live import TIMEOUT, auth, post_all, run
 from tests.processes import WebServer
@@ -199,3 +202,22 @@ def test_malformed_keys_are_invalid_param(platform: WebServer, slow_key: str, va
     assert response.json()["code"] == "invalid_param"
     assert "Idempotency-Key" in response.json()["message"]
     assert chat_tasks() == 0
+
+
+def test_a_replayed_answer_is_folded_as_the_live_one() -> None:
+    """The same events give the same answer whether they are read from the live log or rebuilt:
+    a `message_replace` (moderation, a retry) takes back the text before it in both."""
+    task_id = "5b0d9a5e-0000-4000-8000-000000000001"
+    events: list[dict[str, Any]] = [
+        {"event": "message", "answer": "Hello wor"},
+        {"event": "message_replace", "answer": "Hello ***", "reason": "moderation"},
+        {"event": "message", "answer": "!"},
+        {"event": "message_end", "metadata": {}},
+    ]
+    for event in events:
+        event_append(task_id=task_id, event=event)
+    live = asyncio.run(AnswerDelivery(task_id=task_id).collected(timeout_s=5))
+    assert live.answer == "Hello ***!"
+    fold = AnswerFold()
+    rebuilt = [fold.add(event["event"], event) for event in events]
+    assert rebuilt[-1] == live

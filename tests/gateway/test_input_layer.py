@@ -3,6 +3,7 @@ pub/sub), no metrics round trip per response (sums sent once per METRICS_FLUSH_S
 past a limit decided without asking Redis again until the bucket can have a token; the limits
 stay exact. Checked by watching the commands a live daphne sends (Redis MONITOR)."""
 
+import asyncio
 import re
 import threading
 import time
@@ -18,7 +19,7 @@ from django.test import override_settings
 from apps.applications.config_cache import VERSION_KEY
 from apps.core.metrics import metrics_key
 from apps.core.redis import sync_client
-from apps.gateway.ratelimit import Bucket, take
+from apps.gateway.ratelimit import Bucket, Verdict, take_async
 from tests.factories import make_app_with_key
 from tests.processes import WebServer
 
@@ -88,10 +89,14 @@ def test_cheap_requests_read_no_config_version_and_send_no_metrics_each(
 @override_settings(REDIS_KEY_PREFIX="dp-test:")
 def test_a_known_empty_bucket_refuses_without_asking_redis_and_stays_exact() -> None:
     bucket = Bucket(key="dp-test:ratelimit:probe", rate=2.0, burst=1, reason="probe", label="probe")
-    assert take([bucket]).allowed
+
+    async def takes(count: int) -> list[Verdict]:
+        return [await take_async([bucket]) for _ in range(count)]
+
+    assert asyncio.run(takes(1))[0].allowed
     with redis_commands() as commands:
-        first = take([bucket])  # Redis says: empty, a token in about half a second
-        refusals = [take([bucket]) for _ in range(50)]
+        # Redis says: empty, a token in about half a second; then this process knows it.
+        first, *refusals = asyncio.run(takes(51))
     assert not first.allowed
     assert 0 < first.retry_after_s <= 0.5
     assert not any(verdict.allowed for verdict in refusals)
@@ -99,5 +104,5 @@ def test_a_known_empty_bucket_refuses_without_asking_redis_and_stays_exact() -> 
 
     # Once the bucket can have a token again, Redis decides again: one token, then refusals.
     time.sleep(first.retry_after_s + 0.05)
-    verdicts = [take([bucket]) for _ in range(5)]
+    verdicts = asyncio.run(takes(5))
     assert [verdict.allowed for verdict in verdicts] == [True, False, False, False, False]

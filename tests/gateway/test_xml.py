@@ -7,7 +7,7 @@ from xml.etree import ElementTree
 import httpx
 import pytest
 
-from apps.gateway.renderers import xml_bytes
+from apps.api.renderers import xml_bytes
 from tests.factories import make_app_with_key
 from tests.gateway.live import TIMEOUT, auth
 from tests.processes import WebServer

@@ -5,7 +5,7 @@ from typing import Any
 
 from apps.applications.models import ApiKey, App
 from apps.conversations.models import Message
-from apps.conversations.services import answer_submit
+from apps.conversations.services import Question, answer_submit
 from apps.core.redis import sync_client
 from apps.scheduling.models import Task
 from apps.scheduling.runtime.runner import task_execute
@@ -23,12 +23,14 @@ def submit_to(
     api_key, _ = make_key(app)
     api_key = ApiKey.objects.select_related("app").get(id=api_key.id)
     submitted = answer_submit(
-        api_key=api_key,
-        route_mode=app.mode,
-        end_user="u1",
-        query=query,
-        inputs=inputs or {},
-        conversation_id=conversation_id,
+        question=Question(
+            api_key=api_key,
+            route_mode=app.mode,
+            end_user="u1",
+            query=query,
+            inputs=inputs or {},
+            conversation_id=conversation_id,
+        )
     )
     return submitted.task
 

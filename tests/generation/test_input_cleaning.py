@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from django.test import Client
 
-from apps.gateway.requests import ChatRequestSerializer, text_clean, validated
+from apps.dify.requests import ChatRequestSerializer, text_clean, validated
 from apps.scheduling.models import Task
 from tests.factories import make_app_with_key
 

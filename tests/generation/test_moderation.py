@@ -6,7 +6,12 @@ from typing import Any
 import pytest
 from django.core.exceptions import ValidationError
 
-from apps.generation.moderation import DEFAULT_INPUT_REPLY, OutputFilter, rules_compile
+from apps.generation.moderation import (
+    DEFAULT_INPUT_REPLY,
+    OutputFilter,
+    output_rules,
+    rules_compile,
+)
 from apps.scheduling.models import TaskStatus
 from tests.factories import make_app
 from tests.generation.tasks import events, message_of, run, shown_answer, submit, submit_to
@@ -156,11 +161,18 @@ def test_invalid_rules_are_refused_when_the_app_is_saved(
     assert error in " ".join(refused.value.message_dict[field])
 
 
-def test_valid_rules_pass_the_models_clean() -> None:
+def test_valid_rules_pass_the_models_clean_and_are_the_rules_applied() -> None:
     app = make_app()
     app.moderation_output_patterns = "\\bsk-[A-Za-z0-9]{20,}\n(?i)card number"
     app.moderation_output_keywords = "one\n\n  two words  \n"
     app.full_clean()
+    # The lines as saved are the rules: blank lines dropped, the spaces around a keyword too.
+    rules = output_rules(app)
+    assert rules is not None
+    output = OutputFilter(rules, "#")
+    output.feed("One key sk-" + "a" * 24 + ", a Card Number, two words; but twowords stay.")
+    output.finish()
+    assert output.text() == "# key #, a #, #; but twowords stay."
 
 
 def test_the_filter_never_shows_a_keyword_whatever_the_split() -> None:

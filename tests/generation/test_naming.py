@@ -10,6 +10,7 @@ from apps.conversations.models import Conversation, Message, MessageStatus
 from apps.conversations.services import (
     NAMING_KIND,
     NEW_CONVERSATION_NAME,
+    Question,
     SubmittedAnswer,
     answer_submit,
     conversation_delete,
@@ -32,7 +33,9 @@ def key_for(**app_fields: Any) -> ApiKey:
 
 def ask(api_key: ApiKey, query: str = "What is the capital of France?", **extra: Any) -> Any:
     return answer_submit(
-        api_key=api_key, route_mode="chat", end_user="u1", query=query, inputs={}, **extra
+        question=Question(
+            api_key=api_key, route_mode="chat", end_user="u1", query=query, inputs={}, **extra
+        )
     )
 
 

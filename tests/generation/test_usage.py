@@ -6,8 +6,8 @@ from decimal import Decimal
 import pytest
 
 from apps.applications.models import App
-from apps.generation.events import usage_metadata
-from apps.generation.pricing import prices_for
+from apps.conversations.pricing import prices_for
+from apps.dify.events import usage_metadata
 from apps.scheduling.models import TaskStatus
 from tests.factories import make_app
 from tests.generation.tasks import events, message_of, run, submit_to

@@ -4,7 +4,6 @@ custom_ids, malformed lines reported in the error file, a batch too large, a fil
 cancelling mid-batch and the window expiring (each returns what finished)."""
 
 import json
-import time
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -21,6 +20,7 @@ from apps.scheduling.models import Task
 from tests.factories import make_app_with_key, model_of
 from tests.gateway.live import extra_web
 from tests.processes import WebServer, run_scheduler, run_worker
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -65,22 +65,23 @@ def submit(client: openai.OpenAI, content: bytes) -> Any:
     )
 
 
-def wait_until(client: openai.OpenAI, batch_id: str, statuses: tuple[str, ...]) -> Any:
-    give_up_at = time.monotonic() + 90
-    while True:
+def batch_wait(client: openai.OpenAI, batch_id: str, statuses: tuple[str, ...]) -> Any:
+    """The batch once it is in one of `statuses`."""
+
+    def reached() -> Any:
         batch = client.batches.retrieve(batch_id)
-        if batch.status in statuses:
-            return batch
-        assert time.monotonic() < give_up_at, f"batch still {batch.status}"
-        time.sleep(0.2)
+        return batch if batch.status in statuses else None
+
+    return wait_until(reached, 90, f"batch {batch_id} to be {' or '.join(statuses)}")
 
 
 def wait_for_tasks(app: App, count: int, *, status: str) -> None:
     """Until `count` of the app's batch requests are in `status`."""
-    give_up_at = time.monotonic() + 60
-    while Task.objects.filter(app=app, bulk=True, status=status).count() < count:
-        assert time.monotonic() < give_up_at, f"fewer than {count} requests {status}"
-        time.sleep(0.1)
+    wait_until(
+        lambda: Task.objects.filter(app=app, bulk=True, status=status).count() >= count,
+        60,
+        f"{count} requests {status}",
+    )
 
 
 def read_jsonl(client: openai.OpenAI, file_id: str | None) -> list[dict[str, Any]]:
@@ -101,7 +102,7 @@ def test_a_whole_batch_line_by_line(processes: WebServer) -> None:
     assert batch.endpoint == "/v1/chat/completions"
     assert batch.expires_at - batch.created_at == 24 * 3600
 
-    done = wait_until(client, batch.id, ENDED)
+    done = batch_wait(client, batch.id, ENDED)
     assert done.status == "completed"
     assert done.request_counts is not None
     assert (done.request_counts.total, done.request_counts.completed) == (25, 25)
@@ -142,7 +143,7 @@ def test_malformed_lines_go_to_the_error_file(processes: WebServer) -> None:
         b"",
         request_line("good-2", model_of(app), "Four?"),
     ]
-    done = wait_until(client, submit(client, jsonl(lines)).id, ENDED)
+    done = batch_wait(client, submit(client, jsonl(lines)).id, ENDED)
     assert done.status == "completed"
     assert done.request_counts is not None
     assert (done.request_counts.total, done.request_counts.completed) == (6, 2)
@@ -166,7 +167,7 @@ def test_malformed_lines_go_to_the_error_file(processes: WebServer) -> None:
 def test_a_batch_with_no_valid_request_fails(processes: WebServer) -> None:
     _, key = make_app_with_key(model_name="batch-model")
     client = sdk(processes, key)
-    done = wait_until(client, submit(client, b"not json\n[]\n").id, ENDED)
+    done = batch_wait(client, submit(client, b"not json\n[]\n").id, ENDED)
     assert done.status == "failed"
     assert done.errors is not None
     assert [error.code for error in done.errors.data or []] == [
@@ -179,7 +180,7 @@ def test_a_batch_too_large_fails_and_records_nothing(processes: WebServer) -> No
     app, key = make_app_with_key(model_name="batch-model")
     client = sdk(processes, key)
     line = json.dumps(request_line("r", model_of(app), "Hi?")).encode() + b"\n"
-    done = wait_until(client, submit(client, line * 50_001).id, ENDED)
+    done = batch_wait(client, submit(client, line * 50_001).id, ENDED)
     assert done.status == "failed"
     assert done.errors is not None
     [error] = done.errors.data or []
@@ -211,7 +212,7 @@ def test_cancel_mid_batch_returns_what_finished(processes: WebServer) -> None:
     wait_for_tasks(app, 2, status="succeeded")
     cancelling = client.batches.cancel(batch.id)
     assert cancelling.status in ("cancelling", "cancelled")
-    done = wait_until(client, batch.id, ENDED)
+    done = batch_wait(client, batch.id, ENDED)
     assert done.status == "cancelled"
     assert done.cancelled_at is not None
     finished = read_jsonl(client, done.output_file_id)
@@ -239,7 +240,7 @@ def test_the_window_expiring_returns_what_finished(processes: WebServer) -> None
     wait_for_tasks(app, 1, status="succeeded")
     # A day goes by: the window closes now.
     Batch.objects.filter(app=app).update(expires_at=timezone.now() - timedelta(seconds=1))
-    done = wait_until(client, batch.id, ENDED)
+    done = batch_wait(client, batch.id, ENDED)
     assert done.status == "expired"
     assert done.expired_at is not None
     finished = read_jsonl(client, done.output_file_id)
@@ -269,7 +270,7 @@ def test_live_chat_runs_while_a_batch_holds_the_worker(processes: WebServer) -> 
     assert answer.choices[0].message.content == "Live."
     assert Task.objects.filter(app=app, bulk=True, status="running").count() <= 7
     client.batches.cancel(batch.id)
-    wait_until(client, batch.id, ENDED)
+    batch_wait(client, batch.id, ENDED)
     del live_app
 
 
@@ -278,7 +279,7 @@ def test_other_apps_see_nothing_of_a_batch(processes: WebServer) -> None:
     _, stranger_key = make_app_with_key(model_name="batch-model")
     client, stranger = sdk(processes, key), sdk(processes, stranger_key)
     batch = submit(client, jsonl([request_line("only", model_of(app), "Mine?")]))
-    done = wait_until(client, batch.id, ENDED)
+    done = batch_wait(client, batch.id, ENDED)
     with pytest.raises(openai.NotFoundError):
         stranger.batches.retrieve(batch.id)
     with pytest.raises(openai.NotFoundError):
@@ -296,7 +297,7 @@ def test_operators_see_batches_and_cancel_them(processes: WebServer, admin_clien
     )
     client = sdk(processes, key)
     batch = submit(client, jsonl([request_line(f"r{n}", model_of(app), "Hi?") for n in range(20)]))
-    wait_until(client, batch.id, ("in_progress",))
+    batch_wait(client, batch.id, ("in_progress",))
     row = Batch.objects.get(app=app)
 
     listing = admin_client.get("/admin/batches/batch/")
@@ -310,7 +311,7 @@ def test_operators_see_batches_and_cancel_them(processes: WebServer, admin_clien
         "/admin/batches/batch/", {"action": "cancel_batches", "_selected_action": [str(row.id)]}
     )
     assert done.status_code == 302
-    assert wait_until(client, batch.id, ENDED).status == "cancelled"
+    assert batch_wait(client, batch.id, ENDED).status == "cancelled"
 
     metrics = httpx.get(f"{processes.url}/metrics").text
     assert 'dp_batches{status="cancelled"} 1' in metrics

@@ -1,13 +1,13 @@
 """/metrics after real traffic through real processes (daphne and a worker) shows the counts."""
 
 import re
-import time
 
 import httpx
 import pytest
 
 from tests.factories import make_app_with_key
 from tests.processes import WebServer
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -38,17 +38,16 @@ def test_metrics_count_real_traffic(live_web: WebServer, live_worker: object) ->
     assert invalid.status_code == 400
 
     route = 'method="POST",route="v1/chat-messages"'
+
     # A request's own metrics are recorded just after its response is sent, and each process
     # sends what it recorded within METRICS_FLUSH_S.
-    give_up_at = time.monotonic() + 10
-    samples = scrape(live_web)
-    while (
-        samples.get(f'dp_http_requests_total{{{route},status="400"}}') != 2
-        or samples.get('dp_tasks_finished_total{kind="chat",status="failed"}') != 1
-    ):
-        assert time.monotonic() < give_up_at, "the metrics were not recorded"
-        time.sleep(0.05)
+    def recorded() -> dict[str, float] | None:
         samples = scrape(live_web)
+        failures = samples.get('dp_tasks_finished_total{kind="chat",status="failed"}')
+        refusals = samples.get(f'dp_http_requests_total{{{route},status="400"}}')
+        return samples if (failures, refusals) == (1, 2) else None
+
+    samples = wait_until(recorded, 10, "the metrics to be recorded")
 
     assert samples['dp_tasks_finished_total{kind="chat",status="succeeded"}'] == 3
     assert samples['dp_tasks_finished_total{kind="chat",status="failed"}'] == 1

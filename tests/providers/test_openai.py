@@ -24,10 +24,10 @@ from apps.providers.openai_compat import OpenAICompatibleProvider
 from apps.providers.tokens import prompt_tokens_estimate, text_tokens_estimate
 from apps.scheduling.coordination.capacity import deployment_load
 from apps.scheduling.models import Task, TaskEvent, TaskStatus
-from tests.drills.checks import wait_until
 from tests.factories import app_deployment, make_app, model_of
 from tests.generation.tasks import events, message_of, run, shown_answer, submit_to
 from tests.processes import ROOT, free_port
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -8,8 +8,6 @@ import json
 import re
 import signal
 import threading
-import time
-from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -18,7 +16,12 @@ import pytest
 
 from apps.applications.models import ApiKey
 from apps.conversations.models import Conversation, Message, MessageStatus
-from apps.conversations.services import NEW_CONVERSATION_NAME, answer_stop, answer_submit
+from apps.conversations.services import (
+    NEW_CONVERSATION_NAME,
+    Question,
+    answer_stop,
+    answer_submit,
+)
 from apps.core.redis import sync_client
 from apps.scheduling.coordination.capacity import waiting_counts
 from apps.scheduling.models import Task, TaskEvent, TaskStatus
@@ -32,6 +35,7 @@ from tests.processes import (
     run_scheduler,
     run_worker,
 )
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -54,23 +58,16 @@ def scripted(text: str = WORDS, tokens_per_s: float = 10, **config: Any) -> ApiK
 def submit(api_key: ApiKey, priority: str = "medium", **fields: Any) -> Task:
     fields.setdefault("auto_generate_name", False)
     return answer_submit(
-        api_key=api_key,
-        route_mode="chat",
-        end_user="u1",
-        query=fields.pop("query", "hi"),
-        inputs={},
-        priority=priority,
-        **fields,
+        question=Question(
+            api_key=api_key,
+            route_mode="chat",
+            end_user="u1",
+            query=fields.pop("query", "hi"),
+            inputs={},
+            priority=priority,
+            **fields,
+        )
     ).task
-
-
-def wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
-    give_up_at = time.monotonic() + timeout_s
-    while time.monotonic() < give_up_at:
-        if condition():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
 def statuses(tasks: list[Task]) -> list[str]:

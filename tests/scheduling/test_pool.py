@@ -17,13 +17,13 @@ import pytest
 
 from apps.applications.models import ApiKey
 from apps.conversations.models import Message
-from apps.conversations.services import answer_submit
+from apps.conversations.services import Question, answer_submit
 from apps.core.redis import sync_client
 from apps.scheduling.models import Task, TaskEvent, TaskStatus
 from apps.streams.log import stream_key
-from tests.drills.checks import wait_until
 from tests.factories import make_app, make_key
 from tests.processes import ROOT, process_env
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -65,12 +65,14 @@ def key_for(tokens_per_s: float) -> ApiKey:
 
 def submit(api_key: ApiKey) -> Task:
     return answer_submit(
-        api_key=api_key,
-        route_mode="chat",
-        end_user="u1",
-        query="hi",
-        inputs={},
-        auto_generate_name=False,
+        question=Question(
+            api_key=api_key,
+            route_mode="chat",
+            end_user="u1",
+            query="hi",
+            inputs={},
+            auto_generate_name=False,
+        )
     ).task
 
 

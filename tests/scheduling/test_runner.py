@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from apps.applications.models import ApiKey
 from apps.conversations.models import Message, MessageStatus
-from apps.conversations.services import answer_submit
+from apps.conversations.services import Question, answer_submit
 from apps.core.insert import insert_together
 from apps.core.redis import sync_client
 from apps.scheduling.coordination.leases import task_lock
@@ -32,7 +32,7 @@ def submit(provider_config: dict[str, Any], **app_fields: Any) -> Task:
     api_key, _ = make_key(app)
     api_key = ApiKey.objects.select_related("app").get(id=api_key.id)
     submitted = answer_submit(
-        api_key=api_key, route_mode="chat", end_user="u1", query="hi", inputs={}
+        question=Question(api_key=api_key, route_mode="chat", end_user="u1", query="hi", inputs={})
     )
     return submitted.task
 

@@ -6,7 +6,6 @@ nginx's access log holds no share code."""
 import shutil
 import subprocess
 import tempfile
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +16,8 @@ import pytest
 from apps.operations.cluster_nginx import nginx_command, nginx_config_check, runtime_prepare
 from tests.factories import make_app, make_app_with_key
 from tests.gateway.live import extra_web
-from tests.processes import free_port
+from tests.processes import free_port, process_ready_wait
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -45,11 +45,7 @@ def nginx() -> Iterator[tuple[str, Path]]:
         process = subprocess.Popen(nginx_command(main, "-g", "daemon off;"))
         url = f"http://127.0.0.1:{port}"
         try:
-            give_up_at = time.monotonic() + 30
-            while not _answers(url):
-                assert process.poll() is None, "nginx exited"
-                assert time.monotonic() < give_up_at, "nginx did not start"
-                time.sleep(0.05)
+            process_ready_wait(lambda: _answers(url), "nginx to start", process)
             yield url, main.parent / "access.log"
         finally:
             process.terminate()
@@ -108,10 +104,8 @@ def test_nginx_logs_no_share_code(nginx: tuple[str, Path]) -> None:
     assert httpx.get(f"{url}/chat/{code}", timeout=30).status_code == 200
     httpx.get(f"{url}/ws/v1/chat?app_code={code}&x=1", timeout=30)
     httpx.get(f"{url}/chat/static/chat.js", timeout=30)
-    give_up_at = time.monotonic() + 10
-    while access_log.read_text().count("\n") < 3:  # nginx writes each line as a request ends
-        assert time.monotonic() < give_up_at, access_log.read_text()
-        time.sleep(0.05)
+    # nginx writes each line as a request ends.
+    wait_until(lambda: access_log.read_text().count("\n") >= 3, 10, "nginx's access log")
     written = access_log.read_text()
     assert code not in written
     assert "/chat/<share_code>" in written

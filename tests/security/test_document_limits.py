@@ -12,7 +12,7 @@ import pytest
 from django.test import override_settings
 
 from apps.applications.models import ApiKey
-from apps.conversations.services import answer_submit
+from apps.conversations.services import Question, answer_submit
 from apps.files.errors import FileUnreadable
 from apps.files.extract import document_text
 from apps.files.uploads import upload_accept
@@ -123,13 +123,15 @@ def test_small_documents_still_read() -> None:
 
 def ask(api_key: ApiKey, conversation_id: str | None, files: Iterable[dict[str, str]]) -> Any:
     return answer_submit(
-        api_key=api_key,
-        route_mode="chat",
-        end_user="u1",
-        query="What is in the file?",
-        inputs={},
-        conversation_id=conversation_id,
-        files=list(files),
+        question=Question(
+            api_key=api_key,
+            route_mode="chat",
+            end_user="u1",
+            query="What is in the file?",
+            inputs={},
+            conversation_id=conversation_id,
+            files=list(files),
+        )
     ).task
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from django.test import Client
 
-from apps.conversations.services import answer_submit
+from apps.conversations.services import Question, answer_submit
 from apps.generation.moderation import DEFAULT_INPUT_REPLY
 from apps.scheduling.models import TaskStatus
 from tests.factories import make_app, make_key
@@ -69,13 +69,15 @@ def test_a_session_reaches_the_end_users_own_routes(client: Client, path: str) -
 def submit_turns(app: Any, history: list[dict[str, str]], query: str) -> Any:
     api_key, _ = make_key(app)
     submitted = answer_submit(
-        api_key=api_key,
-        route_mode=None,
-        end_user="u1",
-        query=query,
-        inputs={},
-        history=history,
-        generation={},
+        question=Question(
+            api_key=api_key,
+            route_mode=None,
+            end_user="u1",
+            query=query,
+            inputs={},
+            history=history,
+            generation={},
+        )
     )
     return submitted.task
 

@@ -9,6 +9,7 @@ import httpx
 import pytest
 from websockets.sync.client import ClientConnection, connect
 
+from apps.dify.events import event_problems
 from apps.scheduling.models import Task
 from tests.factories import make_app, make_key
 from tests.processes import WebServer
@@ -128,12 +129,17 @@ def test_the_response_cache_answers_a_socket_query(platform: WebServer) -> None:
         frames = frames_to_end(ws)
     assert frames[0]["type"] == "accepted"
     assert frames[0]["cached"] is True
+    first = filled.json()
+    header = {"task_id": first["task_id"], "id": first["id"], "message_id": first["message_id"]}
     assert frames[1] == {
         "event": "message",
-        "task_id": filled.json()["task_id"],
-        "message_id": filled.json()["message_id"],
-        "answer": filled.json()["answer"],
+        **header,
+        "created_at": first["created_at"],
+        "answer": first["answer"],
     }
     assert frames[-1]["event"] == "message_end"
     assert frames[-1]["metadata"]["cache"]["hit"] is True
+    assert frames[-1]["metadata"]["usage"] == first["metadata"]["usage"]
+    # A cached answer's events are the same events as a generated one's.
+    assert [problem for frame in frames[1:] for problem in event_problems(frame)] == []
     assert answers() == 1  # the model was not asked again

@@ -1,15 +1,14 @@
-"""Content negotiation for the async answer routes: JSON by default, XML on request, and a clear
-406 when the client accepts nothing we can send."""
+"""Content negotiation for the API routes: JSON by default, XML on request, Server-Sent Events for
+streams, and a clear 406 when the client accepts nothing we can send."""
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 
+from apps.api.renderers import xml_bytes
 from apps.core.errors import ApiError
 from apps.core.responses import error_response, json_response
-from apps.gateway.errors import NotAcceptable
-from apps.gateway.renderers import xml_bytes
 
 JSON = "application/json"
 XML = "application/xml"
@@ -18,6 +17,12 @@ EVENT_STREAM = "text/event-stream"
 # What an answer route can send; errors and blocking answers are JSON or XML.
 ANSWER_TYPES = (JSON, XML, TEXT_XML, EVENT_STREAM)
 DOCUMENT_TYPES = (JSON, XML, TEXT_XML)
+
+
+class NotAcceptable(ApiError):
+    status = 406
+    code = "not_acceptable"
+    default_message = "Accept allows none of the types this route sends."
 
 
 def _ranges(accept: str) -> list[tuple[str, float]]:
@@ -94,3 +99,11 @@ def error_document(error: ApiError, media: str) -> HttpResponse:
             response[name] = value
         return response
     return error_response(error)
+
+
+def event_stream_response(frames: AsyncIterator[bytes]) -> StreamingHttpResponse:
+    """Server-Sent Events, each frame passed on as soon as it is written."""
+    response = StreamingHttpResponse(frames, content_type=EVENT_STREAM)
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"  # nginx must pass each event on at once
+    return response

@@ -1,17 +1,20 @@
-"""After an answer ends: queue its suggested questions, tell the client, title a new
-conversation, record metrics."""
+"""What follows an answer's end, once PostgreSQL has recorded it (the answer kinds' success and
+final-failure hooks): the client is told (`message_end` or `error`), suggested questions are
+queued, a new conversation is titled, the answer's figures recorded."""
 
 import logging
 
-from apps.conversations.models import Message
+from apps.conversations.models import Message, MessageStatus
 from apps.conversations.services import conversation_name_request, message_suggestions_request
+from apps.core.errors import status_of
 from apps.core.metrics import TOKEN_BUCKETS, MetricsBatch
 from apps.core.priorities import Priority
-from apps.generation.answer import answer_final_failure
+from apps.dify.events import client_error_message, error_event
 from apps.generation.attempt import attempt_message_saved
-from apps.generation.events import AnswerPublisher
+from apps.generation.publishing import AnswerPublisher
 from apps.scheduling.models import Task
 from apps.scheduling.tasks.kinds import FinalFailure
+from apps.streams.log import event_append
 
 logger = logging.getLogger(__name__)
 
@@ -24,7 +27,7 @@ def _answer_message(task: Task) -> Message | None:
     )
 
 
-def answer_succeeded_observed(task: Task) -> None:
+def answer_succeeded(task: Task) -> None:
     """The answer and the task are committed: the client hears `message_end` only now."""
     message = attempt_message_saved(task)
     if message is None:
@@ -44,11 +47,26 @@ def answer_succeeded_observed(task: Task) -> None:
     metrics.send()
 
 
-def answer_failed_observed(task: Task, failure: FinalFailure) -> None:
-    answer_final_failure(task, failure)
+def answer_failed(task: Task, failure: FinalFailure) -> None:
+    """The answer will not come: the client is told why, and the message records it."""
+    status = status_of(failure.code)
+    reported = client_error_message(failure.code, failure.message)
     message = _answer_message(task)
-    if message is not None:
-        _name_conversation(task, message)
+    if message is None:
+        # Deleted with its conversation while it ran: nothing left to record, but whoever
+        # follows the stream still hears that it ended, and why.
+        message_id = str(task.payload["message_id"])
+        header = {"id": message_id, "message_id": message_id}
+        event = error_event(header, status=status, code=failure.code, message=reported)
+        event_append(task_id=str(task.id), event=event)
+        return
+    Message.objects.filter(id=message.id).update(
+        status=MessageStatus.ERROR, error=failure.message[:2000]
+    )
+    AnswerPublisher(task_id=str(task.id), message=message, quiet=task.bulk).error(
+        status=status, code=failure.code, message=reported
+    )
+    _name_conversation(task, message)
 
 
 def _name_conversation(task: Task, message: Message) -> None:

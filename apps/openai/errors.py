@@ -5,19 +5,12 @@ Every error of the platform maps onto it by status and code, so one pipeline rai
 errors whichever door a request came in by, and each door answers in its own words.
 """
 
-import re
 from typing import Any
 
 from django.http import JsonResponse
 
-from apps.core.errors import ApiError
-
-# /v1/chat/completions, /v1/models[/{id}], /v1/batches[/{id}[/cancel]], /v1/files[/{id}[/content]]
-# (Dify's /v1/files/upload and /v1/files/{id}/preview are Dify's).
-_OPENAI_PATH = re.compile(
-    r"^/v1/(?:chat/completions|models(?:/.+)?|batches(?:/[^/]+(?:/cancel)?)?"
-    r"|files(?:/(?!upload/?$)[^/]+(?:/content)?)?)/?$"
-)
+from apps.api.dialects import Dialect, route_dialect
+from apps.core.errors import ApiError, NotFound
 
 # OpenAI's `code` for the platform's own, where OpenAI has a word for it.
 CODES = {
@@ -29,9 +22,25 @@ CODES = {
 }
 
 
+class ModelNotFound(NotFound):
+    def __init__(self, model: str) -> None:
+        super().__init__(f"The model `{model}` does not exist or you do not have access to it.")
+        self.openai_code = "model_not_found"
+        self.param = "model"
+
+
+class StreamRestarted(ApiError):
+    status = 500
+    code = "stream_restarted"
+    default_message = (
+        "The answer was started again (a retry after a failure) after part of it was sent, and "
+        "OpenAI's stream cannot take text back: send the request again."
+    )
+
+
 def speaks_openai(path: str) -> bool:
     """Whether the route at `path` is one of OpenAI's (its errors are in OpenAI's envelope)."""
-    return _OPENAI_PATH.match(path) is not None
+    return route_dialect(path) == Dialect.OPENAI
 
 
 def _type(status: int) -> str:

@@ -16,7 +16,7 @@ from django.conf import settings
 
 from apps.core.errors import InvalidParam
 from apps.core.priorities import Priority
-from apps.gateway.requests import MAX_USER_CHARS, inputs_limits_check, text_clean, texts_clean
+from apps.dify.requests import MAX_USER_CHARS, inputs_limits_check, text_clean, texts_clean
 
 # The end user of a request that names none (`user` is optional in OpenAI's API).
 DEFAULT_END_USER = "api-openai"
