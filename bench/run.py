@@ -209,7 +209,7 @@ def bench_recovery(report: Report, quick: bool) -> None:
 
 
 def _web_and_workers(workers: int, **env: str) -> tuple[Any, list[Any], int]:
-    from apps.operations.web_server import web_command
+    from apps.operations.web_command import web_command
 
     port = harness.free_port()
     # The platform's web server, as `make run` serves it (daphne with the body limits).

@@ -25,11 +25,12 @@ from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: 
 from django.urls import get_resolver  # noqa: E402
 
 from apps.core.gc_tuning import gc_tune_for_serving  # noqa: E402
-from apps.gateway.forwarded import ForwardedHeadersMiddleware  # noqa: E402
-from apps.gateway.handler import PlatformASGIHandler  # noqa: E402
+from apps.interface.http.forwarded import ForwardedHeadersMiddleware  # noqa: E402
+from apps.interface.http.handler import PlatformASGIHandler  # noqa: E402
 from apps.interface.routing import websocket_router  # noqa: E402
 
-# Django's handler, with the API's requests served on the event loop alone (apps.gateway.handler).
+# Django's handler, with the API's requests served on the event loop alone
+# (apps.interface.http.handler).
 django_asgi_app = PlatformASGIHandler()
 # The admin's CSS and JS: served by the platform itself unless a proxy in front serves the
 # collected files (SERVE_STATIC=false, see deploy/); only paths under STATIC_URL are intercepted.

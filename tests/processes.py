@@ -15,7 +15,7 @@ from django.conf import settings
 from rq import Worker
 
 from apps.core.redis import sync_client
-from apps.operations.web_server import web_command
+from apps.operations.web_command import web_command
 from apps.scheduling.coordination.reports import worker_slots_key
 from apps.scheduling.coordination.stops import StopReason, task_request_stop
 from apps.scheduling.models import Task, TaskStatus

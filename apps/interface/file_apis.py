@@ -28,8 +28,8 @@ from apps.files.services import file_chunks_async
 from apps.files.uploads import upload_accept
 from apps.gateway.admission import authenticated, rate_limit
 from apps.gateway.authentication import api_key_from_request_async
-from apps.gateway.body_limits import FORM_OVERHEAD_BYTES
 from apps.interface.forms import multipart_form
+from apps.interface.http.body_limits import FORM_OVERHEAD_BYTES
 from apps.interface.views import dify_view
 
 TRUE = frozenset({"true", "1", "yes"})

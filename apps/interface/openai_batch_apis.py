@@ -34,8 +34,8 @@ from apps.files.models import StoredFile
 from apps.files.services import file_chunks_async, file_delete
 from apps.gateway.admission import rate_limit
 from apps.gateway.authentication import api_key_from_request_async
-from apps.gateway.body_limits import FORM_OVERHEAD_BYTES
 from apps.interface.forms import multipart_form
+from apps.interface.http.body_limits import FORM_OVERHEAD_BYTES
 from apps.interface.views import openai_methods, openai_view
 from apps.openai.requests import OpenAIParamError
 

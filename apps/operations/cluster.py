@@ -32,7 +32,7 @@ import httpx
 from django.conf import settings
 
 from apps.operations.cluster_nginx import nginx_command, nginx_config_check, runtime_prepare
-from apps.operations.web_server import web_command
+from apps.operations.web_command import web_command
 
 logger = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ DEBUG = env.bool("DEBUG", default=False)
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 # Proxies (addresses or networks) whose forwarded headers (X-Forwarded-For, -Proto) are
-# believed: the client's address and scheme come from them (apps.gateway.forwarded). Empty:
+# believed: the client's address and scheme come from them (apps.interface.http.forwarded). Empty:
 # nobody's, as when daphne faces clients itself (`make run`).
 TRUSTED_PROXIES = env.list("TRUSTED_PROXIES", default=[])
 # Browser origins besides the served hosts that may open the WebSocket chat ("*": any).

@@ -67,7 +67,7 @@ def test_web_probes_and_service() -> None:
     assert web["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert web["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert web["ports"][0]["containerPort"] == 8000
-    assert web["command"][:3] == ["python", "-m", "apps.operations.web_server"]
+    assert web["command"][:3] == ["python", "-m", "apps.interface.http.web_server"]
     assert "--proxy-headers" not in web["command"]  # forwarded headers: TRUSTED_PROXIES
     service = by_kind("Service")["dify-web"]
     assert (
@@ -123,7 +123,7 @@ def test_the_dockerfile_runs_the_web_server_as_a_non_root_user() -> None:
     user = re.findall(r"^USER (\S+)$", text, flags=re.MULTILINE)
     assert user
     assert user[-1] not in ("root", "0")
-    assert '"apps.operations.web_server"' in text
+    assert '"apps.interface.http.web_server"' in text
     assert '"--proxy-headers"' not in text
 
 
@@ -199,7 +199,7 @@ def body_sizes(conf: str) -> dict[str, str]:
 def test_proxies_limit_bodies_by_route_as_the_platform_does() -> None:
     """The JSON routes a little above MAX_REQUEST_BYTES, Dify's uploads above FILE_UPLOAD_MAX_MB,
     batch files above BATCH_MAX_FILE_MB: none of the platform's own limits is cut short."""
-    from apps.gateway.body_limits import body_limit
+    from apps.interface.http.body_limits import body_limit
 
     mb = 1024 * 1024
     sizes = body_sizes(SITE_FILE.read_text())

@@ -11,7 +11,7 @@ import pytest
 from django.conf import settings
 from django.test import Client, override_settings
 
-from apps.gateway.forwarded import ForwardedHeadersMiddleware
+from apps.interface.http.forwarded import ForwardedHeadersMiddleware
 from tests.factories import make_app, make_app_with_key
 from tests.gateway.live import extra_web
 from tests.processes import WebServer

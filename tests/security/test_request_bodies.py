@@ -14,7 +14,7 @@ import psutil
 import pytest
 from django.conf import settings
 
-from apps.gateway.handler import PlatformASGIHandler
+from apps.interface.http.handler import PlatformASGIHandler
 from tests.gateway.live import extra_web
 from tests.processes import WebServer
 

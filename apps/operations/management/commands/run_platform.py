@@ -9,7 +9,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from apps.operations.web_server import web_command
+from apps.operations.web_command import web_command
 from apps.scheduling.housekeeping.pool import WorkerPool
 
 

@@ -3,7 +3,7 @@
 daphne (Twisted's HTTP parser underneath) takes a request's whole body before it starts the
 application, then queues all of it for the application at once: a 2 GB body to any route cost
 the web process 2 GB before the platform could look at its size. Here each request checks its
-body against its route's limit (apps.gateway.body_limits) as it comes in: a declared
+body against its route's limit (apps.interface.http.body_limits) as it comes in: a declared
 Content-Length over the limit is answered 413 at once, before any of the body is read (and
 without `100 Continue`), a chunked body as soon as it passes the limit. What a request holds is
 then at most its route's limit. Nor does Twisted parse a form body on the way (daphne never
@@ -14,11 +14,11 @@ end), and what the client still sends is read and dropped for at most LINGER_S, 
 the 413 rather than a reset; then the connection is closed.
 
 Forwarded headers are read by the platform itself, from the proxies it trusts
-(apps.gateway.forwarded), never by daphne's `--proxy-headers`, which believes anyone.
+(apps.interface.http.forwarded), never by daphne's `--proxy-headers`, which believes anyone.
 
-    python -m apps.operations.web_server -b 0.0.0.0 -p 8000 dify_platform.asgi:application
+    python -m apps.interface.http.web_server -b 0.0.0.0 -p 8000 dify_platform.asgi:application
 
-takes daphne's options; `web_command()` is that command as the run commands start it.
+takes daphne's options; apps.operations.web_command is that command as the run commands start it.
 """
 
 # isort: off
@@ -28,7 +28,6 @@ import daphne.server  # first: it installs the asyncio reactor Twisted must run 
 import asyncio
 import http
 import io
-import os
 import sys
 from typing import Any
 from urllib.parse import unquote
@@ -38,23 +37,6 @@ from daphne.http_protocol import HTTPFactory, WebRequest
 
 APPLICATION = "dify_platform.asgi:application"
 LINGER_S = 5.0
-
-
-def web_command(*, host: str, port: int, access_log: str = os.devnull) -> list[str]:
-    """The web server's command line, for this interpreter. Requests are logged as JSON by the
-    platform's middleware, with their request ids: daphne's own access log is off by default."""
-    return [
-        sys.executable,
-        "-m",
-        "apps.operations.web_server",
-        "-b",
-        host,
-        "-p",
-        str(port),
-        "--access-log",
-        access_log,
-        APPLICATION,
-    ]
 
 
 def _route(raw_target: bytes) -> str:
@@ -88,7 +70,7 @@ class BodyLimitedRequest(WebRequest):  # type: ignore[misc]
     def gotLength(self, length: int | None) -> None:  # Twisted's name
         # The request line is parsed, the body not yet read: the channel holds the method and
         # target until the body is complete (twisted.web.http.HTTPChannel).
-        from apps.gateway.body_limits import body_limit
+        from apps.interface.http.body_limits import body_limit
 
         method = bytes(getattr(self.channel, "_command", b"") or b"").decode("latin-1")
         self._route = _route(bytes(getattr(self.channel, "_path", b"") or b""))
@@ -115,8 +97,8 @@ class BodyLimitedRequest(WebRequest):  # type: ignore[misc]
         super().requestReceived(command, path, version)
 
     def _refuse(self) -> None:
-        from apps.gateway.body_limits import body_refusal
         from apps.gateway.refusals import refusal_count
+        from apps.interface.http.body_limits import body_refusal
 
         self.refused = True
         # Twisted sends `100 Continue` after this if the client asked: not for a refused body.

@@ -3,8 +3,9 @@
 The JSON routes (and the admin's and pages' forms) take MAX_REQUEST_BYTES; Dify's upload takes
 FILE_UPLOAD_MAX_MB and OpenAI's batch files BATCH_MAX_FILE_MB, each with room for the multipart
 form around the file. A larger body is refused while it arrives, never read whole first: by the
-web server (apps.operations.web_server), and again by the ASGI handler (apps.gateway.handler)
-under any other server. What a body can cost is then its route's limit.
+web server (apps.interface.http.web_server), and again by the ASGI handler
+(apps.interface.http.handler) under any other server. What a body can cost is then its route's
+limit.
 """
 
 from django.conf import settings

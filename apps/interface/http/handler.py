@@ -12,7 +12,7 @@ the database only through `apps.core.db.db_sync_to_async`, which hands each call
 back to the pool itself, so there is no request-long connection for the signals to close. Nor
 do they need Django's warning line for every 4xx response, written from yet another thread hop
 (`log_response`): the access log has a line for every request, and the views log what fails.
-Their bodies are read within their route's limit (apps.gateway.body_limits): a larger one is
+Their bodies are read within their route's limit (apps.interface.http.body_limits): a larger one is
 answered 413 from its declared length, or as soon as more arrived. They get the rest of Django's
 handling unchanged (request object, middleware, the disconnect watch, the response); everything
 else (the admin, the chat pages, static files) goes through Django's handler as before.
@@ -29,8 +29,8 @@ from django.core.handlers.asgi import ASGIHandler, get_script_prefix
 from django.http import FileResponse, HttpRequest, HttpResponseBase
 from django.urls import set_script_prefix, set_urlconf
 
-from apps.gateway.body_limits import body_limit, body_refusal
 from apps.gateway.middleware import API_PREFIXES, PROBE_PATHS
+from apps.interface.http.body_limits import body_limit, body_refusal
 
 
 def is_api_path(path: str) -> bool:
@@ -105,7 +105,7 @@ class PlatformASGIHandler(ASGIHandler):  # type: ignore[misc]
     ) -> SpooledTemporaryFile[bytes]:
         """Django's `read_body`, refusing a body over `limit` (RequestDataTooBig) from its
         declared Content-Length before reading any of it, or as soon as more arrived: under any
-        ASGI server a body costs at most its route's limit (apps.gateway.body_limits)."""
+        ASGI server a body costs at most its route's limit (apps.interface.http.body_limits)."""
         for name, value in scope.get("headers") or ():
             declared = value.strip()
             if name.lower() == b"content-length" and declared.isdigit() and int(declared) > limit:
