@@ -448,10 +448,10 @@ ensure_chromium() {
         log "installing Debian's chromium for the browser tests (apt-get install chromium)"
         if ! { apt-get update -qq >/dev/null &&
             DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }; then
-            die "could not install chromium: apt-get install chromium (needed by tests/browser)"
+            die "could not install chromium: apt-get install chromium (needed by the browser tests)"
         fi
     else
-        die "Chromium is not installed: apt-get install chromium (needed by tests/browser)"
+        die "Chromium is not installed: apt-get install chromium (needed by the browser tests)"
     fi
 }
 

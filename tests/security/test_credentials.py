@@ -16,7 +16,7 @@ from apps.generation.provider_settings import endpoint_config
 from apps.providers.base import ProviderError
 from apps.providers.credentials import key_env_allowed
 from apps.providers.openai_compat import api_key_for
-from tests.admin.test_admin import form_data
+from tests.applications.test_admin import form_data
 from tests.factories import make_deployment
 
 pytestmark = pytest.mark.django_db

@@ -2,7 +2,7 @@
 live worker: the numbers show, and they change on their own as work arrives and drains.
 
 Same setup as the chat page's browser tests (Debian's Chromium driven by Playwright, database
-calls from a helper thread); see tests/browser/test_chat_page.py for why.
+calls from a helper thread); see tests/interface/test_chat_page_browser.py for why.
 """
 
 import re
@@ -17,8 +17,8 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from apps.applications.models import ApiKey
 from apps.conversations.services import Question, answer_submit
 from apps.scheduling.models import Task, TaskStatus
-from tests.browser.test_chat_page import CHROMIUM, CHROMIUM_ARGS, in_thread
 from tests.factories import make_app, make_key
+from tests.interface.test_chat_page_browser import CHROMIUM, CHROMIUM_ARGS, in_thread
 from tests.processes import WebServer, run_worker
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
